@@ -1,0 +1,85 @@
+"""The one exception hierarchy of sweep.
+
+Every error a user can cause derives from :class:`SweepError`; each message says what
+to do next. The CLI maps the classes below to exit codes (see ``sweep.cli``).
+"""
+
+from __future__ import annotations
+
+
+class SweepError(Exception):
+    """Raised for any problem sweep reports to its user; the root of all sweep errors."""
+
+
+class SpecError(SweepError):
+    """Raised when a sweep spec cannot be read or does not validate.
+
+    ``file``, ``key_path`` and ``line`` locate the problem where they are known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        key_path: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        self.file = file
+        self.key_path = key_path
+        self.line = line
+        self.reason = message
+        where = ""
+        if file is not None:
+            where = f"{file}:{line}: " if line is not None else f"{file}: "
+        key = f"{key_path}: " if key_path else ""
+        super().__init__(f"{where}{key}{message}")
+
+
+class SpecErrors(SpecError):
+    """Raised when a spec has several problems; ``errors`` holds one SpecError each."""
+
+    def __init__(self, errors: list[SpecError]) -> None:
+        self.errors = errors
+        first = errors[0]
+        super().__init__(first.reason, file=first.file, key_path=first.key_path, line=first.line)
+        self.args = ("\n".join(str(e) for e in errors),)
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class ObjectiveImportError(SpecError):
+    """Raised when the spec's ``objective`` module or function cannot be imported."""
+
+
+class StorageError(SweepError):
+    """Raised when the database cannot be reached or an operation on it fails."""
+
+
+class SchemaVersionError(StorageError):
+    """Raised when the database schema is older or newer than this version of sweep."""
+
+
+class NoActiveRunError(SweepError):
+    """Raised when a logging call is made outside a trial or an open run."""
+
+
+class ArtifactPathError(SweepError):
+    """Raised when an artifact name would escape its run's artifact directory."""
+
+
+class NotFoundError(SweepError):
+    """Raised when a run, experiment, sweep, model, version or alias does not exist."""
+
+
+class RegistryError(SweepError):
+    """Raised when a model cannot be registered, aliased or loaded."""
+
+
+class RegistrationError(RegistryError):
+    """Raised when a sweep's spec demands a registered model and none could be registered."""
+
+
+class ExecutionError(SweepError):
+    """Raised when the trial executors (Ray or local workers) cannot be started or reached."""

@@ -1,0 +1,194 @@
+"""One database handle: the engine, the session helper, the schema check, Optuna's storage."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import optuna
+import sqlalchemy
+from alembic import command
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from sweep.errors import SchemaVersionError, StorageError
+from sweep.storage._url import mask_url, normalise_url
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+VERSION_TABLE = "sweep_alembic_version"
+#: Seconds a SQLite writer waits for another process's lock before giving up.
+SQLITE_BUSY_TIMEOUT_S = 60
+
+T = TypeVar("T")
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        # Several local processes (controller + Ray workers) share the file: wait for
+        # locks instead of failing at once.
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    # pool_pre_ping replaces connections that a database restart has closed.
+    return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 5}
+
+
+class Database:
+    """A connection to the store that holds studies, runs and the model registry.
+
+    Thread-safe: sessions are created per call. ``url`` keeps the password;
+    use :attr:`display_url` for anything shown to a person.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = normalise_url(url)
+        self.display_url = mask_url(self.url)
+        self.is_sqlite = self.url.startswith("sqlite")
+        try:
+            self.engine: Engine = sqlalchemy.create_engine(self.url, **_engine_kwargs(self.url))
+        except (SQLAlchemyError, ImportError) as exc:
+            raise StorageError(f"cannot open the store {self.display_url}: {exc}") from exc
+        if self.is_sqlite:
+            event.listen(self.engine, "connect", _sqlite_on_connect)
+        self._sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+
+    def __repr__(self) -> str:
+        return f"Database({self.display_url!r})"
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session that commits on success, rolls back on error, and turns database
+        errors into :class:`StorageError` without leaking the URL's password."""
+        session = self._sessionmaker()
+        try:
+            yield session
+            session.commit()
+        except SQLAlchemyError as exc:
+            session.rollback()
+            raise StorageError(
+                f"database operation on {self.display_url} failed: {_short(exc)}"
+            ) from exc
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def retrying(self, operation: Callable[[], T], attempts: int = 5) -> T:
+        """Run ``operation`` again when the database was briefly unavailable or locked."""
+        for attempt in range(attempts):
+            try:
+                return operation()
+            except StorageError as exc:
+                cause = exc.__cause__
+                transient = isinstance(cause, OperationalError) or (
+                    isinstance(cause, DBAPIError) and cause.connection_invalidated
+                )
+                if not transient or attempt == attempts - 1:
+                    raise
+                time.sleep(0.2 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def check_connection(self) -> None:
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except SQLAlchemyError as exc:
+            hint = (
+                "check that the server is up and the URL is right"
+                if not self.is_sqlite
+                else "check that the folder is writable"
+            )
+            raise StorageError(
+                f"cannot connect to the store {self.display_url}: {_short(exc)}; {hint}"
+            ) from exc
+
+    # -- schema ---------------------------------------------------------------------
+
+    def _alembic_config(self) -> Config:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        config.set_main_option("version_table", VERSION_TABLE)
+        return config
+
+    def schema_revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            context = MigrationContext.configure(
+                conn, opts={"version_table": VERSION_TABLE}
+            )
+            return context.get_current_revision()
+
+    def head_revision(self) -> str:
+        head = ScriptDirectory.from_config(self._alembic_config()).get_current_head()
+        assert head is not None
+        return head
+
+    def upgrade(self) -> None:
+        """Bring sweep's tables to the newest schema (what ``sweep db upgrade`` runs)."""
+        self.check_connection()
+        config = self._alembic_config()
+        with self.engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+
+    def ensure_schema(self) -> None:
+        """Create the tables in a new database; refuse an old or newer schema with the fix.
+
+        Creating is automatic so that ``sweep launch`` works on a fresh machine; upgrading
+        an existing schema is a deliberate step because other users may share the store.
+        """
+        self.check_connection()
+        current = self.schema_revision()
+        head = self.head_revision()
+        if current == head:
+            return
+        if current is None:
+            self.upgrade()
+            return
+        script = ScriptDirectory.from_config(self._alembic_config())
+        known = {rev.revision for rev in script.walk_revisions()}
+        if current in known:
+            raise SchemaVersionError(
+                f"the store {self.display_url} has sweep schema {current}, older than this "
+                f"version of sweep ({head}); upgrade it with: "
+                f"sweep db upgrade --storage '{self.display_url}'"
+            )
+        raise SchemaVersionError(
+            f"the store {self.display_url} has sweep schema {current}, newer than this "
+            "version of sweep knows; upgrade sweep (pip install -U sweep)"
+        )
+
+    # -- Optuna -----------------------------------------------------------------------
+
+    def optuna_storage(self) -> optuna.storages.RDBStorage:
+        """Optuna's RDB storage on the same database, tuned like our own engine."""
+        try:
+            return optuna.storages.RDBStorage(self.url, engine_kwargs=_engine_kwargs(self.url))
+        except (SQLAlchemyError, RuntimeError, ValueError) as exc:
+            raise StorageError(
+                f"cannot open the Optuna study storage at {self.display_url}: {_short(exc)}"
+            ) from exc
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers and one writer work at once; it is a property of the file.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _short(exc: BaseException) -> str:
+    """The first line of a database error, without SQL and parameters (which may hold data)."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip().splitlines()
+    return mask_url(text[0]) if text else type(exc).__name__

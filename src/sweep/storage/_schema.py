@@ -1,0 +1,191 @@
+"""The tables sweep owns, as SQLAlchemy 2 ORM models.
+
+Optuna's own tables live in the same database; ours are prefixed ``sweep_`` so the two
+never collide. Times are epoch milliseconds (portable, cheap to index and compare).
+Change these only together with a migration under ``migrations/versions``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Float,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+KEY_LENGTH = 250
+RUN_ID_LENGTH = 32
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ExperimentRow(Base):
+    __tablename__ = "sweep_experiments"
+
+    experiment_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(KEY_LENGTH), unique=True)
+    artifact_root: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class RunRow(Base):
+    __tablename__ = "sweep_runs"
+    __table_args__ = (
+        Index("ix_sweep_runs_experiment", "experiment_id", "start_time"),
+        Index("ix_sweep_runs_parent", "parent_run_id"),
+    )
+
+    run_id: Mapped[str] = mapped_column(String(RUN_ID_LENGTH), primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("sweep_experiments.experiment_id"))
+    parent_run_id: Mapped[str | None] = mapped_column(
+        ForeignKey("sweep_runs.run_id"), nullable=True
+    )
+    name: Mapped[str] = mapped_column(String(KEY_LENGTH))
+    status: Mapped[str] = mapped_column(String(16))
+    start_time: Mapped[int] = mapped_column(BigInteger)
+    end_time: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    artifact_uri: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class ParamRow(Base):
+    __tablename__ = "sweep_params"
+
+    run_id: Mapped[str] = mapped_column(
+        ForeignKey("sweep_runs.run_id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(KEY_LENGTH), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class TagRow(Base):
+    __tablename__ = "sweep_tags"
+
+    run_id: Mapped[str] = mapped_column(
+        ForeignKey("sweep_runs.run_id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(KEY_LENGTH), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class MetricRow(Base):
+    __tablename__ = "sweep_metrics"
+    __table_args__ = (Index("ix_sweep_metrics_run_key_step", "run_id", "key", "step"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    run_id: Mapped[str] = mapped_column(ForeignKey("sweep_runs.run_id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(KEY_LENGTH))
+    value: Mapped[float] = mapped_column(Float)
+    step: Mapped[int] = mapped_column(BigInteger)
+    timestamp: Mapped[int] = mapped_column(BigInteger)
+
+
+class ArtifactRow(Base):
+    __tablename__ = "sweep_artifacts"
+
+    run_id: Mapped[str] = mapped_column(
+        ForeignKey("sweep_runs.run_id", ondelete="CASCADE"), primary_key=True
+    )
+    path: Mapped[str] = mapped_column(String(1000), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "file", "dir" or "model"
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class SweepRow(Base):
+    """One row per sweep: ties the Optuna study to its experiment and parent run."""
+
+    __tablename__ = "sweep_sweeps"
+
+    name: Mapped[str] = mapped_column(String(KEY_LENGTH), primary_key=True)
+    study_name: Mapped[str] = mapped_column(String(KEY_LENGTH))
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("sweep_experiments.experiment_id"))
+    parent_run_id: Mapped[str] = mapped_column(ForeignKey("sweep_runs.run_id"))
+    status: Mapped[str] = mapped_column(String(16))
+    spec_yaml: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class RegisteredModelRow(Base):
+    __tablename__ = "sweep_registered_models"
+
+    name: Mapped[str] = mapped_column(String(KEY_LENGTH), primary_key=True)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class ModelVersionRow(Base):
+    __tablename__ = "sweep_model_versions"
+
+    model_name: Mapped[str] = mapped_column(
+        ForeignKey("sweep_registered_models.name"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    run_id: Mapped[str | None] = mapped_column(ForeignKey("sweep_runs.run_id"), nullable=True)
+    source: Mapped[str] = mapped_column(Text)
+    metric_name: Mapped[str | None] = mapped_column(String(KEY_LENGTH), nullable=True)
+    metric_value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    sweep_name: Mapped[str | None] = mapped_column(String(KEY_LENGTH), nullable=True)
+    trial_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class ModelVersionTagRow(Base):
+    __tablename__ = "sweep_model_version_tags"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["model_name", "version"],
+            ["sweep_model_versions.model_name", "sweep_model_versions.version"],
+        ),
+    )
+
+    model_name: Mapped[str] = mapped_column(String(KEY_LENGTH), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    key: Mapped[str] = mapped_column(String(KEY_LENGTH), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class ModelAliasRow(Base):
+    __tablename__ = "sweep_model_aliases"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["model_name", "version"],
+            ["sweep_model_versions.model_name", "sweep_model_versions.version"],
+        ),
+    )
+
+    model_name: Mapped[str] = mapped_column(String(KEY_LENGTH), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(KEY_LENGTH), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+
+
+class RegistryEventRow(Base):
+    """Audit log: every version registration and alias change, never updated or deleted."""
+
+    __tablename__ = "sweep_registry_events"
+    __table_args__ = (Index("ix_sweep_registry_events_model", "model_name"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    model_name: Mapped[str] = mapped_column(String(KEY_LENGTH))
+    action: Mapped[str] = mapped_column(String(32))
+    alias: Mapped[str | None] = mapped_column(String(KEY_LENGTH), nullable=True)
+    from_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    to_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    user: Mapped[str] = mapped_column(String(KEY_LENGTH))
+    host: Mapped[str] = mapped_column(String(KEY_LENGTH))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    at: Mapped[int] = mapped_column(BigInteger)

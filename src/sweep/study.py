@@ -1,0 +1,159 @@
+"""The Optuna study behind a sweep, and the sweep's own record (experiment, parent run).
+
+The study is named after the sweep and lives in the same database as the tracking
+tables. Launching a spec whose study exists continues it: the budget counts the trials
+already finished there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import TrialState
+from sqlalchemy.exc import IntegrityError
+
+from sweep.errors import SpecError, StorageError
+from sweep.spec import SweepSpec
+from sweep.storage import Database
+from sweep.storage._schema import SweepRow
+from sweep.tracking import Experiment, TrackingStore
+from sweep.tracking._store import now_ms
+
+#: Trial system attribute linking an Optuna trial to its child run.
+RUN_ID_ATTR = "sweep:run_id"
+#: Trial system attribute set on trials ended by a stop (Ctrl-C); they do not use budget.
+KILLED_ATTR = "sweep:killed"
+#: Trial system attribute holding why a trial failed.
+ERROR_ATTR = "sweep:error"
+
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+@dataclass(frozen=True)
+class TrialCounts:
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    running: int = 0
+    killed: int = 0
+
+    @property
+    def finished(self) -> int:
+        """Trials that used budget: complete, pruned and failed, not killed by a stop."""
+        return self.complete + self.pruned + self.failed
+
+
+@dataclass(frozen=True)
+class SweepRecord:
+    name: str
+    study_name: str
+    experiment_id: int
+    parent_run_id: str
+    status: str
+    created: bool
+
+
+def open_study(spec: SweepSpec, db: Database) -> optuna.Study:
+    """Create the sweep's study, or load it if it exists (same name, same direction)."""
+    storage = db.optuna_storage()
+    direction = spec.metric.direction
+    try:
+        study = optuna.create_study(
+            storage=storage,
+            study_name=spec.name,
+            direction=direction,
+            load_if_exists=True,
+            sampler=spec.sampler.build(),
+            pruner=spec.pruner.build(),
+        )
+    except optuna.exceptions.StorageInternalError as exc:
+        raise StorageError(f"cannot create or load study {spec.name!r}: {exc}") from exc
+    existing = study.direction.name.lower()
+    if existing != direction:
+        raise SpecError(
+            f"study {spec.name!r} already exists in {db.display_url} with direction "
+            f"{existing}, but the spec says {direction}; rename the sweep or fix the direction",
+            file=str(spec.source_path) if spec.source_path else None,
+            key_path="metric.direction",
+            line=spec.line_of("metric.direction"),
+        )
+    return study
+
+
+def count_trials(study: optuna.Study) -> TrialCounts:
+    counts = {"complete": 0, "pruned": 0, "failed": 0, "running": 0, "killed": 0}
+    for trial in study.get_trials(deepcopy=False):
+        if trial.state == TrialState.COMPLETE:
+            counts["complete"] += 1
+        elif trial.state == TrialState.PRUNED:
+            counts["pruned"] += 1
+        elif trial.state == TrialState.FAIL:
+            counts["killed" if trial.system_attrs.get(KILLED_ATTR) else "failed"] += 1
+        elif trial.state == TrialState.RUNNING:
+            counts["running"] += 1
+    return TrialCounts(**counts)
+
+
+def open_sweep_record(
+    spec: SweepSpec,
+    db: Database,
+    tracking: TrackingStore,
+    experiment: Experiment,
+    *,
+    spec_text: str,
+    parent_tags: dict[str, str],
+    parent_params: dict[str, object],
+) -> SweepRecord:
+    """The sweep's row, with its parent run; created on first launch, reused after."""
+    existing = get_sweep_record(db, spec.name)
+    if existing is not None:
+        return existing
+    parent = tracking.create_run(
+        experiment, spec.name, params=parent_params, tags=parent_tags
+    )
+    try:
+        with db.session() as session:
+            session.add(
+                SweepRow(
+                    name=spec.name,
+                    study_name=spec.name,
+                    experiment_id=experiment.experiment_id,
+                    parent_run_id=parent.run_id,
+                    status="RUNNING",
+                    spec_yaml=spec_text,
+                    created_at=now_ms(),
+                    updated_at=now_ms(),
+                )
+            )
+    except StorageError as exc:
+        # A second launch of the same spec created the record first: join it.
+        if isinstance(exc.__cause__, IntegrityError):
+            from sweep.tracking import RunStatus
+
+            tracking.end_run(parent.run_id, RunStatus.KILLED)
+            record = get_sweep_record(db, spec.name)
+            if record is not None:
+                return record
+        raise
+    return SweepRecord(
+        spec.name, spec.name, experiment.experiment_id, parent.run_id, "RUNNING", True
+    )
+
+
+def get_sweep_record(db: Database, name: str) -> SweepRecord | None:
+    with db.session() as session:
+        row = session.get(SweepRow, name)
+        if row is None:
+            return None
+        return SweepRecord(
+            row.name, row.study_name, row.experiment_id, row.parent_run_id, row.status, False
+        )
+
+
+def set_sweep_status(db: Database, name: str, status: str) -> None:
+    with db.session() as session:
+        row = session.get(SweepRow, name)
+        if row is not None:
+            row.status = status
+            row.updated_at = now_ms()

@@ -1,0 +1,58 @@
+"""Frozen records the tracking store returns; ORM rows never leave the store."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class RunStatus(str, enum.Enum):
+    RUNNING = "RUNNING"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+    KILLED = "KILLED"
+
+    @property
+    def is_finished(self) -> bool:
+        return self is not RunStatus.RUNNING
+
+
+@dataclass(frozen=True)
+class Experiment:
+    experiment_id: int
+    name: str
+    artifact_root: str
+    created_at: int
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    key: str
+    value: float
+    step: int
+    timestamp: int
+
+
+@dataclass(frozen=True)
+class ArtifactInfo:
+    path: str
+    kind: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run with its data; ``metrics`` holds the latest value (highest step) per key."""
+
+    run_id: str
+    experiment_id: int
+    parent_run_id: str | None
+    name: str
+    status: RunStatus
+    start_time: int
+    end_time: int | None
+    artifact_uri: str
+    description: str | None = None
+    params: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)

@@ -1,0 +1,178 @@
+"""Ray workers: long-lived actors, one per parallel slot, each holding one trial's
+resources (``cpu``, ``gpu``) and running trials through :class:`~sweep.trial.TrialRunner`.
+
+Ray sets ``CUDA_VISIBLE_DEVICES`` for an actor that holds GPUs, so each worker's
+objective sees only its own devices.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayError
+
+from sweep.errors import ExecutionError
+from sweep.trial import SweepContext, TrialOutcome, TrialRunner
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    index: int
+    host: str
+    pid: int
+    cuda_visible_devices: str | None
+
+
+class TrialWorker:
+    """The actor body; wrapped with ``ray.remote`` in :class:`RayWorkerPool`."""
+
+    def __init__(self, context: SweepContext, worker_index: int, code_path: str) -> None:
+        # Local Ray workers do not inherit the driver's sys.path; on a cluster the
+        # runtime environment's working_dir is already the cwd and on the path.
+        if code_path and os.path.isdir(code_path) and code_path not in sys.path:
+            sys.path.insert(0, code_path)
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.index = worker_index
+        self.runner = TrialRunner(context, worker_index)
+
+    def info(self) -> WorkerInfo:
+        return WorkerInfo(
+            self.index, socket.gethostname(), os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES")
+        )
+
+    def run(self, trial_id: int) -> TrialOutcome:
+        return self.runner.run(trial_id)
+
+
+class RayWorkerPool:
+    """Starts (or joins) Ray and keeps ``size`` workers alive; replaces dead ones."""
+
+    def __init__(
+        self,
+        context: SweepContext,
+        size: int,
+        *,
+        cpu: float,
+        gpu: float,
+        address: str | None = None,
+        num_cpus: int | None = None,
+        num_gpus: int | None = None,
+    ) -> None:
+        self.context = context
+        self.size = size
+        self.cpu = cpu
+        self.gpu = gpu
+        self.address = address
+        self.num_cpus = num_cpus
+        self.num_gpus = num_gpus
+        self.code_path = str(context.spec.code_path)
+        self.workers: list[Any] = []
+        self._started_ray = False
+        self._next_index = 0
+        self._actor_class: Any = None
+
+    def start(self) -> None:
+        self._init_ray()
+        self._check_resources()
+        self._actor_class = ray.remote(TrialWorker)
+        self.workers = [self._new_worker() for _ in range(self.size)]
+        # Fail fast, with the real reason, if workers cannot start (e.g. bad objective).
+        try:
+            ray.get([w.info.remote() for w in self.workers], timeout=300)
+        except GetTimeoutError as exc:
+            self.shutdown()
+            raise ExecutionError(
+                f"Ray could not start {self.size} workers with cpu={self.cpu}, gpu={self.gpu} "
+                "each within 5 minutes; lower parallelism or resources, or add nodes"
+            ) from exc
+        except RayError as exc:
+            self.shutdown()
+            raise ExecutionError(f"Ray workers failed to start: {_cause(exc)}") from exc
+
+    def _init_ray(self) -> None:
+        if ray.is_initialized():
+            return
+        kwargs: dict[str, Any] = {
+            "include_dashboard": False,
+            "logging_level": logging.WARNING,
+            "configure_logging": True,
+        }
+        if self.address:
+            # The objective's code travels to the cluster's nodes with the job.
+            kwargs["address"] = self.address
+            kwargs["runtime_env"] = {"working_dir": self.code_path}
+        else:
+            kwargs["num_cpus"] = self.num_cpus
+            kwargs["num_gpus"] = self.num_gpus
+        try:
+            ray.init(**kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = f"the Ray cluster at {self.address}" if self.address else "a local Ray"
+            raise ExecutionError(
+                f"cannot start {where}: {exc}; check ray.address / --ray-address"
+            ) from exc
+        self._started_ray = True
+
+    def _check_resources(self) -> None:
+        total = ray.cluster_resources()
+        if self.gpu > 0 and total.get("GPU", 0) < self.gpu:
+            raise ExecutionError(
+                f"each trial asks for gpu: {self.gpu} but the Ray cluster has "
+                f"{total.get('GPU', 0):g} GPUs; set resources.gpu to 0, join a cluster with "
+                "GPUs (ray.address), or start local Ray with logical GPUs (ray.num_gpus)"
+            )
+        if total.get("CPU", 0) < self.cpu:
+            raise ExecutionError(
+                f"each trial asks for cpu: {self.cpu} but the Ray cluster has "
+                f"{total.get('CPU', 0):g} CPUs; lower resources.cpu"
+            )
+
+    def _new_worker(self) -> Any:
+        index = self._next_index
+        self._next_index += 1
+        return self._actor_class.options(
+            num_cpus=self.cpu, num_gpus=self.gpu, max_restarts=0, max_task_retries=0
+        ).remote(self.context, index, self.code_path)
+
+    def replace(self, worker: Any) -> Any:
+        """Swap a dead worker for a fresh one."""
+        position = self.workers.index(worker)
+        try:
+            ray.kill(worker, no_restart=True)
+        except RayError:
+            pass
+        self.workers[position] = self._new_worker()
+        return self.workers[position]
+
+    def info(self) -> list[WorkerInfo]:
+        return ray.get([w.info.remote() for w in self.workers], timeout=60)
+
+    def kill_all(self) -> None:
+        for worker in self.workers:
+            try:
+                ray.kill(worker, no_restart=True)
+            except RayError:
+                pass
+
+    def shutdown(self) -> None:
+        self.kill_all()
+        self.workers = []
+        if self._started_ray:
+            ray.shutdown()
+            self._started_ray = False
+
+
+def _cause(exc: BaseException) -> str:
+    """The user-facing reason inside a Ray error (its cause, if it wraps one)."""
+    cause = getattr(exc, "cause", None) or exc.__cause__
+    if isinstance(exc, RayActorError) and cause is None:
+        return str(exc).splitlines()[0]
+    return f"{type(cause).__name__}: {cause}" if cause else str(exc).splitlines()[0]

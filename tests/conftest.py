@@ -1,0 +1,81 @@
+"""Shared fixtures: a fresh PostgreSQL database or SQLite file per test, a local Ray.
+
+PostgreSQL tests talk to the real server named by SWEEP_TEST_POSTGRES_URL (default: the
+local trust-auth server). Without one they skip on a laptop but fail in CI (CI=true).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+from sqlalchemy.engine import make_url
+
+TESTS_DIR = Path(__file__).parent
+OBJECTIVES_DIR = TESTS_DIR / "objectives"
+PG_URL = os.environ.get(
+    "SWEEP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# Test objectives (tests/objectives/*.py) are importable here as in the Ray workers.
+sys.path.insert(0, str(OBJECTIVES_DIR))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep every test's default store and artifacts out of the working tree."""
+    monkeypatch.setenv("SWEEP_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SWEEP_DATABASE_URL", raising=False)
+    monkeypatch.delenv("SWEEP_ARTIFACT_ROOT", raising=False)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A new, empty PostgreSQL database, dropped after the test."""
+    admin = sqlalchemy.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except sqlalchemy.exc.OperationalError as exc:
+        admin.dispose()
+        message = f"PostgreSQL at {make_url(PG_URL).render_as_string()} is unreachable: {exc}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    name = f"sweep_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'store' / 'sweep.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage_url(request: pytest.FixtureRequest) -> str:
+    """Runs a test once per storage backend."""
+    fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    return request.getfixturevalue(fixture)
+
+
+@pytest.fixture(scope="session")
+def local_ray() -> Iterator[None]:
+    """One local Ray for the in-process sweep tests, with 4 logical GPUs."""
+    import ray
+
+    ray.init(num_cpus=4, num_gpus=4, include_dashboard=False, logging_level="WARNING")
+    yield
+    ray.shutdown()

@@ -1,0 +1,70 @@
+"""Objectives used by the sweep tests; importable in the test process and Ray workers."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import optuna
+from sklearn.linear_model import LinearRegression
+
+import sweep
+
+
+def learning_curve(trial: optuna.Trial) -> float:
+    """A fast learning curve whose ceiling depends on x; logs a model that predicts x."""
+    x = trial.params["x"]  # declared in the spec
+    shape = trial.suggest_categorical("shape", ["fast", "slow"])  # define-by-run
+    rate = 0.8 if shape == "fast" else 0.4
+    ceiling = 1.0 - (x - 0.3) ** 2
+    value = 0.0
+    for step in range(1, 10):
+        value = ceiling * (1.0 - (1.0 - rate) ** step)
+        sweep.log_metric("loss", 1.0 - value, step=step)
+        trial.report(value, step)
+        if trial.should_prune():
+            raise optuna.TrialPruned()
+    sweep.log_model(LinearRegression().fit([[0.0], [1.0]], [0.0, x]))
+    return value
+
+
+def flaky(trial: optuna.Trial) -> float:
+    """Raises, returns NaN or a string depending on the trial number."""
+    x = trial.suggest_float("x", 0.0, 1.0)
+    kind = trial.number % 4
+    if kind == 1:
+        raise ValueError(f"boom in trial {trial.number}")
+    if kind == 2:
+        return math.nan
+    if kind == 3:
+        return "not a number"  # type: ignore[return-value]
+    return x
+
+
+def no_model(trial: optuna.Trial) -> float:
+    return trial.suggest_float("x", 0.0, 1.0)
+
+
+def slow(trial: optuna.Trial) -> float:
+    """Long enough to be interrupted mid-trial."""
+    x = trial.suggest_float("x", 0.0, 1.0)
+    for step in range(1, 200):
+        time.sleep(0.05)
+        trial.report(x, step)
+    return x
+
+
+def gpu_probe(trial: optuna.Trial) -> float:
+    """Records the devices Ray gave this worker."""
+    trial.suggest_float("x", 0.0, 1.0)
+    sweep.set_tag("devices", os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
+    time.sleep(0.2)  # overlap with the other worker
+    return 1.0
+
+
+def trivial(trial: optuna.Trial) -> float:
+    x = trial.suggest_float("x", -10.0, 10.0)
+    y = trial.suggest_float("y", 1e-3, 1.0, log=True)
+    c = trial.suggest_categorical("c", ["a", "b", "c"])
+    return x * x + y + (0.5 if c == "a" else 0.0)
