@@ -7,6 +7,7 @@ executors (Ray) could not start; 130 interrupted with Ctrl-C.
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -83,6 +84,7 @@ def launch(ctx: click.Context, spec_path: str, storage: str | None, ray_address:
 
     with _errors(ctx.obj["debug"]):
         spec = load_spec(spec_path)
+        _stop_on_signals()
         console.print(f"[bold]sweep[/] {spec.name}: objective {spec.objective}")
         try:
             result = launch_sweep(
@@ -100,6 +102,17 @@ def launch(ctx: click.Context, spec_path: str, storage: str | None, ray_address:
         _print_summary(result, spec.metric.name)
         if result.interrupted:
             sys.exit(RET_INTERRUPTED)
+
+
+def _stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM stop the sweep cleanly (running trials end KILLED), also when
+    a shell started us in the background with SIGINT ignored."""
+
+    def interrupt(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _print_start(parallelism: int) -> Callable[..., None]:
@@ -125,8 +138,9 @@ def _print_trial(metric: str) -> Callable[..., None]:
         reason = f" ({escape(outcome.error)})" if outcome.error else ""
         console.print(
             f"  trial {outcome.number:>4} [{colour}]{outcome.state:<8}[/] {value}{reason}"
-            f"  [dim]{outcome.duration_s:.1f}s · done {counts.complete}/{counts.pruned}"
-            f"/{counts.failed} (complete/pruned/failed)[/]"
+            f"  [dim]{outcome.duration_s:.1f}s · {counts.complete} complete, "
+            f"{counts.pruned} pruned, {counts.failed} failed[/]",
+            soft_wrap=True,
         )
 
     return on_trial
@@ -198,3 +212,7 @@ def db_upgrade(ctx: click.Context, storage: str | None) -> None:
 
 def main() -> None:
     cli(prog_name="sweep")
+
+
+if __name__ == "__main__":
+    main()

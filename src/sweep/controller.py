@@ -95,6 +95,7 @@ def launch(
     """
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     db = Database(resolve_storage_url(storage, spec.storage))
     try:
         return _Launch(spec, db, ray_address or spec.ray.address, on_trial, on_start).run()

@@ -1,0 +1,151 @@
+"""The `sweep` command, run as a user runs it: real subprocesses, real Ray, real stores."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+import sweep
+from sweep.storage import Database
+from sweep.tracking import RunStatus, TrackingStore
+from tests.conftest import OBJECTIVES_DIR
+
+REPO = Path(__file__).parent.parent
+SWEEP = [sys.executable, "-m", "sweep.cli"]
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: int = 300):
+    return subprocess.run(
+        [*SWEEP, *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def toy_spec(tmp_path: Path, **overrides: object) -> Path:
+    spec = {
+        "name": "cli-toy",
+        "objective": "toy:learning_curve",
+        "code_dir": str(OBJECTIVES_DIR),
+        "parameters": {"x": {"type": "uniform", "low": 0.0, "high": 1.0}},
+        "metric": {"name": "score", "direction": "maximize"},
+        "pruner": {"name": "hyperband", "min_resource": 1, "max_resource": 9},
+        "budget": {"n_trials": 8},
+        "parallelism": 2,
+        "registry": {"model_name": "cli-model"},
+    }
+    spec.update(overrides)
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def test_validate_accepts_the_quickstart_and_names_the_line_of_a_mistake(tmp_path: Path) -> None:
+    ok = run_cli("validate", str(REPO / "sweeps" / "quickstart.yaml"), cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert "ok" in ok.stdout
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        (REPO / "sweeps" / "quickstart.yaml").read_text().replace("n_trials:", "n_trails:")
+    )
+    result = run_cli("validate", str(bad), cwd=tmp_path)
+    assert result.returncode == 2
+    line = next(
+        i for i, text in enumerate(bad.read_text().splitlines(), 1) if "n_trails" in text
+    )
+    assert f"bad.yaml:{line}" in result.stderr
+    assert "n_trails" in result.stderr and "n_trials" in result.stderr
+
+
+def test_launch_on_postgres_from_the_environment(postgres_url: str, tmp_path: Path) -> None:
+    result = run_cli(
+        "launch", str(toy_spec(tmp_path)), cwd=tmp_path, env={"SWEEP_DATABASE_URL": postgres_url}
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "models:/cli-model/1 @challenger" in result.stdout
+    assert not (tmp_path / ".sweep" / "sweep.db").exists()  # the shared store was used
+    study = optuna.load_study(study_name="cli-toy", storage=postgres_url)
+    assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 8
+
+
+def test_unreachable_store_exits_3_without_leaking_the_password(tmp_path: Path) -> None:
+    result = run_cli(
+        "launch",
+        str(toy_spec(tmp_path)),
+        "--storage",
+        "postgresql+psycopg://alice:hunter2-secret@127.0.0.1:1/db",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 3
+    assert "cannot connect" in result.stderr
+    assert "hunter2-secret" not in result.stdout + result.stderr
+
+
+def test_quickstart_registers_a_working_challenger(tmp_path: Path) -> None:
+    """The README's main command, on the embedded default store."""
+    env = {"SWEEP_HOME": str(tmp_path / ".sweep")}
+    result = run_cli(
+        "launch", str(REPO / "sweeps" / "quickstart.yaml"), cwd=tmp_path, env=env, timeout=600
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "60 trials" in result.stdout
+    assert "models:/digits-sgd/1 @challenger" in result.stdout
+
+    url = f"sqlite:///{tmp_path / '.sweep' / 'sweep.db'}"
+    model = sweep.load_model("models:/digits-sgd@challenger", storage=url)
+    sys.path.insert(0, str(REPO / "sweeps"))
+    from digits import load_data
+
+    _, x_val, _, y_val = load_data()
+    assert model.score(x_val, y_val) > 0.9
+
+
+def test_ctrl_c_ends_running_trials_killed_and_nothing_running(tmp_path: Path) -> None:
+    spec = toy_spec(
+        tmp_path, objective="toy:slow", parameters={}, pruner="none", registry=None,
+        budget={"n_trials": 10},
+    )
+    env = {**os.environ, "SWEEP_HOME": str(tmp_path / ".sweep")}
+    proc = subprocess.Popen(
+        [*SWEEP, "launch", str(spec)], cwd=tmp_path, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    url = f"sqlite:///{tmp_path / '.sweep' / 'sweep.db'}"
+    deadline = time.monotonic() + 120
+    running: list = []
+    while time.monotonic() < deadline and len(running) < 2:
+        time.sleep(0.5)
+        if (tmp_path / ".sweep" / "sweep.db").exists():
+            try:
+                running = TrackingStore(Database(url)).list_runs(statuses=[RunStatus.RUNNING])
+            except sweep.StorageError:
+                running = []  # tables not created yet
+            running = [r for r in running if r.parent_run_id]
+    assert len(running) == 2, "the trials never started"
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    assert "interrupted" in output
+
+    runs = TrackingStore(Database(url)).list_runs()
+    assert not [r for r in runs if r.status is RunStatus.RUNNING]
+    killed = [r for r in runs if r.status is RunStatus.KILLED]
+    assert len(killed) >= 3  # the two trials and the parent
+    study = optuna.load_study(study_name="cli-toy", storage=url)
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    assert all(
+        t.system_attrs.get("sweep:killed") for t in study.get_trials(states=(TrialState.FAIL,))
+    )
