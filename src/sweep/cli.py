@@ -53,7 +53,7 @@ def _errors(debug: bool) -> Iterator[None]:
     except SweepError as exc:
         if debug:
             err_console.print_exception()
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         code = next((c for cls, c in _EXIT_CODES if isinstance(exc, cls)), RET_ERROR)
         sys.exit(code)
 
