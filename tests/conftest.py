@@ -76,6 +76,9 @@ def local_ray() -> Iterator[None]:
     """One local Ray for the in-process sweep tests, with 4 logical GPUs."""
     import ray
 
-    ray.init(num_cpus=4, num_gpus=4, include_dashboard=False, logging_level="WARNING")
+    # address="local": never join a cluster some other process started on this machine.
+    ray.init(
+        address="local", num_cpus=4, num_gpus=4, include_dashboard=False, logging_level="WARNING"
+    )
     yield
     ray.shutdown()

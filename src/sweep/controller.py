@@ -181,7 +181,7 @@ class _Launch:
             try:
                 pool.start()
                 launched, interrupted = self._dispatch(
-                    pool, storage, study_id, remaining, deadline, parent_run_id
+                    pool, storage, study_id, remaining, deadline, parent_run_id, counts
                 )
             except BaseException:
                 set_sweep_status(db, spec.name, "FAILED")
@@ -227,8 +227,12 @@ class _Launch:
         remaining: int | None,
         deadline: float | None,
         parent_run_id: str,
+        counts: TrialCounts,
     ) -> tuple[int, bool]:
-        """Keep every worker busy until the budget or the timeout is spent."""
+        """Keep every worker busy until the budget or the timeout is spent.
+
+        ``counts`` (the study's at the start) is kept up to date from the outcomes, so
+        progress reports cost no query."""
         in_flight: dict[Any, tuple[Any, int]] = {}
         idle = list(pool.workers)
         dispatched = 0
@@ -260,23 +264,12 @@ class _Launch:
                             storage, trial_id, f"trial execution failed: {_task_error(exc)}"
                         )
                     idle.append(worker)
+                    counts = counts.add(outcome.state)
                     if self.on_trial:
-                        self.on_trial(outcome, self._quick_counts(storage, study_id))
+                        self.on_trial(outcome, counts)
         except KeyboardInterrupt:
             self._stop(pool, storage, in_flight, parent_run_id)
             return dispatched, True
-
-    def _quick_counts(self, storage: optuna.storages.BaseStorage, study_id: int) -> TrialCounts:
-        trials = storage.get_all_trials(study_id, deepcopy=False)
-        by_state = {s: 0 for s in TrialState}
-        for t in trials:
-            by_state[t.state] += 1
-        return TrialCounts(
-            complete=by_state[TrialState.COMPLETE],
-            pruned=by_state[TrialState.PRUNED],
-            failed=by_state[TrialState.FAIL],
-            running=by_state[TrialState.RUNNING],
-        )
 
     def _fail_lost_trial(
         self, storage: optuna.storages.BaseStorage, trial_id: int, reason: str

@@ -7,7 +7,7 @@ already finished there.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import optuna
 from optuna.trial import TrialState
@@ -37,6 +37,11 @@ class TrialCounts:
     failed: int = 0
     running: int = 0
     killed: int = 0
+
+    def add(self, state: str) -> TrialCounts:
+        """These counts after one more trial finished in ``state`` (an Optuna state name)."""
+        field = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}[state]
+        return replace(self, **{field: getattr(self, field) + 1})
 
     @property
     def finished(self) -> int:

@@ -70,7 +70,7 @@ class RayWorkerPool:
         self.size = size
         self.cpu = cpu
         self.gpu = gpu
-        self.address = address
+        self.address = None if address in (None, "", "local") else address
         self.num_cpus = num_cpus
         self.num_gpus = num_gpus
         self.code_path = str(context.spec.code_path)
@@ -106,10 +106,13 @@ class RayWorkerPool:
             "configure_logging": True,
         }
         if self.address:
+            _use_cluster_token()
             # The objective's code travels to the cluster's nodes with the job.
             kwargs["address"] = self.address
             kwargs["runtime_env"] = {"working_dir": self.code_path}
         else:
+            # A new local Ray even if another one runs here (`ray.address: auto` joins it).
+            kwargs["address"] = "local"
             kwargs["num_cpus"] = self.num_cpus
             kwargs["num_gpus"] = self.num_gpus
         try:
@@ -168,6 +171,24 @@ class RayWorkerPool:
         if self._started_ray:
             ray.shutdown()
             self._started_ray = False
+
+
+def _use_cluster_token() -> None:
+    """Present this machine's Ray auth token to a cluster that requires one.
+
+    `ray start --head` turns token authentication on and saves the token in
+    ~/.ray/auth_token, but Ray 2.60's ``ray.init(address=...)`` only sends it when
+    RAY_AUTH_MODE=token is set; without it the connection is refused.
+    """
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # another Ray version: it handles tokens itself
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def _cause(exc: BaseException) -> str:
