@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,11 +15,8 @@ import pytest
 import sqlalchemy
 from sqlalchemy.engine import make_url
 
-TESTS_DIR = Path(__file__).parent
-OBJECTIVES_DIR = TESTS_DIR / "objectives"
-PG_URL = os.environ.get(
-    "SWEEP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+from tests.helpers import OBJECTIVES_DIR, PG_URL, fresh_postgres_database
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 # Test objectives (tests/objectives/*.py) are importable here as in the Ray workers.
@@ -38,25 +34,19 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A new, empty PostgreSQL database, dropped after the test."""
-    admin = sqlalchemy.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    admin = sqlalchemy.create_engine(PG_URL)
     try:
         with admin.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
     except sqlalchemy.exc.OperationalError as exc:
-        admin.dispose()
         message = f"PostgreSQL at {make_url(PG_URL).render_as_string()} is unreachable: {exc}"
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
-    name = f"sweep_test_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
     finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
+    with fresh_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture

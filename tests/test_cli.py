@@ -10,14 +10,12 @@ import time
 from pathlib import Path
 
 import optuna
-import pytest
-import yaml
 from optuna.trial import TrialState
 
 import sweep
 from sweep.storage import Database
 from sweep.tracking import RunStatus, TrackingStore
-from tests.conftest import OBJECTIVES_DIR
+from tests.helpers import write_toy_spec
 
 REPO = Path(__file__).parent.parent
 SWEEP = [sys.executable, "-m", "sweep.cli"]
@@ -35,21 +33,12 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: i
 
 
 def toy_spec(tmp_path: Path, **overrides: object) -> Path:
-    spec = {
+    defaults = {
         "name": "cli-toy",
-        "objective": "toy:learning_curve",
-        "code_dir": str(OBJECTIVES_DIR),
-        "parameters": {"x": {"type": "uniform", "low": 0.0, "high": 1.0}},
-        "metric": {"name": "score", "direction": "maximize"},
-        "pruner": {"name": "hyperband", "min_resource": 1, "max_resource": 9},
         "budget": {"n_trials": 8},
-        "parallelism": 2,
         "registry": {"model_name": "cli-model"},
     }
-    spec.update(overrides)
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return path
+    return write_toy_spec(tmp_path, **{**defaults, **overrides})
 
 
 def test_validate_accepts_the_quickstart_and_names_the_line_of_a_mistake(tmp_path: Path) -> None:
@@ -63,9 +52,7 @@ def test_validate_accepts_the_quickstart_and_names_the_line_of_a_mistake(tmp_pat
     )
     result = run_cli("validate", str(bad), cwd=tmp_path)
     assert result.returncode == 2
-    line = next(
-        i for i, text in enumerate(bad.read_text().splitlines(), 1) if "n_trails" in text
-    )
+    line = next(i for i, text in enumerate(bad.read_text().splitlines(), 1) if "n_trails" in text)
     assert f"bad.yaml:{line}" in result.stderr
     assert "n_trails" in result.stderr and "n_trials" in result.stderr
 
@@ -115,13 +102,21 @@ def test_quickstart_registers_a_working_challenger(tmp_path: Path) -> None:
 
 def test_ctrl_c_ends_running_trials_killed_and_nothing_running(tmp_path: Path) -> None:
     spec = toy_spec(
-        tmp_path, objective="toy:slow", parameters={}, pruner="none", registry=None,
+        tmp_path,
+        objective="toy:slow",
+        parameters={},
+        pruner="none",
+        registry=None,
         budget={"n_trials": 10},
     )
     env = {**os.environ, "SWEEP_HOME": str(tmp_path / ".sweep")}
     proc = subprocess.Popen(
-        [*SWEEP, "launch", str(spec)], cwd=tmp_path, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [*SWEEP, "launch", str(spec)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     url = f"sqlite:///{tmp_path / '.sweep' / 'sweep.db'}"
     deadline = time.monotonic() + 120

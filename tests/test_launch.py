@@ -6,7 +6,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-import yaml
 from optuna.trial import TrialState
 
 import sweep
@@ -14,28 +13,9 @@ from sweep.registry import ModelRegistry
 from sweep.storage import Database
 from sweep.study import RUN_ID_ATTR
 from sweep.tracking import RunStatus, TrackingStore
-from tests.conftest import OBJECTIVES_DIR
+from tests.helpers import write_toy_spec as write_spec
 
 pytestmark = pytest.mark.usefixtures("local_ray")
-
-
-def write_spec(tmp_path: Path, **overrides: object) -> Path:
-    spec = {
-        "name": "toy",
-        "objective": "toy:learning_curve",
-        "code_dir": str(OBJECTIVES_DIR),
-        "parameters": {"x": {"type": "uniform", "low": 0.0, "high": 1.0}},
-        "metric": {"name": "score", "direction": "maximize"},
-        "sampler": {"name": "tpe", "seed": 1, "n_startup_trials": 4},
-        "pruner": {"name": "hyperband", "min_resource": 1, "max_resource": 9, "reduction_factor": 3},
-        "budget": {"n_trials": 24},
-        "parallelism": 2,
-        "registry": {"model_name": "toy-model", "required": True},
-    }
-    spec.update(overrides)
-    path = tmp_path / "sweep.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])

@@ -17,7 +17,7 @@ import optuna
 import pytest
 import yaml
 
-from tests.conftest import OBJECTIVES_DIR
+from tests.helpers import OBJECTIVES_DIR
 
 
 def free_port() -> int:
@@ -34,10 +34,20 @@ def ray_head() -> Iterator[str]:
     temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")
     ray_cli = Path(sys.executable).parent / "ray"
     head = subprocess.Popen(
-        [str(ray_cli), "start", "--head", f"--port={port}", "--num-cpus=2",
-         "--include-dashboard=false", "--disable-usage-stats", "--block",
-         f"--temp-dir={temp_dir}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            str(ray_cli),
+            "start",
+            "--head",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            "--block",
+            f"--temp-dir={temp_dir}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     address = f"127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -79,9 +89,22 @@ def test_launch_joins_a_cluster_and_ships_the_objective(ray_head: str, tmp_path:
     url = f"sqlite:///{tmp_path / 'sweep.db'}"
     env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
     result = subprocess.run(
-        [sys.executable, "-m", "sweep.cli", "launch", str(spec), "--storage", url,
-         "--ray-address", ray_head],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "sweep.cli",
+            "launch",
+            str(spec),
+            "--storage",
+            url,
+            "--ray-address",
+            ray_head,
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     study = optuna.load_study(study_name="on-cluster", storage=url)

@@ -577,8 +577,10 @@ def test_boolean_is_not_a_number(tmp_path: Path) -> None:
 def test_log_uniform_needs_positive_low(tmp_path: Path, low: str) -> None:
     path = write_spec(
         tmp_path,
-        minimal(extra="parameters:\n  a: {type: int, low: 1, high: 3}\n"
-                f"  alpha:\n    type: log_uniform\n    low: {low}\n    high: 0.1\n"),
+        minimal(
+            extra="parameters:\n  a: {type: int, low: 1, high: 3}\n"
+            f"  alpha:\n    type: log_uniform\n    low: {low}\n    high: 0.1\n"
+        ),
     )
     err = single_error(path, check_objective=False)
     assert err.key_path == "parameters.alpha.low"
@@ -644,8 +646,10 @@ def test_empty_choices(tmp_path: Path) -> None:
 def test_nested_choice_is_rejected_at_its_line(tmp_path: Path) -> None:
     path = write_spec(
         tmp_path,
-        minimal(extra="parameters:\n  c:\n    type: categorical\n    choices:\n"
-                "      - a\n      - [1, 2]\n"),
+        minimal(
+            extra="parameters:\n  c:\n    type: categorical\n    choices:\n"
+            "      - a\n      - [1, 2]\n"
+        ),
     )
     err = single_error(path, check_objective=False)
     assert err.key_path == "parameters.c.choices.1"
@@ -706,9 +710,7 @@ def test_unknown_pruner_name(tmp_path: Path) -> None:
 
 
 def test_unknown_sampler_option(tmp_path: Path) -> None:
-    path = write_spec(
-        tmp_path, minimal(extra="sampler:\n  name: tpe\n  seed: 1\n  n_startup: 5\n")
-    )
+    path = write_spec(tmp_path, minimal(extra="sampler:\n  name: tpe\n  seed: 1\n  n_startup: 5\n"))
     err = single_error(path, check_objective=False)
     assert err.key_path == "sampler.n_startup"
     assert err.line == 8
@@ -764,8 +766,9 @@ def test_missing_required_key_points_at_parent_or_line_one(tmp_path: Path) -> No
 
 
 def test_budget_needs_n_trials_or_timeout(tmp_path: Path) -> None:
-    path = write_spec(tmp_path, "name: demo\nobjective: m:f\nmetric: {name: l, direction: minimize}"
-                      "\nbudget: {}\n")
+    path = write_spec(
+        tmp_path, "name: demo\nobjective: m:f\nmetric: {name: l, direction: minimize}\nbudget: {}\n"
+    )
     err = single_error(path, check_objective=False)
     assert err.key_path == "budget"
     assert err.line == 4
@@ -850,9 +853,7 @@ def test_missing_env_var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert "export SWEEP_TEST_UNSET_VAR=" in err.reason
 
 
-def test_env_var_is_substituted_in_storage(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_env_var_is_substituted_in_storage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SWEEP_TEST_DB", "postgresql+psycopg://u:p@db:5432/sweeps")
     path = write_spec(tmp_path, minimal(extra="storage: ${SWEEP_TEST_DB}\n"))
     spec = load_spec(path, check_objective=False)
@@ -888,9 +889,7 @@ def test_empty_env_default_leaves_storage_unset(
     assert load_spec(path, check_objective=False).storage is None
 
 
-def test_all_missing_env_vars_are_reported(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_all_missing_env_vars_are_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SWEEP_TEST_A", raising=False)
     monkeypatch.delenv("SWEEP_TEST_B", raising=False)
     path = write_spec(
@@ -946,9 +945,7 @@ def test_dotted_objective_in_a_package(tmp_path: Path, module_name: str) -> None
     package = tmp_path / "src" / module_name
     write_module(package, "__init__", "")
     write_module(package, "train")
-    spec = load_spec(
-        write_spec(tmp_path, minimal(f"{module_name}.train", "code_dir: src\n"))
-    )
+    spec = load_spec(write_spec(tmp_path, minimal(f"{module_name}.train", "code_dir: src\n")))
     assert resolve_objective(spec)(None, {}) == 0.5
 
 

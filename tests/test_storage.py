@@ -39,8 +39,9 @@ def test_schema_is_created_once_and_matches_the_models(db: Database) -> None:
         context = MigrationContext.configure(
             conn,
             opts={
-                "include_name": lambda name, type_, _p: type_ != "table"
-                or (name.startswith("sweep_") and name != VERSION_TABLE)
+                "include_name": lambda name, type_, _p: (
+                    type_ != "table" or (name.startswith("sweep_") and name != VERSION_TABLE)
+                )
             },
         )
         assert compare_metadata(context, Base.metadata) == []

@@ -77,7 +77,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
 )
 @click.option("--ray-address", help="Join this Ray cluster instead of starting a local Ray.")
 @click.pass_context
-def launch(ctx: click.Context, spec_path: str, storage: str | None, ray_address: str | None) -> None:
+def launch(
+    ctx: click.Context, spec_path: str, storage: str | None, ray_address: str | None
+) -> None:
     """Run the sweep in SPEC (or continue it, if its study exists) to the end of its budget."""
     from sweep.controller import launch as launch_sweep
     from sweep.spec import load_spec
@@ -119,9 +121,7 @@ def _print_start(parallelism: int) -> Callable[..., None]:
     def on_start(storage: str, counts: Any, remaining: int | None) -> None:
         console.print(f"  store: {storage}")
         if counts.finished or counts.killed:
-            console.print(
-                f"  continuing: {counts.finished} trials already finished in this study"
-            )
+            console.print(f"  continuing: {counts.finished} trials already finished in this study")
         if remaining == 0:
             console.print("  the trial budget is already spent; nothing to run")
         else:
@@ -151,11 +151,16 @@ def _print_summary(result: Any, metric: str) -> None:
     table.add_column(style="bold")
     table.add_column()
     c = result.counts
-    table.add_row("trials", f"{c.complete} complete, {c.pruned} pruned, {c.failed} failed"
-                  + (f", {c.killed} killed" if c.killed else ""))
+    table.add_row(
+        "trials",
+        f"{c.complete} complete, {c.pruned} pruned, {c.failed} failed"
+        + (f", {c.killed} killed" if c.killed else ""),
+    )
     table.add_row("this launch", f"{result.trials_this_launch} trials in {result.elapsed_s:.1f}s")
     if result.best_value is not None:
-        table.add_row("best", f"trial {result.best_trial_number}: {metric} = {result.best_value:.6g}")
+        table.add_row(
+            "best", f"trial {result.best_trial_number}: {metric} = {result.best_value:.6g}"
+        )
         params = ", ".join(f"{k}={_fmt(v)}" for k, v in result.best_params.items())
         table.add_row("best params", params)
     table.add_row("experiment", result.experiment)
@@ -168,8 +173,11 @@ def _print_summary(result: Any, metric: str) -> None:
     elif result.registration:
         table.add_row("model", escape(result.registration))
     if result.interrupted:
-        table.add_row("status", "[yellow]interrupted: running trials were killed; "
-                      "launch the same spec again to continue[/]")
+        table.add_row(
+            "status",
+            "[yellow]interrupted: running trials were killed; "
+            "launch the same spec again to continue[/]",
+        )
     console.print(table)
 
 

@@ -166,9 +166,7 @@ class _Launch:
         interrupted = False
         launched = 0
         if remaining is None or remaining > 0:
-            deadline = (
-                time.monotonic() + spec.budget.timeout if spec.budget.timeout else None
-            )
+            deadline = time.monotonic() + spec.budget.timeout if spec.budget.timeout else None
             pool = RayWorkerPool(
                 context,
                 spec.parallelism if remaining is None else min(spec.parallelism, remaining),
@@ -331,7 +329,9 @@ class _Launch:
         except ValueError:
             return None, "no trial completed, so no model was registered"
         run_id = best.system_attrs.get(RUN_ID_ATTR)
-        models = [a for a in self.tracking.list_artifacts(run_id) if a.kind == "model"] if run_id else []
+        models = (
+            [a for a in self.tracking.list_artifacts(run_id) if a.kind == "model"] if run_id else []
+        )
         if not models:
             return None, (
                 f"best trial {best.number} logged no model, so none was registered; "
@@ -343,7 +343,10 @@ class _Launch:
         except SweepError:
             current = None
         if current is not None and current.run_id == run_id:
-            return current, f"{name} version {current.version} (@{alias}) is already this best trial"
+            return (
+                current,
+                f"{name} version {current.version} (@{alias}) is already this best trial",
+            )
         run = self.tracking.get_run(run_id)
         version = self.registry.create_model_version(
             name,

@@ -101,8 +101,15 @@ class ModelRegistry:
         for attempt in range(5):
             try:
                 return self._create_version_once(
-                    model_name, source, run_id, metric_name, metric_value,
-                    sweep_name, trial_number, tags or {}, reason,
+                    model_name,
+                    source,
+                    run_id,
+                    metric_name,
+                    metric_value,
+                    sweep_name,
+                    trial_number,
+                    tags or {},
+                    reason,
                 )
             except StorageError as exc:
                 # Two registrations raced for the same version number: take the next one.
@@ -226,8 +233,15 @@ class ModelRegistry:
             )
             return [
                 RegistryEvent(
-                    r.model_name, r.action, r.alias, r.from_version, r.to_version,
-                    r.user, r.host, r.reason, r.at,
+                    r.model_name,
+                    r.action,
+                    r.alias,
+                    r.from_version,
+                    r.to_version,
+                    r.user,
+                    r.host,
+                    r.reason,
+                    r.at,
                 )
                 for r in rows
             ]
@@ -259,9 +273,15 @@ class ModelRegistry:
         user, host = _who()
         session.add(
             RegistryEventRow(
-                model_name=model_name, action=action, alias=alias,
-                from_version=from_version, to_version=to_version,
-                user=user, host=host, reason=reason, at=now_ms(),
+                model_name=model_name,
+                action=action,
+                alias=alias,
+                from_version=from_version,
+                to_version=to_version,
+                user=user,
+                host=host,
+                reason=reason,
+                at=now_ms(),
             )
         )
 

@@ -114,9 +114,7 @@ def open_sweep_record(
     existing = get_sweep_record(db, spec.name)
     if existing is not None:
         return existing
-    parent = tracking.create_run(
-        experiment, spec.name, params=parent_params, tags=parent_tags
-    )
+    parent = tracking.create_run(experiment, spec.name, params=parent_params, tags=parent_tags)
     try:
         with db.session() as session:
             session.add(

@@ -7,6 +7,7 @@ objective sees only its own devices.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -148,10 +149,8 @@ class RayWorkerPool:
     def replace(self, worker: Any) -> Any:
         """Swap a dead worker for a fresh one."""
         position = self.workers.index(worker)
-        try:
+        with contextlib.suppress(RayError):
             ray.kill(worker, no_restart=True)
-        except RayError:
-            pass
         self.workers[position] = self._new_worker()
         return self.workers[position]
 
@@ -160,10 +159,8 @@ class RayWorkerPool:
 
     def kill_all(self) -> None:
         for worker in self.workers:
-            try:
+            with contextlib.suppress(RayError):
                 ray.kill(worker, no_restart=True)
-            except RayError:
-                pass
 
     def shutdown(self) -> None:
         self.kill_all()

@@ -7,15 +7,25 @@ is not counted; the whole launch time is reported beside it.
 
 from __future__ import annotations
 
+import tempfile
 import time
-from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import sweep
 from sweep.spec import load_spec_from_dict
-from tests.benchmarks._stores import fresh_store
+from tests.helpers import OBJECTIVES_DIR, fresh_postgres_database
 
-OBJECTIVES = Path(__file__).parent.parent / "objectives"
+
+@contextmanager
+def fresh_store(backend: str) -> Iterator[str]:
+    if backend == "postgresql":
+        with fresh_postgres_database() as url:
+            yield url
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            yield f"sqlite:///{folder}/bench.db"
 
 
 def run(backend: str = "postgresql", trials: int = 200, workers: int = 2) -> dict[str, Any]:
@@ -23,7 +33,7 @@ def run(backend: str = "postgresql", trials: int = 200, workers: int = 2) -> dic
         {
             "name": "bench-throughput",
             "objective": "toy:trivial",
-            "code_dir": str(OBJECTIVES),
+            "code_dir": str(OBJECTIVES_DIR),
             "metric": {"name": "value", "direction": "minimize"},
             "sampler": {"name": "tpe", "seed": 0},
             "pruner": "none",

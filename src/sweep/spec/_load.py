@@ -90,8 +90,10 @@ def _message(err: Mapping[str, Any], loc: tuple[Any, ...], parts: list[str]) -> 
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         got = _yaml_type(value)
         if loc and loc[0] == "parameters" and len(loc) == 2:
-            return (f"expected a mapping with a 'type' key (one of {', '.join(PARAMETER_TYPES)}), "
-                    f"got {got}")
+            return (
+                f"expected a mapping with a 'type' key (one of {', '.join(PARAMETER_TYPES)}), "
+                f"got {got}"
+            )
         model = _model_at(loc)
         if model is not None and issubclass(model, _OptunaComponentSpec):
             kind = model.component_kind
@@ -132,9 +134,7 @@ def _convert_validation_error(
     return errors
 
 
-def _validate(
-    data: Any, file: str, lines: Mapping[str, int] | None
-) -> SweepSpec:
+def _validate(data: Any, file: str, lines: Mapping[str, int] | None) -> SweepSpec:
     if not isinstance(data, Mapping):
         raise SpecError(
             f"a spec must be a mapping of keys to values, got {_yaml_type(data)}",

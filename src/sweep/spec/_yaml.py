@@ -25,9 +25,7 @@ _REF_RE = re.compile(r"\$\$|\$\{([^}]*)\}|\$\{")
 _BODY_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
 
 
-def interpolate_env(
-    value: str, environ: Mapping[str, str] | None = None
-) -> tuple[str, list[str]]:
+def interpolate_env(value: str, environ: Mapping[str, str] | None = None) -> tuple[str, list[str]]:
     """Substitute ``${VAR}`` and ``${VAR:-default}`` in ``value``; ``$$`` is a literal ``$``.
 
     ``:-`` uses the default when the variable is unset or empty, as in the shell.

@@ -119,9 +119,7 @@ class Database:
 
     def schema_revision(self) -> str | None:
         with self.engine.connect() as conn:
-            context = MigrationContext.configure(
-                conn, opts={"version_table": VERSION_TABLE}
-            )
+            context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
             return context.get_current_revision()
 
     def head_revision(self) -> str:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import getpass
 import os
 import platform
 import socket
 import subprocess
-from importlib import metadata
 import sys
+from importlib import metadata
 from pathlib import Path
 
 from sweep.storage import redact
@@ -41,10 +42,8 @@ def environment_tags(code_dir: str) -> dict[str, str]:
         "sweep.python": platform.python_version(),
         "sweep.platform": platform.platform(terse=True),
     }
-    try:
+    with contextlib.suppress(KeyError, OSError):
         tags["sweep.user"] = getpass.getuser()
-    except (KeyError, OSError):
-        pass
     for package in KEY_PACKAGES:
         try:
             tags[f"sweep.version.{package}"] = metadata.version(package)

@@ -120,7 +120,10 @@ class TrackingStore:
                 if values:
                     session.execute(
                         model.__table__.insert(),
-                        [{"run_id": run_id, "key": str(k), "value": _text(v)} for k, v in values.items()],
+                        [
+                            {"run_id": run_id, "key": str(k), "value": _text(v)}
+                            for k, v in values.items()
+                        ],
                     )
         return Run(
             run_id=run_id,
