@@ -81,6 +81,15 @@ def test_unreachable_store_exits_3_without_leaking_the_password(tmp_path: Path) 
     assert "hunter2-secret" not in result.stdout + result.stderr
 
 
+def test_more_workers_than_the_local_ray_can_hold_exits_5(tmp_path: Path) -> None:
+    spec = toy_spec(tmp_path, parallelism=3, ray={"num_cpus": 2})
+    result = run_cli("launch", str(spec), cwd=tmp_path)
+    assert result.returncode == 5, result.stdout + result.stderr
+    assert "parallelism 3 with cpu: 1 per trial needs 3 CPUs but the local Ray has 2" in (
+        result.stderr
+    )
+
+
 def test_quickstart_registers_a_working_challenger(tmp_path: Path) -> None:
     """The README's main command, on the embedded default store."""
     env = {"SWEEP_HOME": str(tmp_path / ".sweep")}

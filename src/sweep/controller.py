@@ -124,8 +124,8 @@ class _Launch:
         started = time.monotonic()
         spec, db = self.spec, self.db
         db.ensure_schema()
-        study = open_study(spec, db)
-        storage = study._storage
+        storage = db.optuna_storage()
+        study = open_study(spec, db, storage)
         study_id = storage.get_study_id_from_name(spec.name)
         experiment = self.tracking.get_or_create_experiment(
             spec.experiment_name, self._artifact_root()
@@ -181,10 +181,12 @@ class _Launch:
                 launched, interrupted = self._dispatch(
                     pool, storage, study_id, remaining, deadline, parent_run_id, counts
                 )
-            except BaseException:
-                set_sweep_status(db, spec.name, "FAILED")
+            except BaseException as exc:
+                stopped = isinstance(exc, KeyboardInterrupt)
+                status = RunStatus.KILLED if stopped else RunStatus.FAILED
+                set_sweep_status(db, spec.name, status.value)
                 self.tracking.end_running_children(parent_run_id, RunStatus.KILLED)
-                self.tracking.end_run(parent_run_id, RunStatus.FAILED)
+                self.tracking.end_run(parent_run_id, status)
                 raise
             finally:
                 pool.shutdown()

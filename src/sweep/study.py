@@ -59,9 +59,9 @@ class SweepRecord:
     created: bool
 
 
-def open_study(spec: SweepSpec, db: Database) -> optuna.Study:
-    """Create the sweep's study, or load it if it exists (same name, same direction)."""
-    storage = db.optuna_storage()
+def open_study(spec: SweepSpec, db: Database, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    """Create the sweep's study in ``storage`` (Optuna's tables in ``db``), or load it if
+    it exists with the same name and direction."""
     direction = spec.metric.direction
     try:
         study = optuna.create_study(

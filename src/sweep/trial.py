@@ -91,14 +91,14 @@ class TrialRunner:
         self.tracking = TrackingStore(self.db)
         self.experiment = self.tracking.get_experiment(context.experiment_id)
         self.objective = resolve_objective(spec)
+        self.storage = self.db.optuna_storage()
         self.study = optuna.load_study(
             study_name=spec.name,
-            storage=self.db.optuna_storage(),
+            storage=self.storage,
             # Distinct seeds per worker, or parallel workers would draw identical samples.
             sampler=spec.sampler.build(seed_offset=worker_index + 1),
             pruner=spec.pruner.build(),
         )
-        self.storage = self.study._storage
         self.base_tags = {
             **environment_tags(str(spec.code_path)),
             "sweep.sweep": spec.name,

@@ -127,6 +127,18 @@ class RayWorkerPool:
 
     def _check_resources(self) -> None:
         total = ray.cluster_resources()
+        if self._started_ray:
+            # A local Ray will never grow: refuse now rather than wait for workers that
+            # cannot be placed.
+            for name, each in (("cpu", self.cpu), ("gpu", self.gpu)):
+                need, have = each * self.size, total.get(name.upper(), 0)
+                if each > 0 and have + 1e-9 < need:
+                    raise ExecutionError(
+                        f"parallelism {self.size} with {name}: {each:g} per trial needs "
+                        f"{need:g} {name.upper()}s but the local Ray has {have:g}; lower "
+                        f"parallelism or resources.{name}, or give the local Ray more logical "
+                        f"{name.upper()}s with ray.num_{name}s"
+                    )
         if self.gpu > 0 and total.get("GPU", 0) < self.gpu:
             raise ExecutionError(
                 f"each trial asks for gpu: {self.gpu} but the Ray cluster has "

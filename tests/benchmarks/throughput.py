@@ -39,6 +39,8 @@ def run(backend: str = "postgresql", trials: int = 200, workers: int = 2) -> dic
             "pruner": "none",
             "budget": {"n_trials": trials},
             "parallelism": workers,
+            # Logical CPUs: the benchmark may ask for more workers than there are cores.
+            "ray": {"num_cpus": max(workers, 2)},
         },
         check_objective=True,
     )
@@ -54,6 +56,7 @@ def run(backend: str = "postgresql", trials: int = 200, workers: int = 2) -> dic
         "scenario": "throughput",
         "backend": backend,
         "trials": result.counts.finished,
+        "failed_trials": result.counts.failed,
         "workers": workers,
         "trials_per_s": round(steady, 2),
         "launch_wall_s": round(total, 2),
