@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -153,3 +154,34 @@ def test_ctrl_c_ends_running_trials_killed_and_nothing_running(tmp_path: Path) -
     assert all(
         t.system_attrs.get("sweep:killed") for t in study.get_trials(states=(TrialState.FAIL,))
     )
+
+
+def test_models_commands_promote_roll_back_and_show_history(
+    tmp_path: Path, local_ray: None
+) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    result = sweep.launch(write_toy_spec(tmp_path, budget={"n_trials": 4}), storage=url)
+    assert result.model_version is not None
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_cli("models", *args, "--storage", url, cwd=tmp_path)
+
+    assert cli("promote", "toy-model", "--reason", "first").returncode == 0
+    assert cli("alias", "toy-model", "challenger", "1").returncode == 0
+    refused = cli("promote", "toy-model")
+    assert refused.returncode == 1 and "already @champion" in refused.stderr
+    listed = json.loads(cli("list", "--json").stdout)
+    assert listed[0]["name"] == "toy-model" and listed[0]["aliases"] == {
+        "champion": 1,
+        "challenger": 1,
+    }
+    shown = json.loads(cli("show", "toy-model", "--json").stdout)
+    assert shown[0]["sweep_name"] == "toy" and shown[0]["run_id"] == result.model_version.run_id
+    history = json.loads(cli("history", "toy-model", "--json").stdout)
+    assert [(e["action"], e["alias"], e["reason"]) for e in history][-3:] == [
+        ("set_alias", "champion", "first"),
+        ("delete_alias", "challenger", "first"),
+        ("set_alias", "challenger", None),
+    ]
+    missing = cli("rollback", "toy-model")
+    assert missing.returncode == 1 and "no @rollback" in missing.stderr

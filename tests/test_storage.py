@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy
@@ -199,3 +201,78 @@ def test_sqlite_default_store_lives_under_sweep_home(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="unsupported database"):
         resolve_storage_url("mysql://u@h/db")
     assert isinstance(sqlalchemy.engine.make_url(url), sqlalchemy.engine.URL)
+
+
+def test_promote_and_rollback_move_aliases_with_an_audit_trail(
+    db: Database, store: TrackingStore, tmp_path: Path
+) -> None:
+    registry = ModelRegistry(db)
+    for coef in (1.0, 2.0, 3.0):
+        _model_version(db, store, tmp_path, coef)
+    with pytest.raises(NotFoundError, match="no @challenger to promote"):
+        registry.promote("toy")
+
+    registry.set_alias("toy", "challenger", 1)
+    assert registry.promote("toy").version == 1
+    registry.set_alias("toy", "challenger", 2)
+    assert registry.promote("toy", reason="better on holdout").version == 2
+    aliases = {a: registry.get_by_alias("toy", a).version for a in ("champion", "rollback")}
+    assert aliases == {"champion": 2, "rollback": 1}
+    with pytest.raises(NotFoundError):
+        registry.get_by_alias("toy", "challenger")  # moved, not copied
+
+    assert registry.rollback("toy", reason="latency regression").version == 1
+    assert registry.get_by_alias("toy", "champion").version == 1
+    with pytest.raises(NotFoundError, match="no @rollback"):
+        registry.rollback("toy")
+
+    moves = [
+        (e.action, e.alias, e.from_version, e.to_version, e.reason)
+        for e in registry.history("toy")
+        if e.action != "register"
+    ]
+    assert moves[-5:] == [
+        ("set_alias", "rollback", None, 1, "better on holdout"),
+        ("set_alias", "champion", 1, 2, "better on holdout"),
+        ("delete_alias", "challenger", 2, None, "better on holdout"),
+        ("set_alias", "champion", 2, 1, "latency regression"),
+        ("delete_alias", "rollback", 1, None, "latency regression"),
+    ]
+    event = registry.history("toy")[-1]
+    assert event.user and event.host and event.at > 0
+
+
+def _promote_in_child(url: str, results: Any) -> None:
+    try:
+        results.put(ModelRegistry(Database(url)).promote("toy").version)
+    except sweep.SweepError as exc:
+        results.put(type(exc).__name__)
+
+
+def test_racing_promotions_leave_one_champion(
+    db: Database, store: TrackingStore, tmp_path: Path, storage_url: str
+) -> None:
+    registry = ModelRegistry(db)
+    for coef in (1.0, 2.0):
+        _model_version(db, store, tmp_path, coef)
+    registry.set_alias("toy", "champion", 1)
+    registry.set_alias("toy", "challenger", 2)
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    racers = [context.Process(target=_promote_in_child, args=(storage_url, results)) for _ in "ab"]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join(timeout=120)
+    outcomes = sorted(str(results.get(timeout=10)) for _ in racers)
+    assert outcomes == ["2", "NotFoundError"]  # one promoted, the other found no challenger
+    assert registry.get_by_alias("toy", "champion").version == 2
+    assert registry.get_by_alias("toy", "rollback").version == 1
+    assert {a for v in registry.list_versions("toy") for a in v.aliases} == {
+        "champion",
+        "rollback",
+    }
+    listed = registry.list_models()
+    assert [(m.name, m.latest_version, m.aliases) for m in listed] == [
+        ("toy", 2, {"champion": 2, "rollback": 1})
+    ]

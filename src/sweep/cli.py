@@ -218,6 +218,161 @@ def db_upgrade(ctx: click.Context, storage: str | None) -> None:
         console.print(f"{database.display_url}: schema at {database.schema_revision()}")
 
 
+# -- models -------------------------------------------------------------------------
+
+_storage_option = click.option(
+    "--storage", help="Database URL; default: SWEEP_DATABASE_URL or .sweep/sweep.db."
+)
+_json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+def _registry(storage: str | None) -> Any:
+    from sweep.registry import ModelRegistry
+    from sweep.storage import Database, resolve_storage_url
+
+    database = Database(resolve_storage_url(storage))
+    database.ensure_schema()
+    return ModelRegistry(database)
+
+
+def _print_json(value: Any) -> None:
+    import dataclasses
+    import json
+
+    def encode(obj: Any) -> Any:
+        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            return dataclasses.asdict(obj)
+        raise TypeError(type(obj).__name__)
+
+    click.echo(json.dumps(value, default=encode, indent=2))
+
+
+def _when(ms: int) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@cli.group()
+def models() -> None:
+    """Registered models: versions, aliases, promotion and its audit log."""
+
+
+@models.command("list")
+@_storage_option
+@_json_option
+@click.pass_context
+def models_list(ctx: click.Context, storage: str | None, as_json: bool) -> None:
+    """List registered models with their latest version and aliases."""
+    with _errors(ctx.obj["debug"]):
+        found = _registry(storage).list_models()
+        if as_json:
+            _print_json(found)
+            return
+        table = Table("model", "latest", "aliases", "created")
+        for m in found:
+            aliases = " ".join(f"@{a}={v}" for a, v in sorted(m.aliases.items()))
+            table.add_row(m.name, str(m.latest_version or "-"), aliases, _when(m.created_at))
+        console.print(table)
+
+
+@models.command("show")
+@click.argument("name")
+@_storage_option
+@_json_option
+@click.pass_context
+def models_show(ctx: click.Context, name: str, storage: str | None, as_json: bool) -> None:
+    """Show a model's versions with their aliases, source run, sweep and trial."""
+    from sweep.errors import NotFoundError
+
+    with _errors(ctx.obj["debug"]):
+        versions = _registry(storage).list_versions(name)
+        if not versions:
+            raise NotFoundError(f"no registered model {name!r}; list them with: sweep models list")
+        if as_json:
+            _print_json(versions)
+            return
+        table = Table("version", "aliases", "metric", "sweep / trial", "run", "created")
+        for v in versions:
+            metric = f"{v.metric_name}={v.metric_value:.6g}" if v.metric_value is not None else ""
+            origin = f"{v.sweep_name} / {v.trial_number}" if v.sweep_name else ""
+            table.add_row(
+                str(v.version),
+                " ".join(f"@{a}" for a in v.aliases),
+                metric,
+                origin,
+                v.run_id or "",
+                _when(v.created_at),
+            )
+        console.print(table)
+
+
+@models.command("promote")
+@click.argument("name")
+@click.option("--reason", help="Why; kept in the audit log.")
+@_storage_option
+@click.pass_context
+def models_promote(ctx: click.Context, name: str, reason: str | None, storage: str | None) -> None:
+    """Move @challenger to @champion; the old champion becomes @rollback."""
+    with _errors(ctx.obj["debug"]):
+        version = _registry(storage).promote(name, reason=reason)
+        console.print(f"{name} version {version.version} is now @champion")
+
+
+@models.command("rollback")
+@click.argument("name")
+@click.option("--reason", help="Why; kept in the audit log.")
+@_storage_option
+@click.pass_context
+def models_rollback(ctx: click.Context, name: str, reason: str | None, storage: str | None) -> None:
+    """Put the @rollback version back as @champion."""
+    with _errors(ctx.obj["debug"]):
+        version = _registry(storage).rollback(name, reason=reason)
+        console.print(f"{name} version {version.version} is @champion again")
+
+
+@models.command("alias")
+@click.argument("name")
+@click.argument("alias")
+@click.argument("version", type=int)
+@click.option("--reason", help="Why; kept in the audit log.")
+@_storage_option
+@click.pass_context
+def models_alias(
+    ctx: click.Context, name: str, alias: str, version: int, reason: str | None, storage: str | None
+) -> None:
+    """Point ALIAS of model NAME at VERSION."""
+    with _errors(ctx.obj["debug"]):
+        _registry(storage).set_alias(name, alias, version, reason=reason)
+        console.print(f"{name} @{alias} -> version {version}")
+
+
+@models.command("history")
+@click.argument("name")
+@_storage_option
+@_json_option
+@click.pass_context
+def models_history(ctx: click.Context, name: str, storage: str | None, as_json: bool) -> None:
+    """The audit log: every registration and alias change, who made it and why."""
+    with _errors(ctx.obj["debug"]):
+        events = _registry(storage).history(name)
+        if as_json:
+            _print_json(events)
+            return
+        table = Table("when", "what", "alias", "from", "to", "who", "reason")
+        for e in events:
+            table.add_row(
+                _when(e.at),
+                e.action,
+                e.alias or "",
+                str(e.from_version or "-"),
+                str(e.to_version or "-"),
+                f"{e.user}@{e.host}",
+                escape(e.reason or ""),
+            )
+        console.print(table)
+
+
 def main() -> None:
     cli(prog_name="sweep")
 

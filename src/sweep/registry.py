@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -51,6 +51,19 @@ class ModelVersion:
     @property
     def uri(self) -> str:
         return f"models:/{self.model_name}/{self.version}"
+
+
+#: The aliases `sweep models promote` and `rollback` move.
+CHALLENGER, CHAMPION, ROLLBACK = "challenger", "champion", "rollback"
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    name: str
+    description: str | None
+    created_at: int
+    latest_version: int | None
+    aliases: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -167,31 +180,86 @@ class ModelRegistry:
     ) -> None:
         """Point ``alias`` at ``version`` (moving it if it pointed elsewhere)."""
         with self.db.session() as session:
+            self._lock_model(session, model_name)
             if session.get(ModelVersionRow, (model_name, version)) is None:
                 raise NotFoundError(
                     f"model {model_name!r} has no version {version}; "
                     f"list versions with: sweep models show {model_name}"
                 )
-            row = session.get(ModelAliasRow, (model_name, alias), with_for_update=True)
-            previous = row.version if row is not None else None
-            if row is None:
-                session.add(ModelAliasRow(model_name=model_name, alias=alias, version=version))
-            else:
-                row.version = version
-            self._audit(session, model_name, "set_alias", alias, previous, version, reason)
+            self._move_alias(session, model_name, alias, version, reason)
 
     def delete_alias(self, model_name: str, alias: str, *, reason: str | None = None) -> None:
         with self.db.session() as session:
-            row = session.get(ModelAliasRow, (model_name, alias), with_for_update=True)
-            if row is None:
+            self._lock_model(session, model_name)
+            if self._alias_version(session, model_name, alias) is None:
                 raise NotFoundError(f"model {model_name!r} has no alias {alias!r}")
-            previous = row.version
-            session.execute(
-                delete(ModelAliasRow).where(
-                    ModelAliasRow.model_name == model_name, ModelAliasRow.alias == alias
+            self._move_alias(session, model_name, alias, None, reason)
+
+    def promote(self, model_name: str, *, reason: str | None = None) -> ModelVersion:
+        """Move ``challenger`` to ``champion`` and keep the old champion as ``rollback``,
+        in one transaction. Returns the new champion."""
+        with self.db.session() as session:
+            self._lock_model(session, model_name)
+            challenger = self._alias_version(session, model_name, CHALLENGER)
+            if challenger is None:
+                raise NotFoundError(
+                    f"model {model_name!r} has no @{CHALLENGER} to promote; run a sweep "
+                    f"that registers one, or: sweep models alias {model_name} {CHALLENGER} N"
                 )
+            champion = self._alias_version(session, model_name, CHAMPION)
+            if champion == challenger:
+                raise RegistryError(
+                    f"version {challenger} of {model_name!r} is already @{CHAMPION}; "
+                    "nothing to promote"
+                )
+            if champion is not None:
+                self._move_alias(session, model_name, ROLLBACK, champion, reason)
+            self._move_alias(session, model_name, CHAMPION, challenger, reason)
+            self._move_alias(session, model_name, CHALLENGER, None, reason)
+            row = session.get(ModelVersionRow, (model_name, challenger))
+            assert row is not None
+            session.flush()
+            return self._version(session, row)
+
+    def rollback(self, model_name: str, *, reason: str | None = None) -> ModelVersion:
+        """Put the ``rollback`` version back as ``champion``; the ``rollback`` alias is
+        used up (the demoted champion is not kept as a rollback target)."""
+        with self.db.session() as session:
+            self._lock_model(session, model_name)
+            previous = self._alias_version(session, model_name, ROLLBACK)
+            if previous is None:
+                raise NotFoundError(
+                    f"model {model_name!r} has no @{ROLLBACK} version; see its history with: "
+                    f"sweep models history {model_name}"
+                )
+            self._move_alias(session, model_name, CHAMPION, previous, reason)
+            self._move_alias(session, model_name, ROLLBACK, None, reason)
+            row = session.get(ModelVersionRow, (model_name, previous))
+            assert row is not None
+            session.flush()
+            return self._version(session, row)
+
+    def list_models(self) -> list[RegisteredModel]:
+        with self.db.session() as session:
+            models = list(
+                session.scalars(select(RegisteredModelRow).order_by(RegisteredModelRow.name))
             )
-            self._audit(session, model_name, "delete_alias", alias, previous, None, reason)
+            latest = dict(
+                session.execute(
+                    select(ModelVersionRow.model_name, func.max(ModelVersionRow.version)).group_by(
+                        ModelVersionRow.model_name
+                    )
+                ).all()
+            )
+            aliases: dict[str, dict[str, int]] = {}
+            for alias in session.scalars(select(ModelAliasRow)):
+                aliases.setdefault(alias.model_name, {})[alias.alias] = alias.version
+            return [
+                RegisteredModel(
+                    m.name, m.description, m.created_at, latest.get(m.name), aliases.get(m.name, {})
+                )
+                for m in models
+            ]
 
     def get_version(self, model_name: str, version: int) -> ModelVersion:
         with self.db.session() as session:
@@ -259,6 +327,49 @@ class ModelRegistry:
         return self.get_version(match["name"], int(match["version"]))
 
     # -- helpers ----------------------------------------------------------------------
+
+    @staticmethod
+    def _lock_model(session: Session, model_name: str) -> None:
+        """Serialise alias changes of one model: the first statement of the transaction
+        is a no-op write on the model's row, which takes PostgreSQL's row lock and
+        SQLite's write lock before anything is read."""
+        result = session.execute(
+            update(RegisteredModelRow)
+            .where(RegisteredModelRow.name == model_name)
+            .values(name=RegisteredModelRow.name)
+        )
+        if not result.rowcount:  # type: ignore[attr-defined]
+            raise NotFoundError(
+                f"no registered model {model_name!r}; list them with: sweep models list"
+            )
+
+    @staticmethod
+    def _alias_version(session: Session, model_name: str, alias: str) -> int | None:
+        row = session.get(ModelAliasRow, (model_name, alias), with_for_update=True)
+        return row.version if row is not None else None
+
+    def _move_alias(
+        self,
+        session: Session,
+        model_name: str,
+        alias: str,
+        version: int | None,
+        reason: str | None,
+    ) -> None:
+        """Set (or, with ``version=None``, delete) an alias and write its audit event."""
+        row = session.get(ModelAliasRow, (model_name, alias), with_for_update=True)
+        previous = row.version if row is not None else None
+        if version is None:
+            if row is None:
+                return
+            session.delete(row)
+        elif row is None:
+            session.add(ModelAliasRow(model_name=model_name, alias=alias, version=version))
+        else:
+            row.version = version
+        session.flush()
+        action = "delete_alias" if version is None else "set_alias"
+        self._audit(session, model_name, action, alias, previous, version, reason)
 
     @staticmethod
     def _audit(
