@@ -148,3 +148,47 @@ def test_more_gpus_than_the_cluster_has_is_a_clear_error(sqlite_url: str, tmp_pa
     spec = write_spec(tmp_path, resources={"cpu": 1, "gpu": 8}, budget={"n_trials": 2})
     with pytest.raises(sweep.ExecutionError, match="gpu: 8.0 but the Ray cluster has 4 GPUs"):
         sweep.launch(spec, storage=sqlite_url)
+
+
+def test_registration_gates_refuse_a_worse_challenger(sqlite_url: str, tmp_path: Path) -> None:
+    good = {"x": {"type": "uniform", "low": 0.25, "high": 0.35}}  # scores near 1.0
+    poor = {"x": {"type": "uniform", "low": 0.9, "high": 1.0}}  # scores at most 0.64
+
+    unreachable = write_spec(
+        tmp_path,
+        name="gated",
+        budget={"n_trials": 4},
+        registry={
+            "model_name": "gated-model",
+            "required": True,
+            "threshold": 2.0,
+        },
+    )
+    refused = sweep.launch(unreachable, storage=sqlite_url)  # a closed gate is no failure
+    assert refused.model_version is None
+    assert "does not pass registry.threshold 2 (rule: threshold)" in refused.registration
+
+    first = write_spec(
+        tmp_path,
+        name="first",
+        parameters=good,
+        budget={"n_trials": 4},
+        registry={"model_name": "m", "threshold": 0.5},
+    )
+    registered = sweep.launch(first, storage=sqlite_url)
+    assert registered.model_version is not None
+    assert registered.registration.endswith("(passed threshold)")
+    registry = ModelRegistry(Database(sqlite_url))
+    champion = registry.promote("m")
+
+    second = write_spec(
+        tmp_path,
+        name="second",
+        parameters=poor,
+        budget={"n_trials": 4},
+        registry={"model_name": "m", "beat_champion": True},
+    )
+    worse = sweep.launch(second, storage=sqlite_url)
+    assert worse.model_version is None
+    assert f"does not beat @champion version {champion.version}" in worse.registration
+    assert [v.version for v in registry.list_versions("m")] == [champion.version]

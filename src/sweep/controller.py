@@ -25,8 +25,8 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 from ray.exceptions import RayActorError, RayError, RayTaskError
 
-from sweep.errors import RegistrationError, SweepError
-from sweep.registry import ModelRegistry, ModelVersion
+from sweep.errors import NotFoundError, RegistrationError
+from sweep.registry import CHAMPION, ModelRegistry, ModelVersion
 from sweep.spec import SweepSpec, load_spec
 from sweep.storage import Database, default_home, redact, resolve_storage_url
 from sweep.study import (
@@ -205,8 +205,7 @@ class _Launch:
         result = self._with_best(study, result)
         registration_failed = False
         if not interrupted and spec.registry is not None:
-            version, message = self._register_best(study)
-            registration_failed = version is None
+            version, message, registration_failed = self._register_best(study)
             result = replace(result, model_version=version, registration=message)
         self._close_parent(result, parent_run_id)
         if registration_failed and spec.registry is not None and spec.registry.required:
@@ -322,34 +321,38 @@ class _Launch:
             best_params=dict(best.params),
         )
 
-    def _register_best(self, study: optuna.Study) -> tuple[ModelVersion | None, str]:
-        """Register the best trial's model and point the alias at it."""
+    def _register_best(self, study: optuna.Study) -> tuple[ModelVersion | None, str, bool]:
+        """Register the best trial's model and point the alias at it, if the spec's
+        gates let it through. Returns the version, what decided, and whether the
+        registration failed (a closed gate is a decision, not a failure)."""
         registry_spec = self.spec.registry
         assert registry_spec is not None
         try:
             best = study.best_trial
         except ValueError:
-            return None, "no trial completed, so no model was registered"
+            return None, "no trial completed, so no model was registered", True
         run_id = best.system_attrs.get(RUN_ID_ATTR)
-        models = (
-            [a for a in self.tracking.list_artifacts(run_id) if a.kind == "model"] if run_id else []
-        )
+        artifacts = self.tracking.list_artifacts(run_id) if run_id else []
+        models = [a for a in artifacts if a.kind == "model"]
         if not models:
-            return None, (
-                f"best trial {best.number} logged no model, so none was registered; "
-                "call sweep.log_model(model) in the objective"
+            return (
+                None,
+                (
+                    f"best trial {best.number} logged no model, so none was registered; "
+                    "call sweep.log_model(model) in the objective"
+                ),
+                True,
             )
         name, alias = registry_spec.model_name, registry_spec.alias
-        try:
-            current = self.registry.get_by_alias(name, alias)
-        except SweepError:
-            current = None
+        closed = self._closed_gate(name, best.value)
+        if closed:
+            return None, closed, False
+        current = self._version_at(name, alias)
         if current is not None and current.run_id == run_id:
-            return (
-                current,
-                f"{name} version {current.version} (@{alias}) is already this best trial",
-            )
+            message = f"{name} version {current.version} (@{alias}) is already this best trial"
+            return current, message, False
         run = self.tracking.get_run(run_id)
+        reason = f"best trial {best.number} of sweep {self.spec.name}"
         version = self.registry.create_model_version(
             name,
             str(Path(run.artifact_uri) / models[0].path),
@@ -359,13 +362,58 @@ class _Launch:
             sweep_name=self.spec.name,
             trial_number=best.number,
             tags={self.spec.metric.name: best.value, "trial_number": best.number},
-            reason=f"best trial of sweep {self.spec.name}",
+            reason=reason,
         )
-        self.registry.set_alias(
-            name, alias, version.version, reason=f"best trial of sweep {self.spec.name}"
-        )
+        self.registry.set_alias(name, alias, version.version, reason=reason)
         version = self.registry.get_version(name, version.version)
-        return version, f"registered {name} version {version.version} as @{alias}"
+        gates = self._gate_names()
+        passed = f" (passed {gates})" if gates else ""
+        return version, f"registered {name} version {version.version} as @{alias}{passed}", False
+
+    def _closed_gate(self, model_name: str, value: float) -> str | None:
+        """Why the spec's gates refuse ``value``, or None when they let it through."""
+        registry_spec = self.spec.registry
+        assert registry_spec is not None
+        maximize = self.spec.metric.direction == "maximize"
+
+        def better(a: float, b: float, strict: bool) -> bool:
+            if strict:
+                return a > b if maximize else a < b
+            return a >= b if maximize else a <= b
+
+        threshold = registry_spec.threshold
+        if threshold is not None and not better(value, threshold, strict=False):
+            return (
+                f"not registered: the best {self.spec.metric.name} {value:.6g} does not pass "
+                f"registry.threshold {threshold:g} (rule: threshold)"
+            )
+        if registry_spec.beat_champion:
+            champion = self._version_at(model_name, CHAMPION)
+            if (
+                champion is not None
+                and champion.metric_value is not None
+                and not better(value, champion.metric_value, strict=True)
+            ):
+                return (
+                    f"not registered: the best {self.spec.metric.name} {value:.6g} does not "
+                    f"beat @champion version {champion.version} ({champion.metric_value:.6g}) "
+                    "(rule: beat_champion)"
+                )
+        return None
+
+    def _gate_names(self) -> str:
+        registry_spec = self.spec.registry
+        assert registry_spec is not None
+        names = ["threshold"] if registry_spec.threshold is not None else []
+        if registry_spec.beat_champion:
+            names.append("beat_champion")
+        return " and ".join(names)
+
+    def _version_at(self, model_name: str, alias: str) -> ModelVersion | None:
+        try:
+            return self.registry.get_by_alias(model_name, alias)
+        except NotFoundError:
+            return None
 
     def _close_parent(self, result: SweepResult, parent_run_id: str) -> None:
         if result.best_value is not None:

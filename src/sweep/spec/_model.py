@@ -94,6 +94,14 @@ class RegistrySpec(_SpecModel):
     model_name: str = Field(min_length=1, description="the registered model's name")
     alias: str = Field("challenger", min_length=1, description="alias set on the new version")
     required: bool = Field(False, description="fail the sweep when no model can be registered")
+    threshold: Number | None = Field(
+        None,
+        description="register only a best value at least this good "
+        "(>= when maximizing, <= when minimizing)",
+    )
+    beat_champion: bool = Field(
+        False, description="register only a best value better than the @champion's metric"
+    )
 
 
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
