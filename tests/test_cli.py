@@ -184,4 +184,34 @@ def test_models_commands_promote_roll_back_and_show_history(
         ("set_alias", "challenger", None),
     ]
     missing = cli("rollback", "toy-model")
-    assert missing.returncode == 1 and "no @rollback" in missing.stderr
+    assert missing.returncode == 6 and "no @rollback" in missing.stderr
+
+
+def test_runs_list_show_and_describe(tmp_path: Path, local_ray: None) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    result = sweep.launch(write_toy_spec(tmp_path, budget={"n_trials": 3}), storage=url)
+
+    listed = run_cli("runs", "toy", "--storage", url, "--json", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    trial_runs = json.loads(listed.stdout)
+    assert len(trial_runs) == 3
+    assert {r["parent_run_id"] for r in trial_runs} == {result.parent_run_id}
+    run_id = trial_runs[0]["run_id"]
+
+    note = run_cli("runs", "describe", run_id, "lr too high", "--storage", url, cwd=tmp_path)
+    assert note.returncode == 0, note.stderr
+    shown = run_cli("runs", "show", run_id, "--storage", url, "--json", cwd=tmp_path)
+    data = json.loads(shown.stdout)
+    assert data["run"]["description"] == "lr too high"
+    assert data["run"]["params"]["x"] and "score" in data["run"]["metrics"]
+    assert data["run"]["tags"]["sweep.trial_number"] in {"0", "1", "2"}
+    assert any(a["kind"] == "model" for a in data["artifacts"]) or (
+        data["run"]["tags"]["sweep.state"] == "PRUNED"
+    )
+    text = run_cli("runs", "show", run_id, "--storage", url, cwd=tmp_path).stdout
+    assert "note: lr too high" in text and "params:" in text
+
+    everything = run_cli("runs", "toy", "--storage", url, cwd=tmp_path)
+    assert everything.returncode == 0 and "trial-0" in everything.stdout
+    unknown = run_cli("runs", "nope", "--storage", url, cwd=tmp_path)
+    assert unknown.returncode == 6 and "no sweep or experiment called 'nope'" in unknown.stderr

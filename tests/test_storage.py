@@ -276,3 +276,25 @@ def test_racing_promotions_leave_one_champion(
     assert [(m.name, m.latest_version, m.aliases) for m in listed] == [
         ("toy", 2, {"champion": 2, "rollback": 1})
     ]
+
+
+def test_a_saved_0001_database_upgrades_and_keeps_its_data(tmp_path: Path) -> None:
+    """`sweep db upgrade` on a store written by the first release: nothing is lost, old
+    numeric params become searchable numbers, the latest metrics are filled in."""
+    import shutil
+
+    old = tmp_path / "old.db"
+    shutil.copy(Path(__file__).parent / "assets" / "sweep-0001.db", old)
+    database = Database(f"sqlite:///{old}")
+    with pytest.raises(SchemaVersionError, match="sweep db upgrade"):
+        database.ensure_schema()
+    database.upgrade()
+    assert database.schema_revision() == database.head_revision()
+    run = TrackingStore(database).get_run("33b67a5a737b4942be260979fedb008c")
+    assert run.params == {"lr": "0.01", "opt": "sgd"} and run.tags == {"team": "a"}
+    # acc: step 2 was logged twice; the later point wins.
+    assert run.metrics == {"acc": 0.6, "loss": 1.0}
+    with database.engine.connect() as conn:
+        numbers = dict(conn.exec_driver_sql("SELECT key, value_num FROM sweep_params").all())
+    assert numbers == {"lr": 0.01, "opt": None}
+    database.dispose()

@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 1 unexpected error; 2 bad usage or invalid spec; 3 store
 unreachable or schema mismatch; 4 registration demanded but impossible; 5 trial
-executors (Ray) could not start; 130 interrupted with Ctrl-C.
+executors (Ray) could not start; 6 no such run, sweep, model, version or alias;
+130 interrupted with Ctrl-C.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from rich.table import Table
 
 from sweep.errors import (
     ExecutionError,
+    NotFoundError,
     RegistrationError,
     SpecError,
     StorageError,
@@ -32,6 +34,7 @@ RET_SPEC = 2
 RET_STORAGE = 3
 RET_REGISTRATION = 4
 RET_EXECUTION = 5
+RET_NOT_FOUND = 6
 RET_INTERRUPTED = 130
 
 _EXIT_CODES: list[tuple[type[SweepError], int]] = [
@@ -39,6 +42,7 @@ _EXIT_CODES: list[tuple[type[SweepError], int]] = [
     (StorageError, RET_STORAGE),
     (RegistrationError, RET_REGISTRATION),
     (ExecutionError, RET_EXECUTION),
+    (NotFoundError, RET_NOT_FOUND),
 ]
 
 console = Console(highlight=False)
@@ -218,12 +222,122 @@ def db_upgrade(ctx: click.Context, storage: str | None) -> None:
         console.print(f"{database.display_url}: schema at {database.schema_revision()}")
 
 
-# -- models -------------------------------------------------------------------------
+# -- runs -----------------------------------------------------------------------------
 
 _storage_option = click.option(
     "--storage", help="Database URL; default: SWEEP_DATABASE_URL or .sweep/sweep.db."
 )
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+class _DefaultListGroup(click.Group):
+    """`sweep runs NAME` means `sweep runs list NAME`; `sweep runs show ID` stays."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
+
+def _tracking(storage: str | None) -> Any:
+    from sweep.storage import Database, resolve_storage_url
+    from sweep.tracking import TrackingStore
+
+    database = Database(resolve_storage_url(storage))
+    database.ensure_schema()
+    return TrackingStore(database)
+
+
+@cli.group(cls=_DefaultListGroup)
+def runs() -> None:
+    """Tracked runs: `sweep runs NAME` lists the trial runs of sweep NAME (or every run
+    of experiment NAME); `show RUN_ID` prints one; `describe RUN_ID TEXT` sets its note."""
+
+
+@runs.command("list")
+@click.argument("name")
+@_storage_option
+@_json_option
+@click.pass_context
+def runs_list(ctx: click.Context, name: str, storage: str | None, as_json: bool) -> None:
+    """List the trial runs of sweep NAME, or every run of experiment NAME."""
+    from sweep.study import get_sweep_record
+
+    with _errors(ctx.obj["debug"]):
+        tracking = _tracking(storage)
+        record = get_sweep_record(tracking.db, name)
+        if record is not None:
+            found = tracking.list_runs(parent_run_id=record.parent_run_id)
+        else:
+            experiment = tracking.find_experiment(name)
+            if experiment is None:
+                raise NotFoundError(f"no sweep or experiment called {name!r}")
+            found = tracking.list_runs(experiment_id=experiment.experiment_id)
+        if as_json:
+            _print_json(found)
+            return
+        table = Table("run", "name", "status", "state", "metrics", "params")
+        for run in found:
+            metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(run.metrics.items()))
+            params = ", ".join(f"{k}={v}" for k, v in sorted(run.params.items()))
+            table.add_row(
+                run.run_id,
+                run.name,
+                run.status.value,
+                run.tags.get("sweep.state", ""),
+                escape(metrics),
+                escape(params),
+            )
+        console.print(table)
+
+
+@runs.command("show")
+@click.argument("run_id")
+@_storage_option
+@_json_option
+@click.pass_context
+def runs_show(ctx: click.Context, run_id: str, storage: str | None, as_json: bool) -> None:
+    """Print a run: status, params, latest metrics, tags (lineage) and artifacts."""
+    with _errors(ctx.obj["debug"]):
+        tracking = _tracking(storage)
+        run = tracking.get_run(run_id)
+        artifacts = tracking.list_artifacts(run_id)
+        if as_json:
+            _print_json({"run": run, "artifacts": artifacts})
+            return
+        console.print(f"[bold]{run.name}[/] {run.run_id}  {run.status.value}")
+        if run.parent_run_id:
+            console.print(f"  parent run: {run.parent_run_id}")
+        console.print(
+            f"  started {_when(run.start_time)}"
+            + (f", ended {_when(run.end_time)}" if run.end_time else "")
+        )
+        if run.description:
+            console.print(f"  note: {escape(run.description)}")
+        for title, values in (("params", run.params), ("metrics", run.metrics), ("tags", run.tags)):
+            if values:
+                console.print(f"  {title}:")
+                for key, value in sorted(values.items()):
+                    console.print(f"    {escape(key)} = {escape(str(value))}", soft_wrap=True)
+        if artifacts:
+            console.print(f"  artifacts ({run.artifact_uri}):")
+            for artifact in artifacts:
+                console.print(f"    {escape(artifact.path)} [{artifact.kind}, {artifact.size} B]")
+
+
+@runs.command("describe")
+@click.argument("run_id")
+@click.argument("text")
+@_storage_option
+@click.pass_context
+def runs_describe(ctx: click.Context, run_id: str, text: str, storage: str | None) -> None:
+    """Set a run's note (the hypothesis, the outcome); replaces the previous one."""
+    with _errors(ctx.obj["debug"]):
+        _tracking(storage).set_description(run_id, text)
+        console.print(f"{run_id}: note saved")
+
+
+# -- models -------------------------------------------------------------------------
 
 
 def _registry(storage: str | None) -> Any:
@@ -283,7 +397,6 @@ def models_list(ctx: click.Context, storage: str | None, as_json: bool) -> None:
 @click.pass_context
 def models_show(ctx: click.Context, name: str, storage: str | None, as_json: bool) -> None:
     """Show a model's versions with their aliases, source run, sweep and trial."""
-    from sweep.errors import NotFoundError
 
     with _errors(ctx.obj["debug"]):
         versions = _registry(storage).list_versions(name)

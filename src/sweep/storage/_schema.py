@@ -58,12 +58,15 @@ class RunRow(Base):
 
 class ParamRow(Base):
     __tablename__ = "sweep_params"
+    __table_args__ = (Index("ix_sweep_params_key_num", "key", "value_num"),)
 
     run_id: Mapped[str] = mapped_column(
         ForeignKey("sweep_runs.run_id", ondelete="CASCADE"), primary_key=True
     )
     key: Mapped[str] = mapped_column(String(KEY_LENGTH), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+    # The value as a number when it is one, so that search can compare numerically.
+    value_num: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class TagRow(Base):
@@ -88,6 +91,39 @@ class MetricRow(Base):
     value: Mapped[float] = mapped_column(Float)
     step: Mapped[int] = mapped_column(BigInteger)
     timestamp: Mapped[int] = mapped_column(BigInteger)
+
+
+class LatestMetricRow(Base):
+    """The highest-step point of each metric of each run, kept up to date on ingest, so
+    that listing and searching runs never scans the metric history."""
+
+    __tablename__ = "sweep_latest_metrics"
+    __table_args__ = (Index("ix_sweep_latest_metrics_key_value", "key", "value"),)
+
+    run_id: Mapped[str] = mapped_column(
+        ForeignKey("sweep_runs.run_id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(KEY_LENGTH), primary_key=True)
+    value: Mapped[float] = mapped_column(Float)
+    step: Mapped[int] = mapped_column(BigInteger)
+    timestamp: Mapped[int] = mapped_column(BigInteger)
+
+
+class RunInputRow(Base):
+    """Dataset lineage: a dataset a run used, in a context (training, validation, ...)."""
+
+    __tablename__ = "sweep_run_inputs"
+    __table_args__ = (Index("ix_sweep_run_inputs_digest", "digest"),)
+
+    run_id: Mapped[str] = mapped_column(
+        ForeignKey("sweep_runs.run_id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(KEY_LENGTH), primary_key=True)
+    context: Mapped[str] = mapped_column(String(64), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(128))
+    source: Mapped[str | None] = mapped_column(Text, nullable=True)
+    profile: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON: rows, shape, ...
+    created_at: Mapped[int] = mapped_column(BigInteger)
 
 
 class ArtifactRow(Base):
@@ -115,6 +151,39 @@ class SweepRow(Base):
     spec_yaml: Mapped[str] = mapped_column(Text)
     created_at: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[int] = mapped_column(BigInteger)
+    # The global budget every controller and agent claims trial slots against.
+    n_trials: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class WorkerRow(Base):
+    """A process working on a sweep (controller, Ray worker or agent worker) and its
+    heartbeat; shown by `sweep status`."""
+
+    __tablename__ = "sweep_workers"
+    __table_args__ = (Index("ix_sweep_workers_sweep", "sweep_name", "heartbeat_at"),)
+
+    worker_id: Mapped[str] = mapped_column(String(RUN_ID_LENGTH), primary_key=True)
+    sweep_name: Mapped[str] = mapped_column(String(KEY_LENGTH))
+    kind: Mapped[str] = mapped_column(String(16))  # controller, ray or agent
+    host: Mapped[str] = mapped_column(String(KEY_LENGTH))
+    pid: Mapped[int] = mapped_column(Integer)
+    gpus: Mapped[str | None] = mapped_column(String(KEY_LENGTH), nullable=True)
+    started_at: Mapped[int] = mapped_column(BigInteger)
+    heartbeat_at: Mapped[int] = mapped_column(BigInteger)
+    stopped_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class TrialLeaseRow(Base):
+    """The lease on a running trial: its worker renews ``renewed_at``; a lease older
+    than the sweep's lease timeout means the worker died and the trial is failed."""
+
+    __tablename__ = "sweep_trial_leases"
+    __table_args__ = (Index("ix_sweep_trial_leases_sweep", "sweep_name", "renewed_at"),)
+
+    trial_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    sweep_name: Mapped[str] = mapped_column(String(KEY_LENGTH))
+    worker_id: Mapped[str] = mapped_column(String(RUN_ID_LENGTH))
+    renewed_at: Mapped[int] = mapped_column(BigInteger)
 
 
 class RegisteredModelRow(Base):

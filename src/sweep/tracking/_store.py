@@ -9,13 +9,15 @@ a finished run's status is only changed by :meth:`TrackingStore.end_run` with
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -24,6 +26,7 @@ from sweep.storage import Database
 from sweep.storage._schema import (
     ArtifactRow,
     ExperimentRow,
+    LatestMetricRow,
     MetricRow,
     ParamRow,
     RunRow,
@@ -44,6 +47,55 @@ def _text(value: Any) -> str:
     if len(text) > MAX_VALUE_LENGTH:
         return text[: MAX_VALUE_LENGTH - 15] + "...[truncated]"
     return text
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a finite float when it is a number (or a numeric string), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _param_rows(run_id: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {"run_id": run_id, "key": str(k), "value": _text(v), "value_num": _number(v)}
+        for k, v in params.items()
+    ]
+
+
+def _tag_rows(run_id: str, tags: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [{"run_id": run_id, "key": str(k), "value": _text(v)} for k, v in tags.items()]
+
+
+def _upsert(
+    session: Session,
+    table: Table,
+    rows: list[dict[str, Any]],
+    keys: Sequence[str],
+    *,
+    only_if_step_not_lower: bool = False,
+) -> None:
+    """Insert ``rows``, replacing the non-key columns of rows whose ``keys`` exist.
+
+    With ``only_if_step_not_lower`` an existing row is replaced only by a point of the
+    same or a higher step (the latest-metric rule)."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(table)
+    columns = [c for c in rows[0] if c not in keys]
+    where = table.c.step <= stmt.excluded.step if only_if_step_not_lower else None
+    stmt = stmt.on_conflict_do_update(
+        index_elements=list(keys),
+        set_={c: stmt.excluded[c] for c in columns},
+        where=where,
+    )
+    session.execute(stmt, rows)
 
 
 class TrackingStore:
@@ -116,15 +168,10 @@ class TrackingStore:
             )
             # Flush the run first: params and tags reference it.
             session.flush()
-            for model, values in ((ParamRow, params), (TagRow, tags)):
-                if values:
-                    session.execute(
-                        model.__table__.insert(),
-                        [
-                            {"run_id": run_id, "key": str(k), "value": _text(v)}
-                            for k, v in values.items()
-                        ],
-                    )
+            if params:
+                session.execute(ParamRow.__table__.insert(), _param_rows(run_id, params))
+            if tags:
+                session.execute(TagRow.__table__.insert(), _tag_rows(run_id, tags))
         return Run(
             run_id=run_id,
             experiment_id=experiment.experiment_id,
@@ -142,15 +189,16 @@ class TrackingStore:
         """Record params; a param already set to another value is overwritten."""
         if params:
             with self.db.session() as session:
-                self._put(session, ParamRow, run_id, params)
+                _upsert(session, ParamRow.__table__, _param_rows(run_id, params), ("run_id", "key"))
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         if tags:
             with self.db.session() as session:
-                self._put(session, TagRow, run_id, tags)
+                _upsert(session, TagRow.__table__, _tag_rows(run_id, tags), ("run_id", "key"))
 
     def log_metrics(self, run_id: str, points: Sequence[MetricPoint]) -> None:
-        """Append metric points in one batched insert."""
+        """Append metric points in one batched insert and move each key's latest point
+        (highest step; the last logged among equal steps) forward."""
         if not points:
             return
         rows = [
@@ -163,8 +211,20 @@ class TrackingStore:
             }
             for p in points
         ]
+        latest: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            seen = latest.get(row["key"])
+            if seen is None or row["step"] >= seen["step"]:
+                latest[row["key"]] = row
         with self.db.session() as session:
             session.execute(MetricRow.__table__.insert(), rows)
+            _upsert(
+                session,
+                LatestMetricRow.__table__,
+                sorted(latest.values(), key=lambda r: r["key"]),  # one lock order for all
+                ("run_id", "key"),
+                only_if_step_not_lower=True,
+            )
 
     def record_artifact(self, run_id: str, path: str, kind: str, size: int) -> None:
         with self.db.session() as session:
@@ -249,13 +309,6 @@ class TrackingStore:
         return row
 
     @staticmethod
-    def _put(
-        session: Session, model: type[ParamRow] | type[TagRow], run_id: str, values: Mapping
-    ) -> None:
-        for key, value in values.items():
-            session.merge(model(run_id=run_id, key=str(key), value=_text(value)))
-
-    @staticmethod
     def _load_runs(session: Session, rows: list[RunRow]) -> list[Run]:
         ids = [r.run_id for r in rows]
         if not ids:
@@ -270,28 +323,10 @@ class TrackingStore:
                 params[p.run_id][p.key] = p.value
             for t in session.scalars(select(TagRow).where(TagRow.run_id.in_(chunk))):
                 tags[t.run_id][t.key] = t.value
-            latest = (
-                select(
-                    MetricRow.run_id,
-                    MetricRow.key,
-                    func.max(MetricRow.step).label("step"),
-                )
-                .where(MetricRow.run_id.in_(chunk))
-                .group_by(MetricRow.run_id, MetricRow.key)
-                .subquery()
-            )
-            stmt = (
-                select(MetricRow.run_id, MetricRow.key, MetricRow.value)
-                .join(
-                    latest,
-                    (MetricRow.run_id == latest.c.run_id)
-                    & (MetricRow.key == latest.c.key)
-                    & (MetricRow.step == latest.c.step),
-                )
-                .order_by(MetricRow.id)
-            )
-            for run_id, key, value in session.execute(stmt):
-                metrics[run_id][key] = value
+            for m in session.scalars(
+                select(LatestMetricRow).where(LatestMetricRow.run_id.in_(chunk))
+            ):
+                metrics[m.run_id][m.key] = m.value
         return [
             Run(
                 run_id=r.run_id,
