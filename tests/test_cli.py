@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import signal
@@ -11,10 +12,13 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 import sweep
+from sweep.registry import ModelRegistry
 from sweep.storage import Database
+from sweep.storage._schema import RunInputRow
 from sweep.tracking import RunStatus, TrackingStore
 from tests.helpers import write_toy_spec
 
@@ -176,7 +180,13 @@ def test_models_commands_promote_roll_back_and_show_history(
         "challenger": 1,
     }
     shown = json.loads(cli("show", "toy-model", "--json").stdout)
-    assert shown[0]["sweep_name"] == "toy" and shown[0]["run_id"] == result.model_version.run_id
+    version = shown["versions"][0]
+    assert version["sweep_name"] == "toy" and version["run_id"] == result.model_version.run_id
+    lineage = version["lineage"]  # recorded by the launch itself, in this git checkout
+    assert lineage["trial_number"] == result.best_trial_number
+    assert float(lineage["params"]["x"]) == pytest.approx(result.best_params["x"])
+    assert len(lineage["git_commit"]) == 40 and lineage["git_dirty"] in (True, False)
+    assert lineage["parent_run_id"] == result.parent_run_id
     history = json.loads(cli("history", "toy-model", "--json").stdout)
     assert [(e["action"], e["alias"], e["reason"]) for e in history][-3:] == [
         ("set_alias", "champion", "first"),
@@ -215,3 +225,149 @@ def test_runs_list_show_and_describe(tmp_path: Path, local_ray: None) -> None:
     assert everything.returncode == 0 and "trial-0" in everything.stdout
     unknown = run_cli("runs", "nope", "--storage", url, cwd=tmp_path)
     assert unknown.returncode == 6 and "no sweep or experiment called 'nope'" in unknown.stderr
+
+
+def test_models_tags_descriptions_lineage_and_history(tmp_path: Path) -> None:
+    """The registry's everyday commands on a version made the direct way (no sweep)."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    database = Database(url)
+    database.ensure_schema()
+    tracking = TrackingStore(database)
+    experiment = tracking.get_or_create_experiment("digits", tmp_path / "artifacts")
+    parent = tracking.create_run(experiment, "digits")
+    run = tracking.create_run(
+        experiment,
+        "trial-5",
+        parent_run_id=parent.run_id,
+        params={"alpha": 0.001, "loss": "hinge"},
+        tags={
+            "sweep.git.commit": "c0ffee12",
+            "sweep.git.branch": "exp/l2",
+            "sweep.git.dirty": "false",
+        },
+    )
+    with database.session() as session:
+        session.add(
+            RunInputRow(
+                run_id=run.run_id,
+                name="digits",
+                context="training",
+                digest="sha256:5eed",
+                source="file:///data/digits.npz",
+                created_at=1,
+            )
+        )
+    registry = ModelRegistry(database)
+    registry.create_model_version(
+        "digits-sgd",
+        str(tmp_path / "model"),
+        run_id=run.run_id,
+        metric_name="val_acc",
+        metric_value=0.95,
+        sweep_name="digits",
+        trial_number=5,
+    )
+    database.dispose()
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        result = run_cli("models", *args, "--storage", url, cwd=tmp_path)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result
+
+    cli("tag", "digits-sgd", "1", "stage", "qa", "--reason", "handed to QA")
+    cli("tag", "digits-sgd", "1", "owner", "ml-team")
+    cli("untag", "digits-sgd", "1", "owner")
+    cli("describe", "digits-sgd", "1", "l2, alpha 1e-3", "--reason", "notes")
+    cli("describe", "digits-sgd", "Digits classifier for the scanner")
+    cli("alias", "digits-sgd", "staging", "1", "--reason", "canary")
+    cli("alias", "digits-sgd", "shadow", "1")
+    cli("unalias", "digits-sgd", "shadow", "--reason", "done")
+
+    shown = json.loads(cli("show", "digits-sgd", "--json").stdout)
+    assert shown["description"] == "Digits classifier for the scanner"
+    assert shown["aliases"] == {"staging": 1}
+    [version] = shown["versions"]
+    assert version["tags"] == {"stage": "qa"} and version["aliases"] == ["staging"]
+    assert version["description"] == "l2, alpha 1e-3"
+    assert version["lineage"] == {
+        "run_id": run.run_id,
+        "parent_run_id": parent.run_id,
+        "sweep_name": "digits",
+        "trial_number": 5,
+        "metric_name": "val_acc",
+        "metric_value": 0.95,
+        "params": {"alpha": "0.001", "loss": "hinge"},
+        "git_commit": "c0ffee12",
+        "git_branch": "exp/l2",
+        "git_dirty": False,
+        "datasets": [
+            {
+                "name": "digits",
+                "context": "training",
+                "digest": "sha256:5eed",
+                "source": "file:///data/digits.npz",
+            }
+        ],
+    }
+    text = cli("show", "digits-sgd").stdout
+    for expected in (
+        "version 1  @staging",
+        "val_acc=0.95",
+        "sweep digits, trial 5, run " + run.run_id,
+        "alpha=0.001, loss=hinge",
+        "c0ffee12 on exp/l2",
+        "digits (training) sha256:5eed from file:///data/digits.npz",
+        "stage=qa",
+        "l2, alpha 1e-3",
+    ):
+        assert expected in text, (expected, text)
+
+    history = json.loads(cli("history", "digits-sgd", "--json").stdout)
+    assert [
+        (e["action"], e["alias"] or e["tag"], e["from_version"], e["to_version"], e["reason"])
+        for e in history
+    ] == [
+        ("register", None, None, 1, None),
+        ("set_tag", "stage", None, 1, "handed to QA"),
+        ("set_tag", "owner", None, 1, None),
+        ("delete_tag", "owner", None, 1, None),
+        ("set_description", None, None, 1, "notes"),
+        ("set_description", None, None, None, None),
+        ("set_alias", "staging", None, 1, "canary"),
+        ("set_alias", "shadow", None, 1, None),
+        ("delete_alias", "shadow", 1, None, "done"),
+    ]
+    for event in history:
+        assert event["user"] and event["host"]
+        assert datetime.datetime.fromisoformat(event["time"]).tzinfo is not None
+    lines = cli("history", "digits-sgd").stdout.splitlines()
+    assert len(lines) == len(history)
+    user_host = f"{history[0]['user']}@{history[0]['host']}"
+    assert all(
+        line.startswith(e["time"]) and user_host in line
+        for line, e in zip(lines, history, strict=True)
+    )
+    assert "version 1 tag stage set" in lines[1] and "reason: handed to QA" in lines[1]
+    assert "@shadow 1 -> none" in lines[-1] and "reason: done" in lines[-1]
+
+    for args, message in (
+        (("show", "nope"), "no registered model 'nope'; list them with: sweep models list"),
+        (("tag", "nope", "1", "k", "v"), "list them with: sweep models list"),
+        (
+            ("tag", "digits-sgd", "9", "k", "v"),
+            "no version 9; list versions with: sweep models show digits-sgd",
+        ),
+        (
+            ("untag", "digits-sgd", "1", "owner"),
+            "no tag 'owner'; see its tags with: sweep models show digits-sgd",
+        ),
+        (("describe", "digits-sgd", "9", "x"), "list versions with: sweep models show digits-sgd"),
+        (
+            ("unalias", "digits-sgd", "shadow"),
+            "no alias 'shadow'; see its aliases with: sweep models show",
+        ),
+        (("history", "nope"), "list them with: sweep models list"),
+    ):
+        failed = run_cli("models", *args, "--storage", url, cwd=tmp_path)
+        assert failed.returncode == 6, (args, failed.stdout + failed.stderr)
+        assert message in failed.stderr, (args, failed.stderr)

@@ -45,7 +45,10 @@ def test_sweep_runs_to_an_exact_budget_and_registers_the_best_model(
         assert run.status is RunStatus.FINISHED
         assert run.tags["sweep.trial_number"] == str(trial.number)
         assert run.tags["sweep.state"] == trial.state.name
-        assert run.params == {k: str(v) for k, v in trial.params.items()}
+        searched = {k: v for k, v in run.params.items() if not k.startswith("sweep.")}
+        assert searched == {k: str(v) for k, v in trial.params.items()}
+        # The spec's sampler seed, and the seed of the worker's sampler (seed + index + 1).
+        assert run.params["sweep.seed"] == "1" and run.params["sweep.sampler_seed"] in {"2", "3"}
         history = tracking.metric_history(run.run_id, "score")
         assert {p.step: p.value for p in history} == trial.intermediate_values
         assert "sweep.python" in run.tags and "sweep.host" in run.tags
@@ -112,7 +115,9 @@ def test_failing_objectives_are_recorded_and_the_sweep_goes_on(
     failed_run = next(
         tracking.get_run(t.system_attrs[RUN_ID_ATTR]) for t in study.get_trials() if t.number == 1
     )
-    assert [a.path for a in tracking.list_artifacts(failed_run.run_id)] == ["traceback.txt"]
+    artifacts = [a.path for a in tracking.list_artifacts(failed_run.run_id)]
+    # (lineage/ files are there too when the run was its worker's first)
+    assert [a for a in artifacts if not a.startswith("lineage/")] == ["traceback.txt"]
 
 
 def test_required_registration_without_a_model_raises(sqlite_url: str, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,17 @@ from alembic.migration import MigrationContext
 from sklearn.linear_model import LinearRegression
 
 import sweep
-from sweep.errors import ArtifactPathError, NotFoundError, SchemaVersionError, StorageError
-from sweep.registry import ModelRegistry
+from sweep.errors import (
+    ArtifactPathError,
+    NotFoundError,
+    RegistryError,
+    SchemaVersionError,
+    StorageError,
+)
+from sweep.registry import CHALLENGER, DatasetInput, ModelRegistry
 from sweep.storage import Database
 from sweep.storage._database import VERSION_TABLE
-from sweep.storage._schema import Base
+from sweep.storage._schema import Base, ModelVersionRow, RunInputRow
 from sweep.tracking import ActiveRun, MetricPoint, RunStatus, TrackingStore, activate
 
 
@@ -173,6 +180,8 @@ def test_registry_versions_aliases_and_audit(
 
     model = sweep.load_model("models:/toy@challenger", storage=storage_url)
     assert model.predict([[1.0]])[0] == pytest.approx(2.0)
+    model = sweep.load_model("models:/toy/1", storage=storage_url)
+    assert model.predict([[1.0]])[0] == pytest.approx(1.0)
 
     events = [(e.action, e.alias, e.from_version, e.to_version) for e in registry.history("toy")]
     assert events == [
@@ -183,13 +192,198 @@ def test_registry_versions_aliases_and_audit(
     ]
     assert registry.history("toy")[-1].reason == "better"
 
-    registry.delete_alias("toy", "challenger")
+    registry.delete_alias("toy", "challenger", reason="withdrawn")
     with pytest.raises(NotFoundError, match="no alias 'challenger'"):
         registry.resolve("models:/toy@challenger")
+    with pytest.raises(NotFoundError, match="no alias 'challenger'.*sweep models show toy"):
+        registry.delete_alias("toy", "challenger")
+    assert registry.history("toy")[-1].action == "delete_alias"
+    assert registry.history("toy")[-1].reason == "withdrawn"
     with pytest.raises(NotFoundError, match="no version 9"):
         registry.set_alias("toy", "champion", 9)
+    with pytest.raises(NotFoundError, match="no registered model 'nope'.*sweep models list"):
+        registry.resolve("models:/nope@champion")
     with pytest.raises(sweep.RegistryError, match="not a model URI"):
         registry.resolve("toy@champion")
+
+
+def test_any_alias_a_user_names_is_set_moved_deleted_and_loads(
+    db: Database, store: TrackingStore, tmp_path: Path, storage_url: str
+) -> None:
+    registry = ModelRegistry(db)
+    for coef in (1.0, 2.0):
+        _model_version(db, store, tmp_path, coef)
+    registry.set_alias("toy", "staging-eu.v2", 1, reason="canary")
+    registry.set_alias("toy", "staging-eu.v2", 2, reason="canary passed")
+    registry.set_alias("toy", "shadow", 2)
+    assert registry.get_version("toy", 2).aliases == ("shadow", "staging-eu.v2")
+    assert registry.get_model("toy").aliases == {"shadow": 2, "staging-eu.v2": 2}
+    model = sweep.load_model("models:/toy@staging-eu.v2", storage=storage_url)
+    assert model.predict([[1.0]])[0] == pytest.approx(2.0)
+
+    registry.delete_alias("toy", "shadow")
+    assert registry.get_version("toy", 2).aliases == ("staging-eu.v2",)
+    with pytest.raises(NotFoundError, match="no alias 'shadow'"):
+        sweep.load_model("models:/toy@shadow", storage=storage_url)
+    for bad in ("a/b", "a@b", "with space", ""):
+        with pytest.raises(RegistryError, match="not a valid alias"):
+            registry.set_alias("toy", bad, 1)
+    moves = [
+        (e.action, e.alias, e.from_version, e.to_version, e.reason) for e in registry.history("toy")
+    ]
+    assert moves[2:] == [
+        ("set_alias", "staging-eu.v2", None, 1, "canary"),
+        ("set_alias", "staging-eu.v2", 1, 2, "canary passed"),
+        ("set_alias", "shadow", None, 2, None),
+        ("delete_alias", "shadow", 2, None, None),
+    ]
+
+
+def test_version_tags_and_descriptions_are_set_later_and_audited(db: Database) -> None:
+    registry = ModelRegistry(db)
+    registry.create_model_version("toy", "/models/1", tags={"framework": "sklearn"})
+    assert registry.set_version_tag("toy", 1, "stage", "qa", reason="handed to QA").tags == {
+        "framework": "sklearn",
+        "stage": "qa",
+    }
+    registry.set_version_tag("toy", 1, "stage", "approved")
+    registry.set_version_tag("toy", 1, "latency_ms", 12.5)
+    registry.delete_version_tag("toy", 1, "framework", reason="wrong")
+    registry.set_version_description("toy", 1, "baseline, trained on the 2026 split")
+    registry.set_model_description("toy", "digits classifier", reason="for the catalogue")
+
+    version = registry.get_version("toy", 1)
+    assert version.tags == {"latency_ms": "12.5", "stage": "approved"}
+    assert version.description == "baseline, trained on the 2026 split"
+    assert registry.get_model("toy").description == "digits classifier"
+    assert [m.description for m in registry.list_models()] == ["digits classifier"]
+    registry.set_version_description("toy", 1, "")  # empty removes it
+    assert registry.get_version("toy", 1).description is None
+
+    events = registry.history("toy")
+    assert [(e.action, e.tag, e.alias, e.to_version, e.reason) for e in events] == [
+        ("register", None, None, 1, None),
+        ("set_tag", "stage", None, 1, "handed to QA"),
+        ("set_tag", "stage", None, 1, None),
+        ("set_tag", "latency_ms", None, 1, None),
+        ("delete_tag", "framework", None, 1, "wrong"),
+        ("set_description", None, None, 1, None),
+        ("set_description", None, None, None, "for the catalogue"),
+        ("set_description", None, None, 1, None),
+    ]
+    assert all(e.user and e.host and e.at > 0 for e in events)
+    assert [e.at for e in events] == sorted(e.at for e in events)
+
+    with pytest.raises(NotFoundError, match="no tag 'nope'.*sweep models show toy"):
+        registry.delete_version_tag("toy", 1, "nope")
+    with pytest.raises(NotFoundError, match="no version 7.*sweep models show toy"):
+        registry.set_version_tag("toy", 7, "stage", "qa")
+    with pytest.raises(NotFoundError, match="no version 7.*sweep models show toy"):
+        registry.set_version_description("toy", 7, "x")
+    with pytest.raises(NotFoundError, match="no registered model 'nope'.*sweep models list"):
+        registry.set_model_description("nope", "x")
+    with pytest.raises(NotFoundError, match="no registered model 'nope'.*sweep models list"):
+        registry.history("nope")
+    with pytest.raises(RegistryError, match="tag key"):
+        registry.set_version_tag("toy", 1, "", "x")
+    assert len(registry.history("toy")) == len(events)  # refused changes leave no event
+
+
+def test_a_version_is_immutable_apart_from_tags_and_description(db: Database) -> None:
+    registry = ModelRegistry(db)
+    registry.create_model_version("toy", "/models/1", metric_name="acc", metric_value=0.9)
+    changes = (("source", "/elsewhere"), ("metric_value", 0.99), ("run_id", "f" * 32))
+    for column, value in changes:
+        with (
+            pytest.raises(RegistryError, match=f"immutable; cannot change {column}"),
+            db.session() as session,
+        ):
+            row = session.get(ModelVersionRow, ("toy", 1))
+            assert row is not None
+            setattr(row, column, value)
+    version = registry.get_version("toy", 1)
+    assert (version.source, version.metric_value, version.run_id) == ("/models/1", 0.9, None)
+
+
+def test_lineage_leads_back_to_sweep_trial_params_code_and_data(
+    db: Database, store: TrackingStore, tmp_path: Path
+) -> None:
+    experiment = store.get_or_create_experiment("exp", tmp_path / "art")
+    parent = store.create_run(experiment, "digits", params={"sampler": "tpe"})
+    run = store.create_run(
+        experiment,
+        "trial-3",
+        parent_run_id=parent.run_id,
+        params={"lr": 0.01, "penalty": "l2"},
+        tags={
+            "sweep.sweep": "digits",
+            "sweep.trial_number": 3,
+            "sweep.git.commit": "0123abcd",
+            "sweep.git.branch": "main",
+            "sweep.git.dirty": "true",
+            "sweep.host": "not-lineage",
+        },
+    )
+    with db.session() as session:  # what sweep.log_input records
+        for name, context, digest in (
+            ("digits-train", "training", "sha256:aa"),
+            ("digits-val", "validation", "sha256:bb"),
+        ):
+            session.add(
+                RunInputRow(
+                    run_id=run.run_id,
+                    name=name,
+                    context=context,
+                    digest=digest,
+                    source=f"s3://data/{name}.parquet",
+                    created_at=1,
+                )
+            )
+    registry = ModelRegistry(db)
+    registry.create_model_version(
+        "toy",
+        "/models/1",
+        run_id=run.run_id,
+        metric_name="acc",
+        metric_value=0.93,
+        sweep_name="digits",
+        trial_number=3,
+    )
+    # Registered by hand from the same run: sweep and trial come from the run's tags.
+    registry.create_model_version("toy", "/models/2", run_id=run.run_id)
+    registry.create_model_version("toy", "/models/3")  # no run at all
+
+    first = registry.lineage("toy", 1)
+    assert (first.sweep_name, first.trial_number, first.run_id, first.parent_run_id) == (
+        "digits",
+        3,
+        run.run_id,
+        parent.run_id,
+    )
+    assert first.params == {"lr": "0.01", "penalty": "l2"}
+    assert (first.metric_name, first.metric_value) == ("acc", 0.93)
+    assert (first.git_commit, first.git_branch, first.git_dirty) == ("0123abcd", "main", True)
+    assert first.datasets == (
+        DatasetInput("digits-train", "training", "sha256:aa", "s3://data/digits-train.parquet"),
+        DatasetInput("digits-val", "validation", "sha256:bb", "s3://data/digits-val.parquet"),
+    )
+    by_hand, bare = registry.lineages("toy")[1:]
+    assert (by_hand.sweep_name, by_hand.trial_number, by_hand.git_commit) == (
+        "digits",
+        3,
+        "0123abcd",
+    )
+    assert (bare.run_id, bare.sweep_name, bare.params, bare.datasets, bare.git_dirty) == (
+        None,
+        None,
+        {},
+        (),
+        None,
+    )
+    with pytest.raises(NotFoundError, match="no version 4"):
+        registry.lineage("toy", 4)
+    with pytest.raises(NotFoundError, match="no registered model"):
+        registry.lineages("nope")
 
 
 def test_sqlite_default_store_lives_under_sweep_home(tmp_path: Path) -> None:
@@ -242,11 +436,32 @@ def test_promote_and_rollback_move_aliases_with_an_audit_trail(
     assert event.user and event.host and event.at > 0
 
 
-def _promote_in_child(url: str, results: Any) -> None:
+#: How long each racer holds its promotion open after reading @challenger.
+HOLD_S = 1.0
+
+
+def _promote_in_child(url: str, start_line: Any, results: Any) -> None:
+    """Promote ``toy`` once the other racer is ready too, holding the transaction open
+    for HOLD_S after reading @challenger, so that the two promotions surely overlap:
+    without the lock both would read the same challenger and both would promote."""
+    registry = ModelRegistry(Database(url))
+    registry.db.check_connection()
+    read_alias = ModelRegistry._alias_version
+
+    def slow_read(session: Any, model_name: str, alias: str) -> int | None:
+        version = read_alias(session, model_name, alias)
+        if alias == CHALLENGER:
+            time.sleep(HOLD_S)
+        return version
+
+    ModelRegistry._alias_version = staticmethod(slow_read)  # type: ignore[method-assign]
+    start_line.wait(timeout=60)
+    started = time.time()
     try:
-        results.put(ModelRegistry(Database(url)).promote("toy").version)
+        outcome: Any = registry.promote("toy").version
     except sweep.SweepError as exc:
-        results.put(type(exc).__name__)
+        outcome = type(exc).__name__
+    results.put((str(outcome), started, time.time()))
 
 
 def test_racing_promotions_leave_one_champion(
@@ -259,13 +474,23 @@ def test_racing_promotions_leave_one_champion(
     registry.set_alias("toy", "challenger", 2)
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
-    racers = [context.Process(target=_promote_in_child, args=(storage_url, results)) for _ in "ab"]
+    start_line = context.Barrier(2)
+    racers = [
+        context.Process(target=_promote_in_child, args=(storage_url, start_line, results))
+        for _ in "ab"
+    ]
     for racer in racers:
         racer.start()
     for racer in racers:
         racer.join(timeout=120)
-    outcomes = sorted(str(results.get(timeout=10)) for _ in racers)
-    assert outcomes == ["2", "NotFoundError"]  # one promoted, the other found no challenger
+    (winner, won_at, winner_done), (loser, lost_at, loser_done) = sorted(
+        results.get(timeout=10) for _ in racers
+    )
+    assert (winner, loser) == ("2", "NotFoundError")  # the other found no challenger
+    # They raced: both promotions were in flight at once, and the loser could only read
+    # @challenger once the winner's transaction had committed.
+    assert max(won_at, lost_at) < min(winner_done, loser_done)
+    assert loser_done >= winner_done
     assert registry.get_by_alias("toy", "champion").version == 2
     assert registry.get_by_alias("toy", "rollback").version == 1
     assert {a for v in registry.list_versions("toy") for a in v.aliases} == {
@@ -276,6 +501,8 @@ def test_racing_promotions_leave_one_champion(
     assert [(m.name, m.latest_version, m.aliases) for m in listed] == [
         ("toy", 2, {"champion": 2, "rollback": 1})
     ]
+    promotions = [e for e in registry.history("toy") if e.alias == "champion"]
+    assert [(e.from_version, e.to_version) for e in promotions] == [(None, 1), (1, 2)]
 
 
 def test_a_saved_0001_database_upgrades_and_keeps_its_data(tmp_path: Path) -> None:

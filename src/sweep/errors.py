@@ -61,12 +61,45 @@ class SchemaVersionError(StorageError):
     """Raised when the database schema is older or newer than this version of sweep."""
 
 
+class MetricFlushError(StorageError):
+    """Raised when a run's buffered metric points still cannot be written when it ends."""
+
+
 class NoActiveRunError(SweepError):
     """Raised when a logging call is made outside a trial or an open run."""
 
 
 class ArtifactPathError(SweepError):
     """Raised when an artifact name would escape its run's artifact directory."""
+
+
+class InvalidValueError(SweepError, ValueError):
+    """Raised when a logging call gets a key or a dataset it cannot record."""
+
+
+class FilterError(SweepError):
+    """Raised when a run search's filter or order-by clause is malformed.
+
+    ``text`` is the clause, ``position`` the offset (from 0) of the bad token in it and
+    ``reason`` what was expected there; the message quotes the clause with a caret line.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        text: str,
+        position: int,
+        length: int = 1,
+        what: str = "filter",
+    ) -> None:
+        self.reason = reason
+        self.text = text
+        self.position = position
+        # Tabs and newlines shown as spaces keep the caret under the token.
+        shown = "".join(" " if c.isspace() else c for c in text)
+        caret = " " * position + "^" * max(1, min(length, len(text) - position))
+        super().__init__(f"invalid {what}: {reason}\n    {shown}\n    {caret}")
 
 
 class NotFoundError(SweepError):

@@ -1,28 +1,33 @@
 """Experiment tracking: runs nested under a sweep's parent run, with params, step
-metrics, tags, artifacts, status and the environment that produced them."""
+metrics, tags, datasets, artifacts, status and the lineage that produced them."""
 
 from sweep.tracking._entities import (
     ArtifactInfo,
     Experiment,
     MetricPoint,
     Run,
+    RunInput,
     RunStatus,
 )
 from sweep.tracking._environment import command_line, environment_tags
+from sweep.tracking._lineage import open_run
 from sweep.tracking._logging import (
     ActiveRun,
     activate,
     active_run,
     log_artifact,
+    log_input,
     log_metric,
     log_metrics,
     log_model,
     log_param,
     log_params,
+    log_text,
     set_tag,
     set_tags,
     start_run,
 )
+from sweep.tracking._query import search_runs
 from sweep.tracking._store import TrackingStore
 
 __all__ = [
@@ -31,6 +36,7 @@ __all__ = [
     "Experiment",
     "MetricPoint",
     "Run",
+    "RunInput",
     "RunStatus",
     "TrackingStore",
     "activate",
@@ -38,11 +44,15 @@ __all__ = [
     "command_line",
     "environment_tags",
     "log_artifact",
+    "log_input",
     "log_metric",
     "log_metrics",
     "log_model",
     "log_param",
     "log_params",
+    "log_text",
+    "open_run",
+    "search_runs",
     "set_tag",
     "set_tags",
     "start_run",

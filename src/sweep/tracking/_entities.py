@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class RunStatus(str, enum.Enum):
@@ -41,6 +43,20 @@ class ArtifactInfo:
 
 
 @dataclass(frozen=True)
+class RunInput:
+    """A dataset a run used (``sweep.log_input``), in a context such as ``training``.
+
+    ``digest`` is ``sha256:<hex>`` of the data's content; ``profile`` a small summary
+    (rows, shape, dtype or columns, size); ``source`` where the data came from."""
+
+    name: str
+    context: str
+    digest: str
+    source: str | None = None
+    profile: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Run:
     """A run with its data; ``metrics`` holds the latest value (highest step) per key."""
 
@@ -56,3 +72,5 @@ class Run:
     params: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    #: The datasets it used; loaded by ``TrackingStore.get_run`` (empty in listings).
+    inputs: tuple[RunInput, ...] = ()

@@ -1,4 +1,8 @@
-"""What produced a run: code version, interpreter, packages, host."""
+"""What produced a run: code version, interpreter, packages, host, GPUs.
+
+Everything here is computed once per process (and code directory): a worker pays for
+``git``, ``nvidia-smi`` and the package scan on its first trial only.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import functools
 import getpass
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -16,6 +21,8 @@ from pathlib import Path
 from sweep.storage import redact
 
 KEY_PACKAGES = ("sweep", "optuna", "ray", "sqlalchemy", "numpy", "scikit-learn", "torch")
+#: Longest uncommitted diff kept as an artifact; a bigger one is cut with a marker.
+MAX_DIFF_BYTES = 10 * 1024 * 1024
 
 
 def command_line() -> str:
@@ -23,14 +30,17 @@ def command_line() -> str:
     return redact(" ".join(sys.argv))[:1000]
 
 
-def _git(args: list[str], cwd: Path) -> str | None:
+def _run(args: list[str], cwd: Path | None = None) -> str | None:
     try:
-        out = subprocess.run(
-            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
-        )
+        out = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=20, check=True)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip()
+    return out.stdout
+
+
+def _git(args: list[str], cwd: Path) -> str | None:
+    out = _run(["git", *args], cwd)
+    return None if out is None else out.strip()
 
 
 @functools.lru_cache(maxsize=8)
@@ -57,4 +67,84 @@ def environment_tags(code_dir: str) -> dict[str, str]:
         branch = _git(["rev-parse", "--abbrev-ref", "HEAD"], Path(code_dir))
         if branch:
             tags["sweep.git.branch"] = branch
+    tags.update(gpu_tags(os.environ.get("CUDA_VISIBLE_DEVICES")))
     return tags
+
+
+@functools.lru_cache(maxsize=8)
+def git_diff(code_dir: str) -> str | None:
+    """``git diff HEAD`` (staged and unstaged changes to tracked files) of the repository
+    holding ``code_dir``; None when it is clean or not in a repository."""
+    if _git(["rev-parse", "HEAD"], Path(code_dir)) is None:
+        return None
+    diff = _run(["git", "diff", "HEAD", "--no-color", "--no-ext-diff"], Path(code_dir))
+    if not diff:
+        return None
+    if len(diff) > MAX_DIFF_BYTES:
+        diff = diff[:MAX_DIFF_BYTES] + "\n... [diff truncated by sweep]\n"
+    return diff
+
+
+@functools.lru_cache(maxsize=1)
+def installed_packages() -> str:
+    """Every installed distribution as sorted ``name==version`` lines."""
+    found: dict[str, str] = {}
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"]
+        if name and name.lower() not in found:
+            found[name.lower()] = f"{name}=={dist.version}"
+    return "".join(f"{found[key]}\n" for key in sorted(found))
+
+
+@functools.lru_cache(maxsize=8)
+def gpu_tags(visible_devices: str | None) -> dict[str, str]:
+    """Model, count, driver and CUDA version of the GPUs this process may use
+    (``visible_devices`` is ``CUDA_VISIBLE_DEVICES``); empty without ``nvidia-smi``."""
+    listing = _run(
+        ["nvidia-smi", "--query-gpu=index,uuid,name,driver_version", "--format=csv,noheader"]
+    )
+    if not listing:
+        return {}
+    gpus = [
+        [field.strip() for field in line.split(",")]
+        for line in listing.splitlines()
+        if line.count(",") >= 3
+    ]
+    gpus = _visible(gpus, visible_devices)
+    if not gpus:
+        return {}
+    tags = {
+        "sweep.gpu.count": str(len(gpus)),
+        "sweep.gpu.model": ", ".join(dict.fromkeys(gpu[2] for gpu in gpus)),
+        "sweep.gpu.driver": gpus[0][3],
+    }
+    cuda = re.search(r"CUDA Version:\s*([\d.]+)", _run(["nvidia-smi"]) or "")
+    if cuda:
+        tags["sweep.gpu.cuda"] = cuda.group(1)
+    return tags
+
+
+def _visible(gpus: list[list[str]], visible_devices: str | None) -> list[list[str]]:
+    """The GPUs ``CUDA_VISIBLE_DEVICES`` lets CUDA see, in its order: indices or GPU UUID
+    prefixes; like CUDA, the list stops at the first entry that matches no GPU (MIG
+    instance UUIDs are not resolved: nvidia-smi's GPU query does not list them)."""
+    if visible_devices is None:
+        return gpus
+    chosen: list[list[str]] = []
+    for entry in (e.strip() for e in visible_devices.split(",")):
+        match = [
+            gpu
+            for gpu in gpus
+            if (entry.isdigit() and gpu[0] == entry)
+            or (entry.startswith("GPU-") and gpu[1].startswith(entry))
+        ]
+        if not match:
+            break
+        chosen.append(match[0])
+    return chosen
+
+
+def clear_caches() -> None:
+    """Forget what was computed (for tests, or after the code directory changed)."""
+    for cached in (environment_tags, git_diff, installed_packages, gpu_tags):
+        cached.cache_clear()

@@ -9,6 +9,8 @@ a finished run's status is only changed by :meth:`TrackingStore.end_run` with
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import time
 import uuid
@@ -29,10 +31,22 @@ from sweep.storage._schema import (
     LatestMetricRow,
     MetricRow,
     ParamRow,
+    RunInputRow,
     RunRow,
     TagRow,
 )
-from sweep.tracking._entities import ArtifactInfo, Experiment, MetricPoint, Run, RunStatus
+from sweep.tracking._artifacts import join_location
+from sweep.tracking._entities import (
+    ArtifactInfo,
+    Experiment,
+    MetricPoint,
+    Run,
+    RunInput,
+    RunStatus,
+)
+from sweep.tracking._filter import parse_filter, parse_order_by
+from sweep.tracking._ingest import PointTuple, insert_points, latest_points
+from sweep.tracking._search import build_search
 
 #: Longest param or tag value kept; longer values are cut with a marker so logging never fails.
 MAX_VALUE_LENGTH = 8000
@@ -152,22 +166,24 @@ class TrackingStore:
     ) -> Run:
         """Open a RUNNING run, with its params and tags, in one transaction."""
         run_id = uuid.uuid4().hex
-        artifact_uri = str(Path(experiment.artifact_root) / str(experiment.experiment_id) / run_id)
+        artifact_uri = join_location(
+            experiment.artifact_root, str(experiment.experiment_id), run_id
+        )
         started = now_ms()
         with self.db.session() as session:
-            session.add(
-                RunRow(
-                    run_id=run_id,
-                    experiment_id=experiment.experiment_id,
-                    parent_run_id=parent_run_id,
-                    name=name,
-                    status=RunStatus.RUNNING.value,
-                    start_time=started,
-                    artifact_uri=artifact_uri,
-                )
+            # Core inserts, not the ORM: a nested run is created in about a millisecond.
+            session.execute(
+                RunRow.__table__.insert(),
+                {
+                    "run_id": run_id,
+                    "experiment_id": experiment.experiment_id,
+                    "parent_run_id": parent_run_id,
+                    "name": name,
+                    "status": RunStatus.RUNNING.value,
+                    "start_time": started,
+                    "artifact_uri": artifact_uri,
+                },
             )
-            # Flush the run first: params and tags reference it.
-            session.flush()
             if params:
                 session.execute(ParamRow.__table__.insert(), _param_rows(run_id, params))
             if tags:
@@ -197,34 +213,62 @@ class TrackingStore:
                 _upsert(session, TagRow.__table__, _tag_rows(run_id, tags), ("run_id", "key"))
 
     def log_metrics(self, run_id: str, points: Sequence[MetricPoint]) -> None:
-        """Append metric points in one batched insert and move each key's latest point
-        (highest step; the last logged among equal steps) forward."""
+        """Append metric points in one transaction (``COPY`` on PostgreSQL) and move each
+        key's latest point (highest step; the last logged among equal steps) forward."""
+        self.write_points(
+            run_id, [(p.key, float(p.value), int(p.step), int(p.timestamp)) for p in points]
+        )
+
+    def write_points(self, run_id: str, points: Sequence[PointTuple]) -> None:
+        """:meth:`log_metrics` for ``(key, value, step, timestamp)`` tuples, the form the
+        logging buffer keeps (cheaper to build than :class:`MetricPoint`)."""
+        if points:
+            with self.db.session() as session:
+                self._write_points(session, run_id, points)
+
+    @staticmethod
+    def _write_points(session: Session, run_id: str, points: Sequence[PointTuple]) -> None:
         if not points:
             return
-        rows = [
-            {
-                "run_id": run_id,
-                "key": p.key,
-                "value": float(p.value),
-                "step": int(p.step),
-                "timestamp": int(p.timestamp),
-            }
-            for p in points
+        insert_points(session, run_id, points)
+        latest = [
+            {"run_id": run_id, "key": k, "value": v, "step": s, "timestamp": t}
+            for k, v, s, t in latest_points(points)
         ]
-        latest: dict[str, dict[str, Any]] = {}
-        for row in rows:
-            seen = latest.get(row["key"])
-            if seen is None or row["step"] >= seen["step"]:
-                latest[row["key"]] = row
+        _upsert(
+            session,
+            LatestMetricRow.__table__,
+            latest,
+            ("run_id", "key"),
+            only_if_step_not_lower=True,
+        )
+
+    def log_input(
+        self,
+        run_id: str,
+        name: str,
+        *,
+        context: str,
+        digest: str,
+        source: str | None = None,
+        profile: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record a dataset the run used; the same name and context again replaces it."""
+        row = {
+            "run_id": run_id,
+            "name": name,
+            "context": context,
+            "digest": digest,
+            "source": source,
+            "profile": json.dumps(dict(profile or {}), sort_keys=True),
+            "created_at": now_ms(),
+        }
         with self.db.session() as session:
-            session.execute(MetricRow.__table__.insert(), rows)
-            _upsert(
-                session,
-                LatestMetricRow.__table__,
-                sorted(latest.values(), key=lambda r: r["key"]),  # one lock order for all
-                ("run_id", "key"),
-                only_if_step_not_lower=True,
-            )
+            _upsert(session, RunInputRow.__table__, [row], ("run_id", "name", "context"))
+
+    def list_inputs(self, run_id: str) -> list[RunInput]:
+        with self.db.session() as session:
+            return _inputs(session, run_id)
 
     def record_artifact(self, run_id: str, path: str, kind: str, size: int) -> None:
         with self.db.session() as session:
@@ -236,14 +280,23 @@ class TrackingStore:
         with self.db.session() as session:
             self._require_run(session, run_id).description = description
 
-    def end_run(self, run_id: str, status: RunStatus, *, force: bool = False) -> bool:
-        """Close a run. Returns False (and changes nothing) when it had already ended,
-        unless ``force``: a sweep resumed after a stop reopens its parent run."""
+    def end_run(
+        self,
+        run_id: str,
+        status: RunStatus,
+        *,
+        force: bool = False,
+        points: Sequence[PointTuple] = (),
+    ) -> bool:
+        """Close a run, writing its last metric ``points`` (as for :meth:`write_points`)
+        in the same transaction. Returns False (and changes nothing but the points) when
+        it had already ended, unless ``force``: a resumed sweep reopens its parent run."""
         stmt = update(RunRow).where(RunRow.run_id == run_id)
         if not force:
             stmt = stmt.where(RunRow.status == RunStatus.RUNNING.value)
         end_time = None if status is RunStatus.RUNNING else now_ms()
         with self.db.session() as session:
+            self._write_points(session, run_id, points)
             result = session.execute(stmt.values(status=status.value, end_time=end_time))
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -261,9 +314,11 @@ class TrackingStore:
             return int(result.rowcount)  # type: ignore[attr-defined]
 
     def get_run(self, run_id: str) -> Run:
+        """The run with its params, latest metrics, tags and datasets (``inputs``)."""
         with self.db.session() as session:
             row = self._require_run(session, run_id)
-            return self._load_runs(session, [row])[0]
+            run = self._load_runs(session, [row])[0]
+            return dataclasses.replace(run, inputs=tuple(_inputs(session, run_id)))
 
     def list_runs(
         self,
@@ -280,6 +335,36 @@ class TrackingStore:
             stmt = stmt.where(RunRow.parent_run_id == parent_run_id)
         if statuses is not None:
             stmt = stmt.where(RunRow.status.in_([s.value for s in statuses]))
+        with self.db.session() as session:
+            return self._load_runs(session, list(session.scalars(stmt)))
+
+    def search_runs(
+        self,
+        filter: str | None = None,
+        order_by: Sequence[str] | None = None,
+        *,
+        experiment_ids: Sequence[int] | None = None,
+        parent_run_id: str | None = None,
+        max_results: int = 1000,
+    ) -> list[Run]:
+        """Runs matching ``filter``, sorted by ``order_by``, at most ``max_results``.
+
+        ``filter`` is like ``params.lr < 0.01 and metrics.val_acc > 0.9 and
+        tags.model_type = 'sgd'``; ``order_by`` like ``["metrics.val_acc desc"]`` (runs
+        lacking a key sort last; ties go by start time, then run id). The grammar is in
+        :mod:`sweep.tracking._filter`. Raises :class:`~sweep.errors.FilterError` for a
+        malformed filter or order-by, before touching the database.
+        """
+        if max_results < 1:
+            raise ValueError(f"max_results must be at least 1, got {max_results}")
+        stmt = build_search(
+            parse_filter(filter),
+            parse_order_by(order_by),
+            dialect=self.db.engine.dialect.name,
+            experiment_ids=experiment_ids,
+            parent_run_id=parent_run_id,
+            max_results=max_results,
+        )
         with self.db.session() as session:
             return self._load_runs(session, list(session.scalars(stmt)))
 
@@ -316,17 +401,19 @@ class TrackingStore:
         params: dict[str, dict[str, str]] = {i: {} for i in ids}
         tags: dict[str, dict[str, str]] = {i: {} for i in ids}
         metrics: dict[str, dict[str, float]] = {i: {} for i in ids}
-        # Chunk the IN lists: SQLite limits the number of bound parameters.
+        # Chunk the IN lists: SQLite limits the number of bound parameters. Plain column
+        # tuples, not ORM objects: a page of 1000 runs has some 30,000 of them.
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
-            for p in session.scalars(select(ParamRow).where(ParamRow.run_id.in_(chunk))):
-                params[p.run_id][p.key] = p.value
-            for t in session.scalars(select(TagRow).where(TagRow.run_id.in_(chunk))):
-                tags[t.run_id][t.key] = t.value
-            for m in session.scalars(
-                select(LatestMetricRow).where(LatestMetricRow.run_id.in_(chunk))
-            ):
-                metrics[m.run_id][m.key] = m.value
+            sources: list[tuple[Any, dict[str, dict[str, Any]]]] = [
+                (ParamRow, params),
+                (TagRow, tags),
+                (LatestMetricRow, metrics),
+            ]
+            for table, into in sources:
+                query = select(table.run_id, table.key, table.value).where(table.run_id.in_(chunk))
+                for run_id, key, value in session.execute(query):
+                    into[run_id][key] = value
         return [
             Run(
                 run_id=r.run_id,
@@ -344,6 +431,17 @@ class TrackingStore:
             )
             for r in rows
         ]
+
+
+def _inputs(session: Session, run_id: str) -> list[RunInput]:
+    rows = session.scalars(
+        select(RunInputRow)
+        .where(RunInputRow.run_id == run_id)
+        .order_by(RunInputRow.context, RunInputRow.name)
+    )
+    return [
+        RunInput(r.name, r.context, r.digest, r.source, json.loads(r.profile or "{}")) for r in rows
+    ]
 
 
 def _experiment(row: ExperimentRow) -> Experiment:
