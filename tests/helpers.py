@@ -21,7 +21,10 @@ PG_URL = os.environ.get(
 @contextmanager
 def fresh_postgres_database() -> Iterator[str]:
     """A new, empty database on the PG_URL server, dropped afterwards."""
-    admin = sqlalchemy.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    # No pool: a test may restart the server, which would leave a pooled connection dead.
+    admin = sqlalchemy.create_engine(
+        PG_URL, isolation_level="AUTOCOMMIT", poolclass=sqlalchemy.pool.NullPool
+    )
     name = f"sweep_test_{uuid.uuid4().hex[:12]}"
     try:
         with admin.connect() as conn:
@@ -51,3 +54,66 @@ def write_toy_spec(tmp_path: Path, **overrides: object) -> Path:
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
+
+
+def sweep_invariants(url: str, name: str) -> dict[str, int]:
+    """Check what crash safety promises of a finished sweep, and return its counts.
+
+    Nothing RUNNING or WAITING, in the study or in tracking; every trial's run agrees
+    with its state; every retried trial has exactly one retry; at most one attempt of
+    each lineage counts. Returns counted, retried, killed and runs.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    from sweep.storage import Database
+    from sweep.study import get_sweep_record
+    from sweep.tracking import RunStatus, TrackingStore
+
+    study = optuna.load_study(study_name=name, storage=url)
+    trials = study.get_trials(deepcopy=False)
+    assert not [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    database = Database(url)
+    tracking = TrackingStore(database)
+    record = get_sweep_record(database, name)
+    assert record is not None
+    runs = {r.run_id: r for r in tracking.list_runs(parent_run_id=record.parent_run_id)}
+    database.dispose()
+    assert not [r.name for r in runs.values() if r.status is RunStatus.RUNNING]
+    by_number = {t.number: t for t in trials}
+    retries: dict[int, list[int]] = {}
+    for t in trials:
+        if "sweep:retry_of" in t.system_attrs:
+            retries.setdefault(int(t.system_attrs["sweep:retry_of"]), []).append(t.number)
+    counted = killed = retried = 0
+    for t in trials:
+        attrs = t.system_attrs
+        if attrs.get("sweep:superseded"):
+            retried += 1
+            assert t.state == TrialState.FAIL
+            assert len(retries.get(t.number, [])) == 1, f"trial {t.number} retried twice"
+        elif attrs.get("sweep:killed"):
+            killed += 1
+        else:
+            counted += 1
+        run_id = attrs.get("sweep:run_id")
+        if run_id:
+            run = runs[run_id]
+            expected = {
+                TrialState.COMPLETE: {RunStatus.FINISHED},
+                TrialState.PRUNED: {RunStatus.FINISHED},
+                TrialState.FAIL: {RunStatus.FAILED, RunStatus.KILLED},
+            }[t.state]
+            assert run.status in expected, (t.number, t.state, run.status)
+            assert run.tags["sweep.trial_number"] == str(t.number)
+    # A lineage (a trial and its retries) counts once at most.
+    for original, numbers in retries.items():
+        chain = [original, *numbers]
+        counting = [
+            n
+            for n in chain
+            if not by_number[n].system_attrs.get("sweep:superseded")
+            and not by_number[n].system_attrs.get("sweep:killed")
+        ]
+        assert len(counting) <= 1, f"lineage {chain} counted {len(counting)} times"
+    return {"counted": counted, "retried": retried, "killed": killed, "runs": len(runs)}

@@ -784,6 +784,11 @@ def test_budget_needs_n_trials_or_timeout(tmp_path: Path) -> None:
         ("ray: {address: auto, num_gpus: 1}", "ray.num_gpus", "locally"),
         ("storage: not a url", "storage", "SQLAlchemy URL"),
         ("name: my sweep", "name", "letters, digits"),
+        ("lease: {heartbeat_interval: 5, timeout: 8}", "lease.timeout", "at least twice"),
+        ("lease: {heartbeat_interval: 0}", "lease.heartbeat_interval", "greater than 0"),
+        ("retries: {max_retries: -1}", "retries.max_retries", "greater than or equal to 0"),
+        ("trial_timeout: 0", "trial_timeout", "greater than 0"),
+        ("resources: {memory_mb: 0}", "resources.memory_mb", "greater than or equal to 1"),
     ],
 )
 def test_section_value_problems(tmp_path: Path, extra: str, key: str, needle: str) -> None:

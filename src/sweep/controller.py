@@ -11,6 +11,7 @@ finished trials in the study, counting those finished by earlier launches.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -21,18 +22,16 @@ from typing import Any
 import optuna
 import ray
 import yaml
-from optuna.exceptions import UpdateFinishedTrialError
-from optuna.trial import TrialState
 from ray.exceptions import RayActorError, RayError, RayTaskError
 
+from sweep.coordination import Coordinator, Heartbeat, SweepState
 from sweep.errors import NotFoundError, RegistrationError
 from sweep.registry import CHAMPION, ModelRegistry, ModelVersion
 from sweep.spec import SweepSpec, load_spec
 from sweep.storage import Database, default_home, redact, resolve_storage_url
 from sweep.study import (
-    ERROR_ATTR,
-    KILLED_ATTR,
     RUN_ID_ATTR,
+    SPEC_ATTR,
     TrialCounts,
     count_trials,
     open_study,
@@ -46,9 +45,10 @@ from sweep.tracking import (
     command_line,
     environment_tags,
 )
+from sweep.tracking._artifacts import artifact_location, is_url
 from sweep.tracking._store import now_ms
-from sweep.trial import SweepContext, TrialOutcome
-from sweep.worker import RayWorkerPool
+from sweep.trial import SweepContext, TrialOutcome, lease_settings
+from sweep.worker import RayWorker, RayWorkerPool
 
 #: Environment variable naming a shared artifact root (a path every worker can reach).
 ARTIFACT_ROOT_ENV = "SWEEP_ARTIFACT_ROOT"
@@ -75,6 +75,14 @@ class SweepResult:
     best_params: dict[str, Any] = field(default_factory=dict)
     model_version: ModelVersion | None = None
     registration: str = ""
+    state: str = "FINISHED"  # FINISHED, STOPPED, CANCELLED or KILLED (Ctrl-C)
+
+
+@dataclass(frozen=True)
+class _InFlight:
+    worker: RayWorker
+    trial_id: int
+    started: float
 
 
 def launch(
@@ -146,50 +154,30 @@ class _Launch:
         )
         parent_run_id = record.parent_run_id
         if not record.created:
-            # A relaunch continues the same parent run.
+            # A relaunch (or `sweep resume`) continues the same parent run.
             self.tracking.end_run(parent_run_id, RunStatus.RUNNING, force=True)
-            set_sweep_status(db, spec.name, "RUNNING")
+        set_sweep_status(db, spec.name, SweepState.RUNNING.value)
+        # Agents that join build their trial runner from this.
+        storage.set_study_system_attr(study_id, SPEC_ATTR, agent_spec_json(spec))
 
-        counts = count_trials(study)
-        n_trials = spec.budget.n_trials
-        remaining = None if n_trials is None else max(0, n_trials - counts.finished)
-        if self.on_start:
-            self.on_start(db.display_url, counts, remaining)
-
-        context = SweepContext(
-            spec=spec,
-            storage_url=db.url,
-            experiment_id=experiment.experiment_id,
-            parent_run_id=parent_run_id,
-            command=command_line(),
-        )
-        interrupted = False
-        launched = 0
-        if remaining is None or remaining > 0:
-            deadline = time.monotonic() + spec.budget.timeout if spec.budget.timeout else None
-            pool = RayWorkerPool(
-                context,
-                spec.parallelism if remaining is None else min(spec.parallelism, remaining),
-                cpu=spec.resources.cpu,
-                gpu=spec.resources.gpu,
-                address=self.ray_address,
-                num_cpus=spec.ray.num_cpus,
-                num_gpus=spec.ray.num_gpus,
+        coordinator = Coordinator(db, storage, spec.name, lease_settings(spec), self.tracking)
+        controller_id = coordinator.register_worker("controller")
+        heartbeat = Heartbeat(coordinator, controller_id).start()
+        try:
+            # Trials a dead controller or agent left running: fail and retry them now if
+            # their leases already expired (the others when they do).
+            coordinator.recover_stale()
+            counts = count_trials(study)
+            n_trials = spec.budget.n_trials
+            remaining = None if n_trials is None else max(0, n_trials - counts.finished)
+            if self.on_start:
+                self.on_start(db.display_url, counts, remaining)
+            launched, interrupted, state = self._execute(
+                coordinator, heartbeat, experiment.experiment_id, parent_run_id, counts, remaining
             )
-            try:
-                pool.start()
-                launched, interrupted = self._dispatch(
-                    pool, storage, study_id, remaining, deadline, parent_run_id, counts
-                )
-            except BaseException as exc:
-                stopped = isinstance(exc, KeyboardInterrupt)
-                status = RunStatus.KILLED if stopped else RunStatus.FAILED
-                set_sweep_status(db, spec.name, status.value)
-                self.tracking.end_running_children(parent_run_id, RunStatus.KILLED)
-                self.tracking.end_run(parent_run_id, status)
-                raise
-            finally:
-                pool.shutdown()
+        finally:
+            heartbeat.stop()
+            coordinator.unregister_worker(controller_id)
 
         counts = count_trials(study)
         result = SweepResult(
@@ -201,13 +189,14 @@ class _Launch:
             trials_this_launch=launched,
             elapsed_s=time.monotonic() - started,
             interrupted=interrupted,
+            state=state.value,
         )
         result = self._with_best(study, result)
         registration_failed = False
-        if not interrupted and spec.registry is not None:
+        if state in (SweepState.FINISHED, SweepState.STOPPED) and spec.registry is not None:
             version, message, registration_failed = self._register_best(study)
             result = replace(result, model_version=version, registration=message)
-        self._close_parent(result, parent_run_id)
+        self._close_parent(result, parent_run_id, state)
         if registration_failed and spec.registry is not None and spec.registry.required:
             error = RegistrationError(
                 f"{result.registration}; the spec sets registry.required: true"
@@ -216,96 +205,177 @@ class _Launch:
             raise error
         return result
 
+    def _execute(
+        self,
+        coordinator: Coordinator,
+        heartbeat: Heartbeat,
+        experiment_id: int,
+        parent_run_id: str,
+        counts: TrialCounts,
+        remaining: int | None,
+    ) -> tuple[int, bool, SweepState]:
+        """Start the Ray workers and keep them busy; returns the trials this launch
+        started, whether it was interrupted, and the state the sweep ends in."""
+        spec = self.spec
+        if remaining == 0 and not coordinator.unfinished():
+            return 0, False, SweepState.FINISHED
+        context = SweepContext(
+            spec=spec,
+            storage_url=self.db.url,
+            experiment_id=experiment_id,
+            parent_run_id=parent_run_id,
+            command=command_line(),
+        )
+        deadline = time.monotonic() + spec.budget.timeout if spec.budget.timeout else None
+        pool = RayWorkerPool(
+            context,
+            spec.parallelism if remaining is None else max(1, min(spec.parallelism, remaining)),
+            cpu=spec.resources.cpu,
+            gpu=spec.resources.gpu,
+            address=self.ray_address,
+            num_cpus=spec.ray.num_cpus,
+            num_gpus=spec.ray.num_gpus,
+        )
+        try:
+            pool.start()
+            return self._dispatch(pool, coordinator, heartbeat, deadline, counts)
+        except BaseException as exc:
+            stopped = isinstance(exc, KeyboardInterrupt)
+            status = RunStatus.KILLED if stopped else RunStatus.FAILED
+            set_sweep_status(self.db, spec.name, status.value)
+            self.tracking.end_run(parent_run_id, status)
+            raise
+        finally:
+            for worker in pool.workers:
+                coordinator.unregister_worker(worker.worker_id)
+            pool.shutdown()
+
     # -- dispatch -----------------------------------------------------------------------
 
     def _dispatch(
         self,
         pool: RayWorkerPool,
-        storage: optuna.storages.BaseStorage,
-        study_id: int,
-        remaining: int | None,
+        coordinator: Coordinator,
+        heartbeat: Heartbeat,
         deadline: float | None,
-        parent_run_id: str,
         counts: TrialCounts,
-    ) -> tuple[int, bool]:
-        """Keep every worker busy until the budget or the timeout is spent.
+    ) -> tuple[int, bool, SweepState]:
+        """Keep every worker busy until the budget or the timeout is spent, the sweep is
+        stopped or cancelled; kill trials past ``trial_timeout``; recover trials whose
+        lease expired, wherever they ran.
 
         ``counts`` (the study's at the start) is kept up to date from the outcomes, so
         progress reports cost no query."""
-        in_flight: dict[Any, tuple[Any, int]] = {}
+        in_flight: dict[Any, _InFlight] = {}
         idle = list(pool.workers)
         dispatched = 0
+        interval = coordinator.settings.heartbeat_interval
+        next_recovery = time.monotonic() + interval
+
+        def report(outcome: TrialOutcome, counted_as: str) -> None:
+            nonlocal counts
+            counts = counts.add(counted_as)
+            if self.on_trial:
+                self.on_trial(outcome, counts)
+
         try:
             while True:
-                while (
-                    idle
-                    and (remaining is None or dispatched < remaining)
-                    and (deadline is None or time.monotonic() < deadline)
-                ):
+                state = heartbeat.state
+                if state is SweepState.CANCELLED:
+                    self._kill_in_flight(pool, coordinator, in_flight, "cancelled: sweep cancel")
+                    return dispatched, False, state
+                while idle and state.claims and (deadline is None or time.monotonic() < deadline):
+                    trial_id = coordinator.claim(idle[-1].worker_id)
+                    if trial_id is None:
+                        # The budget is full, or the state changed since the last beat.
+                        state = coordinator.state()[0]
+                        break
                     worker = idle.pop()
-                    trial_id = storage.create_new_trial(study_id)
-                    in_flight[worker.run.remote(trial_id)] = (worker, trial_id)
+                    in_flight[worker.actor.run.remote(trial_id)] = _InFlight(
+                        worker, trial_id, time.monotonic()
+                    )
                     dispatched += 1
                 if not in_flight:
-                    return dispatched, False
-                done, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
-                for ref in done:
-                    worker, trial_id = in_flight.pop(ref)
-                    try:
-                        outcome = ray.get(ref)
-                    except RayActorError as exc:
-                        outcome = self._fail_lost_trial(
-                            storage, trial_id, f"worker died during the trial: {_first_line(exc)}"
-                        )
-                        worker = pool.replace(worker)
-                    except RayTaskError as exc:
-                        outcome = self._fail_lost_trial(
-                            storage, trial_id, f"trial execution failed: {_task_error(exc)}"
-                        )
-                    idle.append(worker)
-                    counts = counts.add(outcome.state)
-                    if self.on_trial:
-                        self.on_trial(outcome, counts)
+                    past_deadline = deadline is not None and time.monotonic() >= deadline
+                    if state is SweepState.STOPPED:
+                        return dispatched, False, state
+                    if state is SweepState.RUNNING and (
+                        past_deadline or not coordinator.unfinished()
+                    ):
+                        return dispatched, False, SweepState.FINISHED
+                    # Paused, or other workers' trials still run (and may need a retry).
+                    time.sleep(min(1.0, interval))
+                else:
+                    done, _ = ray.wait(list(in_flight), num_returns=1, timeout=min(1.0, interval))
+                    for ref in done:
+                        flight = in_flight.pop(ref)
+                        worker = flight.worker
+                        try:
+                            outcome = ray.get(ref)
+                            report(outcome, outcome.state)
+                        except RayActorError as exc:
+                            reason = f"worker died during the trial: {_first_line(exc)}"
+                            report(*self._lost(coordinator, flight.trial_id, reason, retry=True))
+                            worker = pool.replace(worker)
+                        except RayTaskError as exc:
+                            reason = f"trial execution failed: {_task_error(exc)}"
+                            report(*self._lost(coordinator, flight.trial_id, reason, retry=True))
+                        idle.append(worker)
+                    idle.extend(self._kill_timed_out(pool, coordinator, in_flight, report))
+                if time.monotonic() >= next_recovery:
+                    coordinator.recover_stale()
+                    next_recovery = time.monotonic() + interval
         except KeyboardInterrupt:
-            self._stop(pool, storage, in_flight, parent_run_id)
-            return dispatched, True
+            self._kill_in_flight(pool, coordinator, in_flight, "killed: the sweep was stopped")
+            return dispatched, True, SweepState.KILLED
 
-    def _fail_lost_trial(
-        self, storage: optuna.storages.BaseStorage, trial_id: int, reason: str
-    ) -> TrialOutcome:
-        """Record a trial whose worker could not report it: trial FAIL, run FAILED."""
-        number = storage.get_trial_number_from_id(trial_id)
-        run_id = storage.get_trial_system_attrs(trial_id).get(RUN_ID_ATTR, "")
-        try:
-            storage.set_trial_system_attr(trial_id, ERROR_ATTR, reason[:2000])
-            storage.set_trial_state_values(trial_id, TrialState.FAIL)
-        except UpdateFinishedTrialError:
-            pass
-        if run_id:
-            self.tracking.set_tags(run_id, {"sweep.state": "FAIL", "sweep.error": reason})
-            self.tracking.end_run(run_id, RunStatus.FAILED)
-        return TrialOutcome(trial_id, number, "FAIL", None, run_id, 0.0, reason)
+    def _lost(
+        self, coordinator: Coordinator, trial_id: int, reason: str, *, retry: bool
+    ) -> tuple[TrialOutcome, str]:
+        """Fail a trial whose worker could not report it; the outcome and how it counts."""
+        lost = coordinator.fail_lost(trial_id, reason, retry=retry)
+        number = lost.number if lost else coordinator.storage.get_trial_number_from_id(trial_id)
+        run_id = (lost.run_id if lost else None) or ""
+        outcome = TrialOutcome(trial_id, number, "FAIL", None, run_id, 0.0, reason)
+        return outcome, "RETRIED" if lost and lost.retry_number is not None else "FAIL"
 
-    def _stop(
+    def _kill_timed_out(
         self,
         pool: RayWorkerPool,
-        storage: optuna.storages.BaseStorage,
-        in_flight: dict[Any, tuple[Any, int]],
-        parent_run_id: str,
+        coordinator: Coordinator,
+        in_flight: dict[Any, _InFlight],
+        report: Callable[[TrialOutcome, str], None],
+    ) -> list[RayWorker]:
+        """Kill the workers of trials running past ``trial_timeout``; fail those trials
+        (no retry: a hung trial would hang again) and return fresh workers."""
+        limit = self.spec.trial_timeout
+        if not limit:
+            return []
+        now = time.monotonic()
+        fresh = []
+        for ref, flight in list(in_flight.items()):
+            if now - flight.started < limit:
+                continue
+            del in_flight[ref]
+            fresh.append(pool.replace(flight.worker))
+            reason = f"trial_timeout: ran longer than {limit:g} s and was killed"
+            report(*self._lost(coordinator, flight.trial_id, reason, retry=False))
+        return fresh
+
+    def _kill_in_flight(
+        self,
+        pool: RayWorkerPool,
+        coordinator: Coordinator,
+        in_flight: dict[Any, _InFlight],
+        reason: str,
     ) -> None:
-        """Ctrl-C: kill the workers, then end their trials (FAIL, marked killed) and runs."""
+        """Ctrl-C or `sweep cancel`: kill the workers, then end their trials (FAIL, marked
+        killed: they use no budget) and runs (KILLED)."""
         pool.kill_all()
         if in_flight:
             ray.wait(list(in_flight), num_returns=len(in_flight), timeout=KILL_GRACE_S)
-        for _worker, trial_id in in_flight.values():
-            try:
-                # The mark first: once the trial is FAIL it can no longer be changed.
-                storage.set_trial_system_attr(trial_id, KILLED_ATTR, True)
-                storage.set_trial_system_attr(trial_id, ERROR_ATTR, "killed: the sweep was stopped")
-                storage.set_trial_state_values(trial_id, TrialState.FAIL)
-            except UpdateFinishedTrialError:
-                continue  # it finished before the kill reached it
-        self.tracking.end_running_children(parent_run_id, RunStatus.KILLED)
+        for flight in in_flight.values():
+            coordinator.fail_lost(flight.trial_id, reason, retry=False, killed=True)
 
     # -- the end ------------------------------------------------------------------------
 
@@ -355,7 +425,7 @@ class _Launch:
         reason = f"best trial {best.number} of sweep {self.spec.name}"
         version = self.registry.create_model_version(
             name,
-            str(Path(run.artifact_uri) / models[0].path),
+            artifact_location(run.artifact_uri, models[0].path),
             run_id=run_id,
             metric_name=self.spec.metric.name,
             metric_value=best.value,
@@ -415,7 +485,7 @@ class _Launch:
         except NotFoundError:
             return None
 
-    def _close_parent(self, result: SweepResult, parent_run_id: str) -> None:
+    def _close_parent(self, result: SweepResult, parent_run_id: str, state: SweepState) -> None:
         if result.best_value is not None:
             best = MetricPoint(f"best_{self.spec.metric.name}", result.best_value, 0, now_ms())
             self.tracking.log_metrics(parent_run_id, [best])
@@ -429,16 +499,17 @@ class _Launch:
         if result.model_version is not None:
             tags["sweep.model_version"] = result.model_version.uri
         self.tracking.set_tags(parent_run_id, tags)
-        status = RunStatus.KILLED if result.interrupted else RunStatus.FINISHED
+        status = RunStatus.KILLED if state is SweepState.KILLED else RunStatus.FINISHED
         self.tracking.end_run(parent_run_id, status)
-        set_sweep_status(self.db, self.spec.name, status.value)
+        set_sweep_status(self.db, self.spec.name, state.value)
 
     # -- helpers ------------------------------------------------------------------------
 
     def _artifact_root(self) -> str:
         root = self.spec.tracking.artifact_root or os.environ.get(ARTIFACT_ROOT_ENV)
         if root:
-            return str(Path(root).expanduser().resolve())
+            # An fsspec URL (s3://bucket/prefix) is kept as it is; a path is made absolute.
+            return root if is_url(root) else str(Path(root).expanduser().resolve())
         return str(default_home() / "artifacts")
 
     def _spec_text(self) -> str:
@@ -460,6 +531,15 @@ class _Launch:
         if spec.sampler.seed is not None:
             params["seed"] = spec.sampler.seed
         return params
+
+
+def agent_spec_json(spec: SweepSpec) -> str:
+    """The resolved spec an agent runs trials with: code_dir absolute, storage left out
+    (the agent names its own, and a password must not be stored)."""
+    data = spec.model_dump(mode="json")
+    data["code_dir"] = str(spec.code_path)
+    data["storage"] = None
+    return json.dumps(data)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -26,6 +26,10 @@ RUN_ID_ATTR = "sweep:run_id"
 KILLED_ATTR = "sweep:killed"
 #: Trial system attribute holding why a trial failed.
 ERROR_ATTR = "sweep:error"
+#: Trial system attribute of a failed trial whose retry took its budget slot.
+SUPERSEDED_ATTR = "sweep:superseded"
+#: Study system attribute holding the resolved spec (JSON), for agents that join.
+SPEC_ATTR = "sweep:spec"
 
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -37,10 +41,19 @@ class TrialCounts:
     failed: int = 0
     running: int = 0
     killed: int = 0
+    retried: int = 0  # failed, then retried: the retry holds their budget slot
+    waiting: int = 0  # retries not yet started
 
     def add(self, state: str) -> TrialCounts:
-        """These counts after one more trial finished in ``state`` (an Optuna state name)."""
-        field = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}[state]
+        """These counts after one more trial ended in ``state``: an Optuna state name,
+        or RETRIED / KILLED for failed trials that use no budget."""
+        field = {
+            "COMPLETE": "complete",
+            "PRUNED": "pruned",
+            "FAIL": "failed",
+            "RETRIED": "retried",
+            "KILLED": "killed",
+        }[state]
         return replace(self, **{field: getattr(self, field) + 1})
 
     @property
@@ -87,16 +100,25 @@ def open_study(spec: SweepSpec, db: Database, storage: optuna.storages.BaseStora
 
 
 def count_trials(study: optuna.Study) -> TrialCounts:
-    counts = {"complete": 0, "pruned": 0, "failed": 0, "running": 0, "killed": 0}
+    counts = dict.fromkeys(
+        ("complete", "pruned", "failed", "running", "killed", "retried", "waiting"), 0
+    )
     for trial in study.get_trials(deepcopy=False):
         if trial.state == TrialState.COMPLETE:
             counts["complete"] += 1
         elif trial.state == TrialState.PRUNED:
             counts["pruned"] += 1
         elif trial.state == TrialState.FAIL:
-            counts["killed" if trial.system_attrs.get(KILLED_ATTR) else "failed"] += 1
+            if trial.system_attrs.get(KILLED_ATTR):
+                counts["killed"] += 1
+            elif trial.system_attrs.get(SUPERSEDED_ATTR):
+                counts["retried"] += 1
+            else:
+                counts["failed"] += 1
         elif trial.state == TrialState.RUNNING:
             counts["running"] += 1
+        elif trial.state == TrialState.WAITING:
+            counts["waiting"] += 1
     return TrialCounts(**counts)
 
 
@@ -113,6 +135,11 @@ def open_sweep_record(
     """The sweep's row, with its parent run; created on first launch, reused after."""
     existing = get_sweep_record(db, spec.name)
     if existing is not None:
+        # A relaunch may change the budget; it applies to every worker from now on.
+        with db.session() as session:
+            row = session.get(SweepRow, spec.name)
+            assert row is not None
+            row.n_trials = spec.budget.n_trials
         return existing
     parent = tracking.create_run(experiment, spec.name, params=parent_params, tags=parent_tags)
     try:
@@ -127,6 +154,7 @@ def open_sweep_record(
                     spec_yaml=spec_text,
                     created_at=now_ms(),
                     updated_at=now_ms(),
+                    n_trials=spec.budget.n_trials,
                 )
             )
     except StorageError as exc:

@@ -12,12 +12,14 @@ import logging
 import os
 import socket
 import sys
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
+from sweep.coordination import Heartbeat
 from sweep.errors import ExecutionError
 from sweep.trial import SweepContext, TrialOutcome, TrialRunner
 
@@ -30,10 +32,24 @@ class WorkerInfo:
     cuda_visible_devices: str | None
 
 
-class TrialWorker:
-    """The actor body; wrapped with ``ray.remote`` in :class:`RayWorkerPool`."""
+@dataclass(frozen=True)
+class RayWorker:
+    """A worker actor and the id under which it holds leases."""
 
-    def __init__(self, context: SweepContext, worker_index: int, code_path: str) -> None:
+    actor: Any
+    worker_id: str
+
+
+class TrialWorker:
+    """The actor body; wrapped with ``ray.remote`` in :class:`RayWorkerPool`.
+
+    It registers itself as a worker of the sweep and renews the leases of the trials
+    the controller claimed for it: if its process or node dies, the leases expire and
+    any controller or agent of the sweep fails and retries its trial."""
+
+    def __init__(
+        self, context: SweepContext, worker_index: int, code_path: str, worker_id: str
+    ) -> None:
         # Local Ray workers do not inherit the driver's sys.path; on a cluster the
         # runtime environment's working_dir is already the cwd and on the path.
         if code_path and os.path.isdir(code_path) and code_path not in sys.path:
@@ -43,6 +59,11 @@ class TrialWorker:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.index = worker_index
         self.runner = TrialRunner(context, worker_index)
+        coordinator = self.runner.coordinator
+        coordinator.register_worker(
+            "ray", gpus=os.environ.get("CUDA_VISIBLE_DEVICES"), worker_id=worker_id
+        )
+        self.heartbeat = Heartbeat(coordinator, worker_id).start()
 
     def info(self) -> WorkerInfo:
         return WorkerInfo(
@@ -75,7 +96,7 @@ class RayWorkerPool:
         self.num_cpus = num_cpus
         self.num_gpus = num_gpus
         self.code_path = str(context.spec.code_path)
-        self.workers: list[Any] = []
+        self.workers: list[RayWorker] = []
         self._started_ray = False
         self._next_index = 0
         self._actor_class: Any = None
@@ -87,7 +108,7 @@ class RayWorkerPool:
         self.workers = [self._new_worker() for _ in range(self.size)]
         # Fail fast, with the real reason, if workers cannot start (e.g. bad objective).
         try:
-            ray.get([w.info.remote() for w in self.workers], timeout=300)
+            ray.get([w.actor.info.remote() for w in self.workers], timeout=300)
         except GetTimeoutError as exc:
             self.shutdown()
             raise ExecutionError(
@@ -127,7 +148,7 @@ class RayWorkerPool:
 
     def _check_resources(self) -> None:
         total = ray.cluster_resources()
-        if self._started_ray:
+        if self._started_ray and not self.address:
             # A local Ray will never grow: refuse now rather than wait for workers that
             # cannot be placed.
             for name, each in (("cpu", self.cpu), ("gpu", self.gpu)):
@@ -151,28 +172,30 @@ class RayWorkerPool:
                 f"{total.get('CPU', 0):g} CPUs; lower resources.cpu"
             )
 
-    def _new_worker(self) -> Any:
+    def _new_worker(self) -> RayWorker:
         index = self._next_index
         self._next_index += 1
-        return self._actor_class.options(
+        worker_id = uuid.uuid4().hex
+        actor = self._actor_class.options(
             num_cpus=self.cpu, num_gpus=self.gpu, max_restarts=0, max_task_retries=0
-        ).remote(self.context, index, self.code_path)
+        ).remote(self.context, index, self.code_path, worker_id)
+        return RayWorker(actor, worker_id)
 
-    def replace(self, worker: Any) -> Any:
-        """Swap a dead worker for a fresh one."""
+    def replace(self, worker: RayWorker) -> RayWorker:
+        """Swap a dead (or hung) worker for a fresh one."""
         position = self.workers.index(worker)
         with contextlib.suppress(RayError):
-            ray.kill(worker, no_restart=True)
+            ray.kill(worker.actor, no_restart=True)
         self.workers[position] = self._new_worker()
         return self.workers[position]
 
     def info(self) -> list[WorkerInfo]:
-        return ray.get([w.info.remote() for w in self.workers], timeout=60)
+        return ray.get([w.actor.info.remote() for w in self.workers], timeout=60)
 
     def kill_all(self) -> None:
         for worker in self.workers:
             with contextlib.suppress(RayError):
-                ray.kill(worker, no_restart=True)
+                ray.kill(worker.actor, no_restart=True)
 
     def shutdown(self) -> None:
         self.kill_all()

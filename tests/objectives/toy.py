@@ -68,3 +68,26 @@ def trivial(trial: optuna.Trial) -> float:
     y = trial.suggest_float("y", 1e-3, 1.0, log=True)
     c = trial.suggest_categorical("c", ["a", "b", "c"])
     return x * x + y + (0.5 if c == "a" else 0.0)
+
+
+def steady(trial: optuna.Trial) -> float:
+    """A few timed steps (about ``SWEEP_TEST_STEP_S`` each), then a small model."""
+    x = trial.params["x"] if "x" in trial.params else trial.suggest_float("x", 0.0, 1.0)
+    pause = float(os.environ.get("SWEEP_TEST_STEP_S", "0.1"))
+    for step in range(1, 6):
+        time.sleep(pause)
+        trial.report(x * step / 5, step)
+    sweep.set_tag("devices", os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
+    sweep.log_model(LinearRegression().fit([[0.0], [1.0]], [0.0, x]))
+    return x
+
+
+def hang_or_hog(trial: optuna.Trial) -> float:
+    """Trial 1 hangs, trial 2 allocates far more memory than it may; the rest are quick."""
+    x = trial.suggest_float("x", 0.0, 1.0)
+    if trial.number == 1:
+        time.sleep(3600)
+    if trial.number == 2:
+        hog = bytearray(8 * 1024**3)  # 8 GiB: past resources.memory_mb
+        return float(len(hog))
+    return x

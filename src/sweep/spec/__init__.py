@@ -24,10 +24,12 @@ and its use::
 from sweep.spec._load import load_spec, load_spec_from_dict, resolve_objective
 from sweep.spec._model import (
     BudgetSpec,
+    LeaseSpec,
     MetricSpec,
     RaySpec,
     RegistrySpec,
     ResourcesSpec,
+    RetrySpec,
     SweepSpec,
     TrackingSpec,
 )
@@ -49,12 +51,14 @@ __all__ = [
     "CategoricalParam",
     "FloatParam",
     "IntParam",
+    "LeaseSpec",
     "MetricSpec",
     "ParameterSpec",
     "PrunerSpec",
     "RaySpec",
     "RegistrySpec",
     "ResourcesSpec",
+    "RetrySpec",
     "SamplerSpec",
     "SweepSpec",
     "TrackingSpec",

@@ -44,6 +44,12 @@ class ResourcesSpec(_SpecModel):
 
     cpu: Number = Field(1.0, gt=0, description="CPUs per trial (a number > 0)")
     gpu: Number = Field(0.0, ge=0, description="GPUs per trial (a number >= 0)")
+    memory_mb: Int | None = Field(
+        None,
+        ge=1,
+        description="memory a trial may allocate, in MiB (an integer >= 1); past it the "
+        "objective gets a MemoryError and only its trial fails",
+    )
 
     @model_validator(mode="after")
     def _ray_whole_numbers(self) -> ResourcesSpec:
@@ -104,6 +110,32 @@ class RegistrySpec(_SpecModel):
     )
 
 
+class RetrySpec(_SpecModel):
+    """What happens to a trial whose worker died (its lease expired)."""
+
+    max_retries: Int = Field(
+        1, ge=0, description="times a lost trial is retried with the same params (int >= 0)"
+    )
+
+
+class LeaseSpec(_SpecModel):
+    """Heartbeats of running trials: a trial whose worker stops renewing its lease for
+    ``timeout`` seconds is failed (and retried by the retry policy)."""
+
+    heartbeat_interval: Number = Field(5.0, gt=0, description="seconds between renewals (> 0)")
+    timeout: Number = Field(30.0, gt=0, description="seconds without renewal (> 0)")
+
+    @model_validator(mode="after")
+    def _timeout_covers_beats(self) -> LeaseSpec:
+        if self.timeout < 2 * self.heartbeat_interval:
+            raise _spec_error(
+                f"timeout ({self.timeout:g} s) must be at least twice heartbeat_interval "
+                f"({self.heartbeat_interval:g} s), or one late beat fails a healthy trial",
+                "timeout",
+            )
+        return self
+
+
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
 
 
@@ -145,6 +177,11 @@ class SweepSpec(_SpecModel):
     storage: OptionalText = Field(None, description="a SQLAlchemy database URL")
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     registry: RegistrySpec | None = None
+    trial_timeout: Number | None = Field(
+        None, gt=0, description="seconds a trial may run before it is killed and failed (> 0)"
+    )
+    retries: RetrySpec = Field(default_factory=RetrySpec)
+    lease: LeaseSpec = Field(default_factory=LeaseSpec)
 
     # Where the spec came from; set by the loaders, not part of the schema.
     _source: str = PrivateAttr(default="<dict>")

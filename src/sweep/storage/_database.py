@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,14 +15,17 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from sweep.errors import SchemaVersionError, StorageError
+from sweep.storage._retrying import RetryingRDBStorage, retry_transient
 from sweep.storage._url import mask_url, normalise_url
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 VERSION_TABLE = "sweep_alembic_version"
+#: pg_advisory_xact_lock key serialising schema creation ("sweep" in ASCII).
+SCHEMA_LOCK_KEY = 0x7377656570
 #: Seconds a SQLite writer waits for another process's lock before giving up.
 SQLITE_BUSY_TIMEOUT_S = 60
 
@@ -80,20 +82,10 @@ class Database:
         finally:
             session.close()
 
-    def retrying(self, operation: Callable[[], T], attempts: int = 5) -> T:
-        """Run ``operation`` again when the database was briefly unavailable or locked."""
-        for attempt in range(attempts):
-            try:
-                return operation()
-            except StorageError as exc:
-                cause = exc.__cause__
-                transient = isinstance(cause, OperationalError) or (
-                    isinstance(cause, DBAPIError) and cause.connection_invalidated
-                )
-                if not transient or attempt == attempts - 1:
-                    raise
-                time.sleep(0.2 * 2**attempt)
-        raise AssertionError("unreachable")
+    def retrying(self, operation: Callable[[], T], what: str = "database operation") -> T:
+        """Run ``operation`` again while the database is briefly unavailable (a restart,
+        a dropped connection, a locked SQLite file)."""
+        return retry_transient(operation, what=what)
 
     def check_connection(self) -> None:
         try:
@@ -131,9 +123,34 @@ class Database:
         """Bring sweep's tables to the newest schema (what ``sweep db upgrade`` runs)."""
         self.check_connection()
         config = self._alembic_config()
-        with self.engine.begin() as conn:
-            config.attributes["connection"] = conn
-            command.upgrade(config, "head")
+        # Two processes setting up one new database take turns; the second finds the
+        # schema at head and does nothing.
+        with self._schema_lock():
+            with self.engine.begin() as conn:
+                config.attributes["connection"] = conn
+                command.upgrade(config, "head")
+            # Optuna's tables too, in the same turn: it creates them on first use.
+            optuna.storages.RDBStorage(
+                self.url, engine_kwargs=_engine_kwargs(self.url)
+            ).engine.dispose()
+
+    @contextmanager
+    def _schema_lock(self) -> Iterator[None]:
+        """A PostgreSQL advisory lock, or a file lock beside a SQLite database."""
+        if not self.is_sqlite:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql(f"SELECT pg_advisory_lock({SCHEMA_LOCK_KEY})")
+                try:
+                    yield
+                finally:
+                    conn.exec_driver_sql(f"SELECT pg_advisory_unlock({SCHEMA_LOCK_KEY})")
+                    conn.commit()
+            return
+        from filelock import FileLock
+
+        path = self.url.split(":///", 1)[-1]
+        with FileLock(f"{Path(path).resolve()}.schema.lock" if path else "/tmp/sweep.schema.lock"):
+            yield
 
     def ensure_schema(self) -> None:
         """Create the tables in a new database; refuse an old or newer schema with the fix.
@@ -165,9 +182,13 @@ class Database:
     # -- Optuna -----------------------------------------------------------------------
 
     def optuna_storage(self) -> optuna.storages.RDBStorage:
-        """Optuna's RDB storage on the same database, tuned like our own engine."""
+        """Optuna's RDB storage on the same database, tuned like our own engine, and
+        retrying its operations while the database restarts."""
         try:
-            return optuna.storages.RDBStorage(self.url, engine_kwargs=_engine_kwargs(self.url))
+            return retry_transient(
+                lambda: RetryingRDBStorage(self.url, engine_kwargs=_engine_kwargs(self.url)),
+                what="opening the Optuna storage",
+            )
         except (SQLAlchemyError, RuntimeError, ValueError) as exc:
             raise StorageError(
                 f"cannot open the Optuna study storage at {self.display_url}: {_short(exc)}"

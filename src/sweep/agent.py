@@ -1,0 +1,334 @@
+"""`sweep agent`: join a running sweep through the database alone, without Ray.
+
+An agent reads the sweep's resolved spec from the store, then runs one worker process
+per GPU it is given (``CUDA_VISIBLE_DEVICES`` pinned to that GPU), or one worker on a
+node without GPUs. Each worker claims trials from the shared budget and runs them
+through the same :class:`~sweep.trial.TrialRunner` as the Ray workers, renewing its
+leases with a heartbeat. The agent process itself supervises: it fails (and retries)
+the trial of a worker that died, kills trials past ``trial_timeout``, honours
+`sweep cancel`, and recovers trials whose lease expired anywhere in the sweep.
+
+An agent ends by itself when the sweep's budget is spent (and no trial of the sweep is
+left to retry), when the sweep is stopped or cancelled, or after ``count`` trials.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import queue
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+from sweep.coordination import Coordinator, Heartbeat, SweepState
+from sweep.errors import ExecutionError, NotFoundError
+from sweep.spec import load_spec_from_dict
+from sweep.storage import Database, resolve_storage_url
+from sweep.study import SPEC_ATTR, get_sweep_record
+from sweep.tracking import command_line
+from sweep.trial import SweepContext, TrialOutcome, TrialRunner, lease_settings
+
+#: A worker slot whose process dies this many times in a row without finishing a trial
+#: is not started again (its objective probably cannot even import).
+MAX_RESPAWNS = 3
+
+
+@dataclass(frozen=True)
+class AgentResult:
+    sweep: str
+    trials: int
+    states: dict[str, int] = field(default_factory=dict)
+    interrupted: bool = False
+
+
+def parse_gpus(value: str | None) -> list[str] | None:
+    """``--gpus``: None (no GPUs), ``all`` (every GPU nvidia-smi lists), or ``0,1,3``."""
+    if value is None or value.strip() == "":
+        return None
+    if value.strip().lower() == "all":
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if visible:
+            return [g for g in visible.split(",") if g.strip()]
+        return _nvidia_smi_gpus()
+    gpus = [g.strip() for g in value.split(",")]
+    if any(not g for g in gpus):
+        raise ExecutionError(f"--gpus {value!r}: give GPU indices like 0,1,3 or 'all'")
+    return gpus
+
+
+def _nvidia_smi_gpus() -> list[str]:
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ExecutionError(
+            f"--gpus all: cannot list GPUs with nvidia-smi ({exc}); name them, e.g. --gpus 0,1"
+        ) from exc
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def join_context(db: Database, sweep_name: str, code_dir: str | None = None) -> SweepContext:
+    """What a worker needs to run trials of ``sweep_name``, read from the store."""
+    record = get_sweep_record(db, sweep_name)
+    if record is None:
+        raise NotFoundError(
+            f"no sweep called {sweep_name!r} in {db.display_url}; start it with "
+            "`sweep launch SPEC` first, or list sweeps with `sweep status`"
+        )
+    storage = db.optuna_storage()
+    attrs = storage.get_study_system_attrs(storage.get_study_id_from_name(record.study_name))
+    if SPEC_ATTR not in attrs:
+        raise NotFoundError(
+            f"sweep {sweep_name!r} was launched by an older sweep without a stored spec; "
+            "launch it again with this version to let agents join"
+        )
+    data = json.loads(attrs[SPEC_ATTR])
+    if code_dir is not None:
+        data["code_dir"] = str(Path(code_dir).resolve())
+    elif not Path(data["code_dir"]).is_dir():
+        # The controller's checkout is elsewhere: use the code in this directory.
+        data["code_dir"] = str(Path.cwd())
+    spec = load_spec_from_dict(data, source=f"sweep {sweep_name} (stored spec)")
+    return SweepContext(
+        spec=spec,
+        storage_url=db.url,
+        experiment_id=record.experiment_id,
+        parent_run_id=record.parent_run_id,
+        command=command_line(),
+    )
+
+
+def run_agent(
+    sweep_name: str,
+    *,
+    storage: str | None = None,
+    gpus: list[str] | None = None,
+    count: int | None = None,
+    code_dir: str | None = None,
+    on_trial: Callable[[TrialOutcome], None] | None = None,
+) -> AgentResult:
+    """Join ``sweep_name`` and run its trials until the budget is spent, the sweep is
+    stopped or cancelled, or ``count`` trials ran. Ctrl-C kills the running trials
+    (they end KILLED and use no budget) and returns with ``interrupted=True``."""
+    db = Database(resolve_storage_url(storage))
+    try:
+        db.ensure_schema()
+        context = join_context(db, sweep_name, code_dir)
+        from sweep.spec import resolve_objective
+
+        resolve_objective(context.spec)  # a missing module fails here, not in every worker
+        return _Supervisor(db, context, gpus or [None], count, on_trial).run()
+    finally:
+        db.dispose()
+
+
+@dataclass
+class _Slot:
+    index: int
+    gpu: str | None
+    process: BaseProcess | None = None
+    trial_id: int | None = None
+    started: float = 0.0
+    respawns: int = 0
+
+
+class _Supervisor:
+    def __init__(
+        self,
+        db: Database,
+        context: SweepContext,
+        gpus: list[str | None],
+        count: int | None,
+        on_trial: Callable[[TrialOutcome], None] | None,
+    ) -> None:
+        self.context = context
+        spec = context.spec
+        storage = db.optuna_storage()
+        self.coordinator = Coordinator(db, storage, spec.name, lease_settings(spec))
+        self.mp = multiprocessing.get_context("spawn")
+        self.events: Any = self.mp.Queue()
+        self.budget: Any = self.mp.Value("i", count if count is not None else -1)
+        self.slots = [_Slot(i, gpu) for i, gpu in enumerate(gpus)]
+        self.on_trial = on_trial
+        self.states: Counter[str] = Counter()
+
+    def run(self) -> AgentResult:
+        for slot in self.slots:
+            self._start(slot)
+        interval = self.coordinator.settings.heartbeat_interval
+        next_check = time.monotonic()
+        interrupted = False
+        try:
+            while any(s.process is not None for s in self.slots):
+                self._drain_events(timeout=min(0.5, interval))
+                self._reap()
+                self._kill_timed_out()
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + interval
+                    state, _ = self.coordinator.state()
+                    if state is SweepState.CANCELLED:
+                        self._kill_all("cancelled: sweep cancel")
+                        break
+                    self.coordinator.recover_stale()
+        except KeyboardInterrupt:
+            interrupted = True
+            self._kill_all("killed: the agent was stopped")
+        return AgentResult(
+            self.context.spec.name, sum(self.states.values()), dict(self.states), interrupted
+        )
+
+    # -- worker processes -------------------------------------------------------------
+
+    def _start(self, slot: _Slot) -> None:
+        process = self.mp.Process(
+            target=_worker_main,
+            args=(self.context, slot.index, slot.gpu, self.budget, self.events),
+            name=f"sweep-agent-worker-{slot.index}",
+            daemon=True,
+        )
+        process.start()
+        slot.process, slot.trial_id = process, None
+
+    def _drain_events(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                index, kind, payload = self.events.get(
+                    timeout=max(0.0, deadline - time.monotonic())
+                )
+            except queue.Empty:
+                return
+            slot = self.slots[index]
+            if kind == "start":
+                slot.trial_id, slot.started = int(payload), time.monotonic()
+            elif kind == "done":
+                slot.trial_id, slot.respawns = None, 0
+                self._record(payload, payload.state)
+
+    def _record(self, outcome: TrialOutcome, counted_as: str) -> None:
+        self.states[counted_as] += 1
+        if self.on_trial:
+            self.on_trial(outcome)
+
+    def _reap(self) -> None:
+        for slot in self.slots:
+            process = slot.process
+            if process is None or process.is_alive():
+                continue
+            self._drain_events(timeout=0.0)  # its last "done" may still be queued
+            slot.process = None
+            if slot.trial_id is not None:
+                self._fail(slot, f"agent worker process died (exit code {process.exitcode})")
+            if process.exitcode != 0:
+                slot.respawns += 1
+                state, _ = self.coordinator.state()
+                if slot.respawns <= MAX_RESPAWNS and state in (
+                    SweepState.RUNNING,
+                    SweepState.PAUSED,
+                ):
+                    self._start(slot)
+
+    def _kill_timed_out(self) -> None:
+        limit = self.context.spec.trial_timeout
+        if not limit:
+            return
+        for slot in self.slots:
+            if slot.trial_id is None or time.monotonic() - slot.started < limit:
+                continue
+            self._kill(slot)
+            self._fail(
+                slot, f"trial_timeout: ran longer than {limit:g} s and was killed", retry=False
+            )
+            self._start(slot)
+
+    def _kill_all(self, reason: str) -> None:
+        for slot in self.slots:
+            self._kill(slot)
+            if slot.trial_id is not None:
+                self._fail(slot, reason, retry=False, killed=True)
+
+    def _kill(self, slot: _Slot) -> None:
+        if slot.process is not None:
+            slot.process.kill()
+            slot.process.join(timeout=10)
+            slot.process = None
+
+    def _fail(self, slot: _Slot, reason: str, *, retry: bool = True, killed: bool = False) -> None:
+        assert slot.trial_id is not None
+        lost = self.coordinator.fail_lost(slot.trial_id, reason, retry=retry, killed=killed)
+        if lost is not None:
+            outcome = TrialOutcome(
+                slot.trial_id, lost.number, "FAIL", None, lost.run_id or "", 0.0, reason
+            )
+            counted = "KILLED" if killed else "RETRIED" if lost.retry_number is not None else "FAIL"
+            self._record(outcome, counted)
+        slot.trial_id = None
+
+
+def _die_with_parent() -> None:
+    """Have the kernel kill this worker when its supervisor dies (Linux): an
+    unsupervised worker would keep claiming trials that nobody can time out or cancel."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the worker ends when its next claim finds nothing to do
+
+
+def _worker_main(
+    context: SweepContext, index: int, gpu: str | None, budget: Any, events: Any
+) -> None:
+    """One agent worker process: claim a trial, run it, until nothing is left to do."""
+    # The supervisor handles Ctrl-C; a worker is killed by it, not interrupted.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    runner = TrialRunner(context, index)
+    coordinator = runner.coordinator
+    worker_id = coordinator.register_worker("agent", gpus=gpu)
+    heartbeat = Heartbeat(coordinator, worker_id).start()
+    interval = coordinator.settings.heartbeat_interval
+    try:
+        while True:
+            with budget.get_lock():
+                if budget.value == 0:
+                    return
+                trial_id = coordinator.claim(worker_id)
+                if trial_id is not None and budget.value > 0:
+                    budget.value -= 1
+            if trial_id is None:
+                state, _ = coordinator.state()
+                if state is SweepState.PAUSED or (
+                    state is SweepState.RUNNING and coordinator.unfinished()
+                ):
+                    # Paused, or others' trials may still fail and need a retry here.
+                    time.sleep(min(1.0, interval))
+                    continue
+                return
+            events.put((index, "start", trial_id))
+            outcome = runner.run(trial_id)
+            events.put((index, "done", outcome))
+    finally:
+        heartbeat.stop()
+        coordinator.unregister_worker(worker_id)
+        runner.close()

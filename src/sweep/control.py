@@ -1,0 +1,149 @@
+"""Sweep control from anywhere that reaches the store: status, stop, cancel, pause,
+resume. Controllers and agents read the control state on every heartbeat."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+
+from sweep.coordination import Coordinator, LeaseSettings, SweepState, WorkerInfo
+from sweep.errors import NotFoundError
+from sweep.storage import Database, resolve_storage_url
+from sweep.storage._schema import SweepRow
+from sweep.study import TrialCounts, count_trials, get_sweep_record, set_sweep_status
+from sweep.tracking._store import now_ms
+from sweep.trial import lease_settings
+
+
+@dataclass(frozen=True)
+class SweepStatus:
+    name: str
+    state: str
+    n_trials: int | None
+    counts: TrialCounts
+    best_value: float | None
+    best_trial: int | None
+    direction: str
+    lease_timeout_s: float
+    workers: list[WorkerInfo] = field(default_factory=list)
+
+    def alive(self, worker: WorkerInfo) -> bool:
+        """Whether ``worker`` still beats (a dead one stops within the lease timeout)."""
+        return (
+            worker.stopped_at is None
+            and now_ms() - worker.heartbeat_at < self.lease_timeout_s * 1000
+        )
+
+
+def _open(storage: str | None) -> Database:
+    db = Database(resolve_storage_url(storage))
+    db.ensure_schema()
+    return db
+
+
+def _coordinator(db: Database, name: str) -> Coordinator:
+    """The sweep's coordinator, with the lease settings of its stored spec."""
+    from sweep.agent import join_context
+
+    try:
+        settings = lease_settings(join_context(db, name).spec)
+    except NotFoundError:
+        if get_sweep_record(db, name) is None:
+            raise
+        settings = LeaseSettings()  # launched by a version that stored no spec
+    return Coordinator(db, db.optuna_storage(), name, settings)
+
+
+def sweep_status(name: str | None = None, *, storage: str | None = None) -> list[SweepStatus]:
+    """The state, trial counts, best value and attached workers of one sweep or all."""
+    import optuna
+
+    db = _open(storage)
+    try:
+        with db.session() as session:
+            stmt = select(SweepRow).order_by(SweepRow.created_at)
+            if name is not None:
+                stmt = stmt.where(SweepRow.name == name)
+            rows = [(r.name, r.study_name, r.status, r.n_trials) for r in session.scalars(stmt)]
+        if name is not None and not rows:
+            raise NotFoundError(f"no sweep called {name!r} in {db.display_url}")
+        storage_ = db.optuna_storage()
+        statuses = []
+        for sweep_name, study_name, state, n_trials in rows:
+            study = optuna.load_study(study_name=study_name, storage=storage_)
+            best_value = best_trial = None
+            try:
+                best = study.best_trial
+                best_value, best_trial = best.value, best.number
+            except ValueError:
+                pass
+            coordinator = _coordinator(db, sweep_name)
+            statuses.append(
+                SweepStatus(
+                    sweep_name,
+                    state,
+                    n_trials,
+                    count_trials(study),
+                    best_value,
+                    best_trial,
+                    study.direction.name.lower(),
+                    coordinator.settings.timeout,
+                    coordinator.workers(),
+                )
+            )
+        return statuses
+    finally:
+        db.dispose()
+
+
+def _set_state(name: str, state: SweepState, storage: str | None) -> None:
+    db = _open(storage)
+    try:
+        if get_sweep_record(db, name) is None:
+            raise NotFoundError(f"no sweep called {name!r} in {db.display_url}; see `sweep status`")
+        set_sweep_status(db, name, state.value)
+    finally:
+        db.dispose()
+
+
+def stop(name: str, *, storage: str | None = None) -> None:
+    """Start no new trials; let running ones finish. Every controller and agent sees it
+    on its next heartbeat; the controller registers the best model as usual."""
+    _set_state(name, SweepState.STOPPED, storage)
+
+
+def cancel(name: str, *, storage: str | None = None) -> None:
+    """Kill running trials (their runs end KILLED; they use no budget) and stop."""
+    _set_state(name, SweepState.CANCELLED, storage)
+
+
+def pause(name: str, *, storage: str | None = None) -> None:
+    """Start no new trials until `resume`; workers stay attached and wait."""
+    _set_state(name, SweepState.PAUSED, storage)
+
+
+def resume(name: str, *, storage: str | None = None, ray_address: str | None = None) -> Any:
+    """Continue a sweep. A paused sweep whose controller is alive only claims trials
+    again (returns None). Otherwise (the controller crashed, or the sweep was stopped,
+    cancelled or interrupted) this process becomes the controller and runs the remaining
+    budget, returning the :class:`~sweep.controller.SweepResult`."""
+    db = _open(storage)
+    try:
+        coordinator = _coordinator(db, name)
+        state, _ = coordinator.state()
+        alive = [w for w in coordinator.workers(alive_only=True) if w.kind == "controller"]
+        if state is SweepState.PAUSED and alive:
+            set_sweep_status(db, name, SweepState.RUNNING.value)
+            return None
+        # Otherwise run a controller here. Should another one still be alive after all
+        # (one killed seconds ago still looks alive), both share the budget safely.
+        from sweep.agent import join_context
+
+        spec = join_context(db, name).spec
+    finally:
+        db.dispose()
+    from sweep.controller import launch
+
+    return launch(spec, storage=db.url, ray_address=ray_address)
