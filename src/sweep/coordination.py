@@ -390,6 +390,8 @@ class Coordinator:
             retry_id = self.storage.create_new_trial(self.study_id, template_trial=template)
             retry_number = self.storage.get_trial_number_from_id(retry_id)
         self.release(trial_id)
+        if run_id and not self.tracking.run_exists(run_id):
+            run_id = None  # its worker died before it could open the run
         if run_id:
             tags: dict[str, object] = {"sweep.state": "FAIL", "sweep.error": reason}
             if retry_number is not None:

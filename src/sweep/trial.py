@@ -16,6 +16,7 @@ import os
 import resource
 import time
 import traceback
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,6 +130,10 @@ class TrialRunner:
     def run(self, trial_id: int) -> TrialOutcome:
         """Run trial ``trial_id`` (claimed for this worker) to its end; release its lease."""
         number = self.storage.get_trial_number_from_id(trial_id)
+        # The trial names its run before the run exists: if this worker dies while the
+        # run is being opened, whoever recovers the trial still finds and ends the run.
+        run_id = uuid.uuid4().hex
+        self.storage.set_trial_system_attr(trial_id, RUN_ID_ATTR, run_id)
         run = open_run(
             self.tracking,
             self.experiment,
@@ -137,8 +142,8 @@ class TrialRunner:
             parent_run_id=self.context.parent_run_id,
             params=self.seed_params,
             tags={**self.base_tags, "sweep.trial_number": number, **self._retry_tags(trial_id)},
+            run_id=run_id,
         )
-        self.storage.set_trial_system_attr(trial_id, RUN_ID_ATTR, run.run_id)
         active = ActiveRun(self.tracking, run)
         started = time.monotonic()
         try:

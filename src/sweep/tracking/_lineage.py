@@ -87,12 +87,14 @@ def open_run(
     parent_run_id: str | None = None,
     params: Mapping[str, Any] | None = None,
     tags: Mapping[str, Any] | None = None,
+    run_id: str | None = None,
 ) -> Run:
     """Create a RUNNING run that records the lineage of ``code_dir``: ``tags`` should
     hold :func:`~sweep.tracking.environment_tags`; the lineage file tags are added."""
     run = store.create_run(
         experiment,
         name,
+        run_id=run_id,
         parent_run_id=parent_run_id,
         params=params,
         tags={**(tags or {}), **reference_tags(store, experiment, code_dir)},

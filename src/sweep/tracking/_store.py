@@ -163,9 +163,11 @@ class TrackingStore:
         parent_run_id: str | None = None,
         params: Mapping[str, Any] | None = None,
         tags: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
     ) -> Run:
-        """Open a RUNNING run, with its params and tags, in one transaction."""
-        run_id = uuid.uuid4().hex
+        """Open a RUNNING run, with its params and tags, in one transaction. ``run_id``
+        may be chosen beforehand (a trial records it before its run exists)."""
+        run_id = run_id or uuid.uuid4().hex
         artifact_uri = join_location(
             experiment.artifact_root, str(experiment.experiment_id), run_id
         )
@@ -312,6 +314,10 @@ class TrackingStore:
                 .values(status=status.value, end_time=now_ms())
             )
             return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def run_exists(self, run_id: str) -> bool:
+        with self.db.session() as session:
+            return session.get(RunRow, run_id) is not None
 
     def get_run(self, run_id: str) -> Run:
         """The run with its params, latest metrics, tags and datasets (``inputs``)."""

@@ -1,0 +1,119 @@
+"""The ``sweep`` command: a thin layer over the Python API.
+
+Exit codes: 0 success; 1 unexpected error; 2 bad usage, invalid spec or malformed run
+filter; 3 store unreachable or schema mismatch; 4 registration demanded but impossible;
+5 trial executors (Ray) could not start; 6 no such run, sweep, model, version or alias;
+130 interrupted with Ctrl-C.
+
+This package holds the group, the error-to-exit-code mapping and the helpers the
+commands share; each command group lives in its own module (``_launch``, ``_control``,
+``_runs``, ``_models``).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.markup import escape
+
+from sweep.errors import (
+    ExecutionError,
+    FilterError,
+    NotFoundError,
+    RegistrationError,
+    SpecError,
+    StorageError,
+    SweepError,
+)
+
+RET_OK = 0
+RET_ERROR = 1
+RET_SPEC = 2
+RET_STORAGE = 3
+RET_REGISTRATION = 4
+RET_EXECUTION = 5
+RET_NOT_FOUND = 6
+RET_INTERRUPTED = 130
+
+_EXIT_CODES: list[tuple[type[SweepError], int]] = [
+    (SpecError, RET_SPEC),
+    (FilterError, RET_SPEC),
+    (StorageError, RET_STORAGE),
+    (RegistrationError, RET_REGISTRATION),
+    (ExecutionError, RET_EXECUTION),
+    (NotFoundError, RET_NOT_FOUND),
+]
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+@contextmanager
+def _errors(debug: bool) -> Iterator[None]:
+    """Turn sweep errors into a message and an exit code (a traceback with --debug)."""
+    try:
+        yield
+    except SweepError as exc:
+        if debug:
+            err_console.print_exception()
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        code = next((c for cls, c in _EXIT_CODES if isinstance(exc, cls)), RET_ERROR)
+        sys.exit(code)
+
+
+_storage_option = click.option(
+    "--storage", help="Database URL; default: SWEEP_DATABASE_URL or .sweep/sweep.db."
+)
+_json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
+@click.version_option(package_name="sweep")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Hyperparameter sweeps on Optuna + Ray, with tracking and a model registry."""
+    ctx.obj = {"debug": debug}
+
+
+def _stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM stop the sweep cleanly (running trials end KILLED), also when
+    a shell started us in the background with SIGINT ignored."""
+
+    def interrupt(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def _print_json(value: Any) -> None:
+    import dataclasses
+    import json
+
+    def encode(obj: Any) -> Any:
+        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            return dataclasses.asdict(obj)
+        raise TypeError(type(obj).__name__)
+
+    click.echo(json.dumps(value, default=encode, indent=2))
+
+
+def _when(ms: int) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def main() -> None:
+    cli(prog_name="sweep")
+
+
+# The command groups register themselves on `cli`.
+from sweep.cli import _control, _launch, _models, _runs  # noqa: E402, F401

@@ -1,0 +1,334 @@
+"""`sweep models`: registered models, versions, aliases, promotion and the audit log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from sweep.cli import (
+    _errors,
+    _json_option,
+    _print_json,
+    _storage_option,
+    _when,
+    cli,
+    console,
+)
+
+# -- models -------------------------------------------------------------------------
+
+
+def _registry(storage: str | None) -> Any:
+    from sweep.registry import ModelRegistry
+    from sweep.storage import Database, resolve_storage_url
+
+    database = Database(resolve_storage_url(storage))
+    database.ensure_schema()
+    return ModelRegistry(database)
+
+
+@cli.group()
+def models() -> None:
+    """Registered models: versions, aliases, tags and descriptions, lineage, promotion
+    and its audit log."""
+
+
+def _iso(ms: int) -> str:
+    """An audit time as ISO 8601 with the local UTC offset, to the second."""
+    import datetime
+
+    moment = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc)
+    return moment.astimezone().isoformat(timespec="seconds")
+
+
+_reason_option = click.option("--reason", help="Why; kept in the audit log.")
+
+
+@models.command("list")
+@_storage_option
+@_json_option
+@click.pass_context
+def models_list(ctx: click.Context, storage: str | None, as_json: bool) -> None:
+    """List registered models with their latest version and aliases."""
+    with _errors(ctx.obj["debug"]):
+        found = _registry(storage).list_models()
+        if as_json:
+            _print_json(found)
+            return
+        table = Table("model", "latest", "aliases", "created", "description")
+        for m in found:
+            aliases = " ".join(f"@{a}={v}" for a, v in sorted(m.aliases.items()))
+            table.add_row(
+                m.name,
+                str(m.latest_version or "-"),
+                aliases,
+                _when(m.created_at),
+                escape(m.description or ""),
+            )
+        console.print(table)
+
+
+@models.command("show")
+@click.argument("name")
+@_storage_option
+@_json_option
+@click.pass_context
+def models_show(ctx: click.Context, name: str, storage: str | None, as_json: bool) -> None:
+    """Show model NAME: each version with its aliases, tags, description and lineage
+    (sweep, trial, run, params, metric, git commit, datasets)."""
+    import dataclasses
+
+    with _errors(ctx.obj["debug"]):
+        registry = _registry(storage)
+        model = registry.get_model(name)
+        versions = registry.list_versions(name)
+        lineages = {lineage.version: lineage for lineage in registry.lineages(name)}
+        if as_json:
+            _print_json(
+                {
+                    **dataclasses.asdict(model),
+                    "versions": [
+                        {**dataclasses.asdict(v), "lineage": _lineage_json(lineages[v.version])}
+                        for v in versions
+                    ],
+                }
+            )
+            return
+        aliases = " ".join(f"@{a}={v}" for a, v in sorted(model.aliases.items()))
+        console.print(
+            f"[bold]{escape(model.name)}[/]  {len(versions)} versions"
+            + (f"  {escape(aliases)}" if aliases else "")
+            + f"  [dim]created {_when(model.created_at)}[/]",
+            soft_wrap=True,
+        )
+        if model.description:
+            console.print(f"  {escape(model.description)}", soft_wrap=True)
+        for v in versions:
+            _print_version(v, lineages[v.version])
+
+
+def _lineage_json(lineage: Any) -> dict[str, Any]:
+    import dataclasses
+
+    data = dataclasses.asdict(lineage)
+    del data["model_name"], data["version"]  # already on the version
+    return data
+
+
+def _print_version(v: Any, lineage: Any) -> None:
+    def line(label: str, text: str) -> None:
+        console.print(f"  [bold]{label:<11}[/] {text}", soft_wrap=True)
+
+    console.print()
+    metric = f"  {v.metric_name}={v.metric_value:.6g}" if v.metric_value is not None else ""
+    aliases = "  " + " ".join(f"@{a}" for a in v.aliases) if v.aliases else ""
+    console.print(
+        f"[bold]version {v.version}[/][green]{aliases}[/]{escape(metric)}"
+        f"  [dim]{_when(v.created_at)}[/]",
+        soft_wrap=True,
+    )
+    if v.description:
+        line("description", escape(v.description))
+    if v.tags:
+        line("tags", escape(", ".join(f"{k}={val}" for k, val in sorted(v.tags.items()))))
+    line("source", escape(v.source))
+    origin = []
+    if lineage.sweep_name:
+        origin.append(f"sweep {lineage.sweep_name}")
+    if lineage.trial_number is not None:
+        origin.append(f"trial {lineage.trial_number}")
+    if lineage.run_id:
+        origin.append(f"run {lineage.run_id}")
+    if lineage.parent_run_id:
+        origin.append(f"sweep run {lineage.parent_run_id}")
+    line("lineage", escape(", ".join(origin)) if origin else "[dim]registered by hand[/]")
+    if lineage.params:
+        line("params", escape(", ".join(f"{k}={p}" for k, p in lineage.params.items())))
+    if lineage.git_commit:
+        dirty = " [yellow](uncommitted changes)[/]" if lineage.git_dirty else ""
+        branch = f" on {escape(lineage.git_branch)}" if lineage.git_branch else ""
+        line("code", f"{escape(lineage.git_commit)}{branch}{dirty}")
+    elif lineage.run_id:
+        line("code", "[dim]not in a git repository[/]")
+    for data in lineage.datasets:
+        source = f" from {data.source}" if data.source else ""
+        line("data", escape(f"{data.name} ({data.context}) {data.digest}{source}"))
+    if lineage.run_id and not lineage.datasets:
+        line("data", "[dim]no datasets logged[/]")
+
+
+@models.command("promote")
+@click.argument("name")
+@_reason_option
+@_storage_option
+@click.pass_context
+def models_promote(ctx: click.Context, name: str, reason: str | None, storage: str | None) -> None:
+    """Move @challenger to @champion; the old champion becomes @rollback."""
+    with _errors(ctx.obj["debug"]):
+        version = _registry(storage).promote(name, reason=reason)
+        console.print(f"{name} version {version.version} is now @champion")
+
+
+@models.command("rollback")
+@click.argument("name")
+@_reason_option
+@_storage_option
+@click.pass_context
+def models_rollback(ctx: click.Context, name: str, reason: str | None, storage: str | None) -> None:
+    """Put the @rollback version back as @champion."""
+    with _errors(ctx.obj["debug"]):
+        version = _registry(storage).rollback(name, reason=reason)
+        console.print(f"{name} version {version.version} is @champion again")
+
+
+@models.command("alias")
+@click.argument("name")
+@click.argument("alias")
+@click.argument("version", type=int)
+@_reason_option
+@_storage_option
+@click.pass_context
+def models_alias(
+    ctx: click.Context, name: str, alias: str, version: int, reason: str | None, storage: str | None
+) -> None:
+    """Point ALIAS of model NAME at VERSION (set it, or move it from another version)."""
+    with _errors(ctx.obj["debug"]):
+        _registry(storage).set_alias(name, alias, version, reason=reason)
+        console.print(f"{name} @{alias} -> version {version}")
+
+
+@models.command("unalias")
+@click.argument("name")
+@click.argument("alias")
+@_reason_option
+@_storage_option
+@click.pass_context
+def models_unalias(
+    ctx: click.Context, name: str, alias: str, reason: str | None, storage: str | None
+) -> None:
+    """Delete ALIAS of model NAME."""
+    with _errors(ctx.obj["debug"]):
+        _registry(storage).delete_alias(name, alias, reason=reason)
+        console.print(f"{name} @{alias} deleted")
+
+
+@models.command("tag")
+@click.argument("name")
+@click.argument("version", type=int)
+@click.argument("key")
+@click.argument("value")
+@_reason_option
+@_storage_option
+@click.pass_context
+def models_tag(
+    ctx: click.Context,
+    name: str,
+    version: int,
+    key: str,
+    value: str,
+    reason: str | None,
+    storage: str | None,
+) -> None:
+    """Set tag KEY of VERSION of model NAME to VALUE."""
+    with _errors(ctx.obj["debug"]):
+        _registry(storage).set_version_tag(name, version, key, value, reason=reason)
+        console.print(f"{name} version {version}: {escape(key)}={escape(value)}")
+
+
+@models.command("untag")
+@click.argument("name")
+@click.argument("version", type=int)
+@click.argument("key")
+@_reason_option
+@_storage_option
+@click.pass_context
+def models_untag(
+    ctx: click.Context, name: str, version: int, key: str, reason: str | None, storage: str | None
+) -> None:
+    """Remove tag KEY from VERSION of model NAME."""
+    with _errors(ctx.obj["debug"]):
+        _registry(storage).delete_version_tag(name, version, key, reason=reason)
+        console.print(f"{name} version {version}: tag {escape(key)} removed")
+
+
+@models.command("describe")
+@click.argument("name")
+@click.argument("version_and_text", metavar="[VERSION] TEXT", nargs=-1, required=True)
+@_reason_option
+@_storage_option
+@click.pass_context
+def models_describe(
+    ctx: click.Context,
+    name: str,
+    version_and_text: tuple[str, ...],
+    reason: str | None,
+    storage: str | None,
+) -> None:
+    """Set the description of model NAME, or of its VERSION; an empty TEXT removes it."""
+    if len(version_and_text) > 2:
+        raise click.UsageError("expected NAME [VERSION] TEXT; quote TEXT if it has spaces")
+    version: int | None = None
+    if len(version_and_text) == 2:
+        try:
+            version = int(version_and_text[0])
+        except ValueError:
+            raise click.BadParameter(
+                f"{version_and_text[0]!r} is not a version number", param_hint="VERSION"
+            ) from None
+    text = version_and_text[-1]
+    with _errors(ctx.obj["debug"]):
+        registry = _registry(storage)
+        if version is None:
+            registry.set_model_description(name, text, reason=reason)
+            console.print(f"{name}: description {'saved' if text else 'removed'}")
+        else:
+            registry.set_version_description(name, version, text, reason=reason)
+            console.print(f"{name} version {version}: description {'saved' if text else 'removed'}")
+
+
+@models.command("history")
+@click.argument("name")
+@_storage_option
+@_json_option
+@click.pass_context
+def models_history(ctx: click.Context, name: str, storage: str | None, as_json: bool) -> None:
+    """The audit log of model NAME: every registration, alias move, tag and description
+    change, when, by whom (user@host), from which version to which, and why."""
+    import dataclasses
+
+    with _errors(ctx.obj["debug"]):
+        events = _registry(storage).history(name)
+        if as_json:
+            _print_json(
+                [{**dataclasses.asdict(e), "time": _iso(e.at), "what": _what(e)} for e in events]
+            )
+            return
+        # One line per event (not a table): nothing is cut off in a narrow terminal or
+        # a pipe, and the lines grep well.
+        rows = [(_iso(e.at), f"{e.user}@{e.host}", e.action, _what(e), e.reason) for e in events]
+        widths = [max((len(row[i]) for row in rows), default=0) for i in range(4)]
+        for row in rows:
+            text = "  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True))
+            reason = f"  [dim]reason:[/] {escape(row[4])}" if row[4] else ""
+            console.print(escape(text.rstrip() if not reason else text) + reason, soft_wrap=True)
+
+
+def _what(event: Any) -> str:
+    """One audit event in words: what changed, from which version to which."""
+    version = "model" if event.to_version is None else f"version {event.to_version}"
+    if event.action == "register":
+        return f"version {event.to_version} registered"
+    if event.action in ("set_alias", "delete_alias"):
+        before = "none" if event.from_version is None else event.from_version
+        after = "none" if event.to_version is None else event.to_version
+        return f"@{event.alias} {before} -> {after}"
+    if event.action == "set_tag":
+        return f"{version} tag {event.tag} set"
+    if event.action == "delete_tag":
+        return f"{version} tag {event.tag} removed"
+    if event.action == "set_description":
+        return f"{version} description set"
+    return event.action

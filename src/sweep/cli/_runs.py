@@ -1,0 +1,168 @@
+"""`sweep runs`: list, search, show and annotate tracked runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from sweep.cli import (
+    _errors,
+    _json_option,
+    _print_json,
+    _storage_option,
+    _when,
+    cli,
+    console,
+    err_console,
+)
+
+# -- runs -----------------------------------------------------------------------------
+
+
+class _DefaultListGroup(click.Group):
+    """`sweep runs NAME` means `sweep runs list NAME`; `sweep runs show ID` stays."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
+
+def _tracking(storage: str | None) -> Any:
+    from sweep.storage import Database, resolve_storage_url
+    from sweep.tracking import TrackingStore
+
+    database = Database(resolve_storage_url(storage))
+    database.ensure_schema()
+    return TrackingStore(database)
+
+
+@cli.group(cls=_DefaultListGroup)
+def runs() -> None:
+    """Tracked runs: `sweep runs NAME` lists the trial runs of sweep NAME (or every run
+    of experiment NAME); `show RUN_ID` prints one; `describe RUN_ID TEXT` sets its note."""
+
+
+@runs.command("list")
+@click.argument("name")
+@click.option(
+    "--filter",
+    "filter_",
+    metavar="EXPR",
+    help='Only runs matching EXPR, e.g. "params.lr < 0.01 and metrics.val_acc > 0.9 and '
+    "tags.model_type = 'sgd'\" (see the README's Search section).",
+)
+@click.option(
+    "--order-by",
+    "order_by",
+    metavar="KEY[ desc]",
+    multiple=True,
+    help="Sort by KEY, e.g. 'metrics.val_acc desc'; repeatable. Runs without KEY come last; "
+    "default: start time.",
+)
+@click.option(
+    "--max-results",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Return at most this many runs.",
+)
+@_storage_option
+@_json_option
+@click.pass_context
+def runs_list(
+    ctx: click.Context,
+    name: str,
+    filter_: str | None,
+    order_by: tuple[str, ...],
+    max_results: int,
+    storage: str | None,
+    as_json: bool,
+) -> None:
+    """List the trial runs of sweep NAME, or every run of experiment NAME, optionally
+    filtered and sorted."""
+    from sweep.tracking import search_runs
+
+    with _errors(ctx.obj["debug"]):
+        # One more than asked tells whether there are more to say so.
+        found = search_runs(
+            name, filter_, list(order_by), storage=storage, max_results=max_results + 1
+        )
+        if len(found) > max_results:
+            found = found[:max_results]
+            err_console.print(
+                f"[yellow]showing the first {max_results} runs; raise --max-results to see more[/]"
+            )
+        if as_json:
+            _print_json(found)
+            return
+        table = Table("run", "name", "status", "state", "metrics", "params")
+        for run in found:
+            metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(run.metrics.items()))
+            params = ", ".join(f"{k}={v}" for k, v in sorted(run.params.items()))
+            table.add_row(
+                run.run_id,
+                run.name,
+                run.status.value,
+                run.tags.get("sweep.state", ""),
+                escape(metrics),
+                escape(params),
+            )
+        console.print(table)
+
+
+@runs.command("show")
+@click.argument("run_id")
+@_storage_option
+@_json_option
+@click.pass_context
+def runs_show(ctx: click.Context, run_id: str, storage: str | None, as_json: bool) -> None:
+    """Print a run: status, params, latest metrics, tags (lineage), datasets, artifacts."""
+    with _errors(ctx.obj["debug"]):
+        tracking = _tracking(storage)
+        run = tracking.get_run(run_id)
+        artifacts = tracking.list_artifacts(run_id)
+        if as_json:
+            _print_json({"run": run, "artifacts": artifacts})
+            return
+        console.print(f"[bold]{run.name}[/] {run.run_id}  {run.status.value}")
+        if run.parent_run_id:
+            console.print(f"  parent run: {run.parent_run_id}")
+        console.print(
+            f"  started {_when(run.start_time)}"
+            + (f", ended {_when(run.end_time)}" if run.end_time else "")
+        )
+        if run.description:
+            console.print(f"  note: {escape(run.description)}")
+        for title, values in (("params", run.params), ("metrics", run.metrics), ("tags", run.tags)):
+            if values:
+                console.print(f"  {title}:")
+                for key, value in sorted(values.items()):
+                    console.print(f"    {escape(key)} = {escape(str(value))}", soft_wrap=True)
+        if run.inputs:
+            console.print("  datasets:")
+            for data in run.inputs:
+                source = f"  {escape(data.source)}" if data.source else ""
+                console.print(
+                    f"    {escape(data.name)} ({escape(data.context)}) {data.digest[:19]}{source}",
+                    soft_wrap=True,
+                )
+        if artifacts:
+            console.print(f"  artifacts ({run.artifact_uri}):")
+            for artifact in artifacts:
+                console.print(f"    {escape(artifact.path)} [{artifact.kind}, {artifact.size} B]")
+
+
+@runs.command("describe")
+@click.argument("run_id")
+@click.argument("text")
+@_storage_option
+@click.pass_context
+def runs_describe(ctx: click.Context, run_id: str, text: str, storage: str | None) -> None:
+    """Set a run's note (the hypothesis, the outcome); replaces the previous one."""
+    with _errors(ctx.obj["debug"]):
+        _tracking(storage).set_description(run_id, text)
+        console.print(f"{run_id}: note saved")
