@@ -61,9 +61,12 @@ def storage_url(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue(fixture)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
-    """One local Ray for the in-process sweep tests, with 4 logical GPUs."""
+    """A local Ray for the in-process sweep tests of one module, with 4 logical GPUs.
+
+    Per module, not per session: a Ray left running holds ports that the multi-node
+    cluster of the fault-injection tests needs."""
     import ray
 
     # address="local": never join a cluster some other process started on this machine.

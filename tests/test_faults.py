@@ -177,6 +177,7 @@ class RayNodes:
         self.temp_dir = temp_dir
         self.ray = str(Path(sys.executable).parent / "ray")
         self.nodes: list[subprocess.Popen[bytes]] = []
+        self._logs = 0
         self.head = self._start(
             "--head", f"--port={self.port}", "--num-cpus=0", f"--temp-dir={temp_dir}"
         )
@@ -189,34 +190,62 @@ class RayNodes:
             return sock.connect_ex(("127.0.0.1", self.port)) == 0
 
     def _start(self, *args: str) -> subprocess.Popen[bytes]:
+        from tests.test_ray_cluster import free_port
+
+        # Every node of this machine needs ports of its own: Ray's defaults (52365 for
+        # the dashboard agent, ...) are taken by the first Ray here (the tests' own).
+        ports = [
+            f"--{name}={free_port()}"
+            for name in (
+                "dashboard-agent-listen-port",
+                "dashboard-agent-grpc-port",
+                "metrics-export-port",
+                "runtime-env-agent-port",
+                "node-manager-port",
+                "object-manager-port",
+            )
+        ]
+        self._logs += 1
+        log = open(Path(self.temp_dir) / f"node-{self._logs}.log", "wb")  # noqa: SIM115
         return subprocess.Popen(
-            [self.ray, "start", *args, "--block", "--disable-usage-stats"]
+            [self.ray, "start", *args, *ports, "--block", "--disable-usage-stats"]
             + (["--include-dashboard=false"] if "--head" in args else []),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
             # The head turns token authentication on; its nodes present the token.
             env={**os.environ, "RAY_AUTH_MODE": "token"} if "--head" not in args else None,
         )
 
-    def add_worker_node(self) -> subprocess.Popen[bytes]:
-        node = self._start(f"--address={self.address}", "--num-cpus=1")
-        self.nodes.append(node)
-        return node
+    def add_worker_node(self, *, wait_for_cpus: int | None = None) -> subprocess.Popen[bytes]:
+        """Start a one-CPU worker node; with ``wait_for_cpus``, block until the cluster
+        has that many CPUs, starting the node again once if it did not join (a busy
+        machine can make a raylet miss Ray's start-up deadline)."""
+        for _attempt in range(2):
+            node = self._start(f"--address={self.address}", "--num-cpus=1")
+            self.nodes.append(node)
+            if wait_for_cpus is None or self._cpus_reach(wait_for_cpus):
+                return node
+            self.kill(node)
+            self.nodes.remove(node)
+        logs = "\n".join(
+            f"--- {path.name}\n{path.read_text(errors='replace')[-3000:]}"
+            for path in sorted(Path(self.temp_dir).glob("node-*.log"))
+        )
+        raise AssertionError(f"a Ray worker node did not join, twice:\n{logs}")
 
-    def wait_for_cpus(self, count: int) -> None:
-        """Block until the cluster's nodes have joined with ``count`` CPUs in all."""
+    def _cpus_reach(self, count: int) -> bool:
         probe = (
             "import ray, sys, time\n"
             "from sweep.worker import _use_cluster_token\n"
             "_use_cluster_token()\n"
             f"ray.init(address={self.address!r}, logging_level='ERROR')\n"
-            "deadline = time.monotonic() + 90\n"
+            "deadline = time.monotonic() + 60\n"
             f"while ray.cluster_resources().get('CPU', 0) < {count}:\n"
             "    if time.monotonic() > deadline: sys.exit(1)\n"
             "    time.sleep(0.5)\n"
         )
-        subprocess.run([sys.executable, "-c", probe], check=True, timeout=120)
+        return subprocess.run([sys.executable, "-c", probe], timeout=120).returncode == 0
 
     def kill(self, node: subprocess.Popen[bytes]) -> None:
         os.killpg(node.pid, signal.SIGKILL)
@@ -234,9 +263,8 @@ def ray_nodes() -> Iterator[RayNodes]:
     # Ray's socket paths live under the temp dir and must stay short (107 bytes).
     cluster = RayNodes(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
     try:
-        cluster.add_worker_node()
-        cluster.add_worker_node()
-        cluster.wait_for_cpus(2)
+        cluster.add_worker_node(wait_for_cpus=1)
+        cluster.add_worker_node(wait_for_cpus=2)
         yield cluster
     finally:
         cluster.shutdown()
