@@ -1,0 +1,193 @@
+"""Pruning: the latency of ``should_prune()`` on a large study (the issue's scenario 3)
+and whether Hyperband pays on a real learning curve (scenario 4).
+
+Latency: a study of ``trials`` trials, each with ``steps`` reported values and the rung
+records Hyperband leaves (it is built in memory with Hyperband's ``should_prune`` called
+at every possible rung step, the result ignored so that every trial reports every step,
+then copied into the study storage of a fresh PostgreSQL database; the in-memory study
+has the same name, so Hyperband puts each trial in the same bracket). Then new trials
+run on the storage a sweep's workers use (``Database.optuna_storage()``, loaded as
+``TrialRunner`` loads it): each reports a value per step and calls ``should_prune()``,
+which alone is timed, until it is pruned or reaches ``steps``, until ``calls`` calls
+have been timed.
+
+Pays: the quickstart's workload (``sweeps/quickstart.yaml``: SGDClassifier on the
+digits, 30 epochs, TPE) launched with Hyperband and without pruning, for each seed:
+the best validation accuracy and the training steps (epochs) spent in all trials.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+
+from sweep.storage import Database
+from tests.benchmarks.report import median, percentile, row
+from tests.benchmarks.sweeps import launch_fresh
+from tests.helpers import fresh_postgres_database
+
+STUDY = "bench-pruning"
+QUICKSTART = Path(__file__).resolve().parents[2] / "sweeps" / "quickstart.yaml"
+
+
+def _curve(x: float, step: int, steps: int) -> float:
+    """A learning curve whose ceiling depends on x (maximize)."""
+    return (1.0 - (x - 0.3) ** 2) * (1.0 - math.exp(-5.0 * step / steps))
+
+
+def _hyperband(steps: int) -> optuna.pruners.HyperbandPruner:
+    return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=steps, reduction_factor=3)
+
+
+def _history(trials: int, steps: int) -> list[optuna.trial.FrozenTrial]:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=STUDY,
+        direction="maximize",
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        pruner=_hyperband(steps),
+    )
+    # With min_resource 1 and reduction factor 3 every bracket's rungs are powers of 3.
+    rungs = {3**k for k in range(int(math.log(steps, 3)) + 1)}
+    for _ in range(trials):
+        trial = study.ask()
+        x = trial.suggest_float("x", 0.0, 1.0)
+        for step in range(1, steps + 1):
+            trial.report(_curve(x, step, steps), step)
+            if step in rungs:
+                trial.should_prune()  # records the rung; the trial goes on regardless
+        study.tell(trial, _curve(x, steps, steps))
+    return study.get_trials(deepcopy=False)
+
+
+def latency(trials: int = 1000, steps: int = 100, calls: int = 1000) -> dict[str, Any]:
+    history = _history(trials, steps)
+    with fresh_postgres_database() as url:
+        db = Database(url)
+        db.ensure_schema()
+        storage = db.optuna_storage()
+        optuna.create_study(study_name=STUDY, storage=storage, direction="maximize").add_trials(
+            history
+        )
+        study = optuna.load_study(study_name=STUDY, storage=storage, pruner=_hyperband(steps))
+        durations: list[float] = []
+        pruned = new_trials = 0
+        clock = time.perf_counter
+        while len(durations) < calls:
+            trial = study.ask()
+            new_trials += 1
+            x = trial.suggest_float("x", 0.0, 1.0)
+            state = optuna.trial.TrialState.COMPLETE
+            for step in range(1, steps + 1):
+                trial.report(_curve(x, step, steps), step)
+                started = clock()
+                stop = trial.should_prune()
+                durations.append(clock() - started)
+                if stop:
+                    state = optuna.trial.TrialState.PRUNED
+                    pruned += 1
+                    break
+            study.tell(trial, None if state == optuna.trial.TrialState.PRUNED else 0.0, state=state)
+        db.dispose()
+    ordered = sorted(durations)
+    p50 = percentile(ordered, 0.5) * 1000
+    return {
+        "scenario": "pruning latency",
+        "trials": trials,
+        "steps": steps,
+        "calls": len(ordered),
+        "new_trials": new_trials,
+        "pruned": pruned,
+        "p50_ms": round(p50, 3),
+        "p95_ms": round(percentile(ordered, 0.95) * 1000, 3),
+        "max_ms": round(ordered[-1] * 1000, 3),
+        "rows": [
+            row(
+                f"should_prune() with Hyperband, {trials:,} trials x {steps} steps, p50",
+                "ms",
+                "lower",
+                round(p50, 3),
+                target="≤10 ms",
+                met=p50 <= 10,
+                judged=trials >= 1000 and steps >= 100,
+                note=f"p95 {percentile(ordered, 0.95) * 1000:.2f} ms",
+            )
+        ],
+    }
+
+
+def _quickstart(name: str, seed: int, trials: int, workers: int, prune: bool) -> dict[str, Any]:
+    data = yaml.safe_load(QUICKSTART.read_text())
+    data.update(
+        name=name,
+        code_dir=str(QUICKSTART.parent),
+        budget={"n_trials": trials},
+        parallelism=workers,
+        ray={"num_cpus": max(workers, 2)},
+        tracking={"experiment": name},
+        registry=None,
+    )
+    data["sampler"] = {**data["sampler"], "seed": seed}
+    if not prune:
+        data["pruner"] = "none"
+    return data
+
+
+def pays(seeds: int = 3, trials: int = 60, workers: int = 2) -> dict[str, Any]:
+    per_seed = []
+    for seed in range(seeds):
+        entry: dict[str, Any] = {"seed": seed}
+        # Alternate which goes first.
+        order = [True, False] if seed % 2 == 0 else [False, True]
+        for prune in order:
+            key = "hyperband" if prune else "no_pruning"
+            launched = launch_fresh(_quickstart(f"bench-pays-{key}", seed, trials, workers, prune))
+            finished = [t for t in launched.trials if t.state.is_finished()]
+            entry[key] = {
+                "best": round(max(t.value for t in finished if t.value is not None), 4),
+                "steps": sum(len(t.intermediate_values) for t in finished),
+                "pruned": sum(1 for t in finished if t.state == optuna.trial.TrialState.PRUNED),
+                "wall_s": round(launched.wall_s, 1),
+            }
+            print(f"  pruning pays seed {seed} {key}: {entry[key]}", flush=True)
+        per_seed.append(entry)
+    best_hb = median(e["hyperband"]["best"] for e in per_seed)
+    best_none = median(e["no_pruning"]["best"] for e in per_seed)
+    steps_hb = median(e["hyperband"]["steps"] for e in per_seed)
+    steps_none = median(e["no_pruning"]["steps"] for e in per_seed)
+    saving = steps_none / steps_hb if steps_hb else 0.0
+    return {
+        "scenario": "pruning pays",
+        "seeds": seeds,
+        "trials": trials,
+        "workers": workers,
+        "per_seed": per_seed,
+        "rows": [
+            row(
+                f"Pruning pays: best val. accuracy, TPE+Hyperband (ours) vs TPE alone, "
+                f"{trials} trials, median of {seeds} seeds",
+                "",
+                "higher",
+                round(best_hb, 4),
+                target="≥ TPE alone",
+                met=best_hb >= best_none,
+                judged=seeds >= 3 and trials >= 60,
+                note=f"TPE alone {best_none:.4f}",
+            ),
+            row(
+                "Pruning pays: training steps (epochs), TPE+Hyperband vs TPE alone",
+                "epochs",
+                "lower",
+                steps_hb,
+                target="≥3x fewer",
+                met=saving >= 3,
+                judged=seeds >= 3 and trials >= 60,
+                note=f"TPE alone {steps_none:.0f}, {saving:.2f}x fewer",
+            ),
+        ],
+    }
