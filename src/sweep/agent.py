@@ -27,12 +27,15 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
+import optuna
+
 from sweep.coordination import Coordinator, Heartbeat, SweepState
 from sweep.errors import ExecutionError, NotFoundError
 from sweep.spec import load_spec_from_dict
 from sweep.storage import Database, resolve_storage_url
 from sweep.study import SPEC_ATTR, get_sweep_record
 from sweep.tracking import command_line
+from sweep.tracking._environment import gpu_indices
 from sweep.trial import SweepContext, TrialOutcome, TrialRunner, lease_settings
 
 #: A worker slot whose process dies this many times in a row without finishing a trial
@@ -64,32 +67,29 @@ def parse_gpus(value: str | None) -> list[str] | None:
 
 
 def _nvidia_smi_gpus() -> list[str]:
-    import subprocess
-
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
+    gpus = gpu_indices()
+    if gpus is None:
         raise ExecutionError(
-            f"--gpus all: cannot list GPUs with nvidia-smi ({exc}); name them, e.g. --gpus 0,1"
-        ) from exc
-    return [line.strip() for line in out.splitlines() if line.strip()]
+            "--gpus all: cannot list GPUs with nvidia-smi; name them, e.g. --gpus 0,1"
+        )
+    return gpus
 
 
-def join_context(db: Database, sweep_name: str, code_dir: str | None = None) -> SweepContext:
-    """What a worker needs to run trials of ``sweep_name``, read from the store."""
+def join_context(
+    db: Database,
+    sweep_name: str,
+    code_dir: str | None = None,
+    storage: optuna.storages.BaseStorage | None = None,
+) -> SweepContext:
+    """What a worker needs to run trials of ``sweep_name``, read from the store
+    (through ``storage``, the caller's Optuna storage on ``db``, when given)."""
     record = get_sweep_record(db, sweep_name)
     if record is None:
         raise NotFoundError(
             f"no sweep called {sweep_name!r} in {db.display_url}; start it with "
             "`sweep launch SPEC` first, or list sweeps with `sweep status`"
         )
-    storage = db.optuna_storage()
+    storage = storage or db.optuna_storage()
     attrs = storage.get_study_system_attrs(storage.get_study_id_from_name(record.study_name))
     if SPEC_ATTR not in attrs:
         raise NotFoundError(
@@ -127,11 +127,13 @@ def run_agent(
     db = Database(resolve_storage_url(storage))
     try:
         db.ensure_schema()
-        context = join_context(db, sweep_name, code_dir)
+        optuna_storage = db.optuna_storage()
+        context = join_context(db, sweep_name, code_dir, optuna_storage)
         from sweep.spec import resolve_objective
 
         resolve_objective(context.spec)  # a missing module fails here, not in every worker
-        return _Supervisor(db, context, gpus or [None], count, on_trial).run()
+        slots: list[str | None] = [*gpus] if gpus else [None]
+        return _Supervisor(db, optuna_storage, context, slots, count, on_trial).run()
     finally:
         db.dispose()
 
@@ -150,6 +152,7 @@ class _Supervisor:
     def __init__(
         self,
         db: Database,
+        storage: optuna.storages.BaseStorage,
         context: SweepContext,
         gpus: list[str | None],
         count: int | None,
@@ -157,7 +160,6 @@ class _Supervisor:
     ) -> None:
         self.context = context
         spec = context.spec
-        storage = db.optuna_storage()
         self.coordinator = Coordinator(db, storage, spec.name, lease_settings(spec))
         self.mp = multiprocessing.get_context("spawn")
         self.events: Any = self.mp.Queue()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import optuna
 from sqlalchemy import select
 
 from sweep.coordination import Coordinator, LeaseSettings, SweepState, WorkerInfo
@@ -43,23 +44,21 @@ def _open(storage: str | None) -> Database:
     return db
 
 
-def _coordinator(db: Database, name: str) -> Coordinator:
+def _coordinator(db: Database, name: str, storage: optuna.storages.BaseStorage) -> Coordinator:
     """The sweep's coordinator, with the lease settings of its stored spec."""
     from sweep.agent import join_context
 
     try:
-        settings = lease_settings(join_context(db, name).spec)
+        settings = lease_settings(join_context(db, name, storage=storage).spec)
     except NotFoundError:
         if get_sweep_record(db, name) is None:
             raise
         settings = LeaseSettings()  # launched by a version that stored no spec
-    return Coordinator(db, db.optuna_storage(), name, settings)
+    return Coordinator(db, storage, name, settings)
 
 
 def sweep_status(name: str | None = None, *, storage: str | None = None) -> list[SweepStatus]:
     """The state, trial counts, best value and attached workers of one sweep or all."""
-    import optuna
-
     db = _open(storage)
     try:
         with db.session() as session:
@@ -79,7 +78,7 @@ def sweep_status(name: str | None = None, *, storage: str | None = None) -> list
                 best_value, best_trial = best.value, best.number
             except ValueError:
                 pass
-            coordinator = _coordinator(db, sweep_name)
+            coordinator = _coordinator(db, sweep_name, storage_)
             statuses.append(
                 SweepStatus(
                     sweep_name,
@@ -129,9 +128,13 @@ def resume(name: str, *, storage: str | None = None, ray_address: str | None = N
     again (returns None). Otherwise (the controller crashed, or the sweep was stopped,
     cancelled or interrupted) this process becomes the controller and runs the remaining
     budget, returning the :class:`~sweep.controller.SweepResult`."""
+    from sweep.agent import join_context
+
     db = _open(storage)
     try:
-        coordinator = _coordinator(db, name)
+        optuna_storage = db.optuna_storage()
+        spec = join_context(db, name, storage=optuna_storage).spec
+        coordinator = Coordinator(db, optuna_storage, name, lease_settings(spec))
         state, _ = coordinator.state()
         alive = [w for w in coordinator.workers(alive_only=True) if w.kind == "controller"]
         if state is SweepState.PAUSED and alive:
@@ -139,9 +142,6 @@ def resume(name: str, *, storage: str | None = None, ray_address: str | None = N
             return None
         # Otherwise run a controller here. Should another one still be alive after all
         # (one killed seconds ago still looks alive), both share the budget safely.
-        from sweep.agent import join_context
-
-        spec = join_context(db, name).spec
     finally:
         db.dispose()
     from sweep.controller import launch

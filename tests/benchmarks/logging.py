@@ -25,13 +25,10 @@ import sqlalchemy
 import sweep
 from sweep.storage import Database
 from sweep.tracking import TrackingStore
+from tests.benchmarks.report import percentile
 from tests.helpers import fresh_postgres_database
 
 EXPERIMENT = "bench-logging"
-
-
-def _percentile(ordered: list[float], fraction: float) -> float:
-    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
 
 def _count_points(url: str, run_id: str) -> int:
@@ -77,8 +74,8 @@ def log_metric_cost(url: str, root: str, calls: int, work_us: float) -> dict[str
         "work_between_calls_us": work_us,
         "loop_s": round(loop_s, 2),
         "median_ns": ordered[len(ordered) // 2],
-        "p99_ns": _percentile(ordered, 0.99),
-        "p999_ns": _percentile(ordered, 0.999),
+        "p99_ns": int(percentile(ordered, 0.99)),
+        "p999_ns": int(percentile(ordered, 0.999)),
         "max_ns": ordered[-1],
         "mean_ns": round(statistics.fmean(ordered)),
         "clock_overhead_ns": sorted(overhead)[len(overhead) // 2],
@@ -162,8 +159,8 @@ def nested_run_cost(url: str, root: str, runs: int) -> dict[str, Any]:
     return {
         "runs": runs,
         "median_ms": round(ordered[len(ordered) // 2], 3),
-        "p95_ms": round(_percentile(ordered, 0.95), 3),
-        "p99_ms": round(_percentile(ordered, 0.99), 3),
+        "p95_ms": round(percentile(ordered, 0.95), 3),
+        "p99_ms": round(percentile(ordered, 0.99), 3),
     }
 
 

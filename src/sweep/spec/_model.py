@@ -233,7 +233,8 @@ class SweepSpec(_SpecModel):
             # The URL may hold a password: describe it, never echo it.
             raise _spec_error(
                 "storage must be a SQLAlchemy URL such as sqlite:///sweep.db or "
-                "postgresql+psycopg://user:password@host/db; the value given could not be parsed"
+                "postgresql+psycopg://user@host/db (the password from ~/.pgpass or ${VAR}); "
+                "the value given could not be parsed"
             ) from None
         return value
 

@@ -96,6 +96,14 @@ def installed_packages() -> str:
     return "".join(f"{found[key]}\n" for key in sorted(found))
 
 
+def gpu_indices() -> list[str] | None:
+    """The indices of the GPUs ``nvidia-smi`` lists, or None when it cannot run."""
+    listing = _run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"])
+    if listing is None:
+        return None
+    return [line.strip() for line in listing.splitlines() if line.strip()]
+
+
 @functools.lru_cache(maxsize=8)
 def gpu_tags(visible_devices: str | None) -> dict[str, str]:
     """Model, count, driver and CUDA version of the GPUs this process may use
