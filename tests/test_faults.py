@@ -10,6 +10,7 @@ time); run with ``-s`` to see it:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -49,6 +50,27 @@ def running_ids(url: str, name: str) -> set[int]:
     return {t._trial_id for t in trials(url, name) if t.state == TrialState.RUNNING}
 
 
+def worker_pids(url: str, kind: str) -> list[int]:
+    """The pids of the sweep's workers of ``kind`` that have not stopped."""
+    database = Database(url)
+    try:
+        with database.session() as session:
+            return list(
+                session.scalars(
+                    select(WorkerRow.pid).where(
+                        WorkerRow.kind == kind, WorkerRow.stopped_at.is_(None)
+                    )
+                )
+            )
+    finally:
+        database.dispose()
+
+
+def under_way(url: str, name: str) -> set[int]:
+    """Running trials that have started their work (their params are suggested)."""
+    return {t._trial_id for t in trials(url, name) if t.state == TrialState.RUNNING and t.params}
+
+
 def wait_recovered(url: str, name: str, orphans: set[int], timeout: float) -> float:
     """Seconds until none of ``orphans`` is RUNNING any more."""
     began = time.monotonic()
@@ -79,9 +101,16 @@ def test_controller_sigkilled_three_times_then_resumed(postgres_url: str, tmp_pa
     for _ in range(3):
         target = finished(postgres_url, "crashy") + rng.randint(1, 4)
         wait_for(lambda t=target: finished(postgres_url, "crashy") >= t, 180, f"{target} trials")
-        time.sleep(rng.uniform(0.0, 0.5))  # anywhere inside a trial
+        # Kill inside a trial: wait (past a resumed controller's start-up) until one runs.
+        wait_for(lambda: bool(under_way(postgres_url, "crashy")), 180, "a trial under way")
+        time.sleep(rng.uniform(0.0, 0.5))
         orphans = running_ids(postgres_url, "crashy")
-        # The machine dies: the controller and the local Ray it started, at once.
+        assert orphans
+        # The machine dies: the controller, the local Ray it started and the Ray
+        # workers running the trials (Ray starts them in sessions of their own), at once.
+        for pid in worker_pids(postgres_url, "ray"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
         proc = start("resume", "crashy", "--storage", postgres_url, cwd=tmp_path, step_s=0.4)
