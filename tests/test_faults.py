@@ -207,6 +207,8 @@ class RayNodes:
         self.ray = str(Path(sys.executable).parent / "ray")
         self.nodes: list[subprocess.Popen[bytes]] = []
         self._logs = 0
+        # The cluster's token, in $HOME/.ray/auth_token, as an operator makes it.
+        subprocess.run([self.ray, "get-auth-token", "--generate"], check=True, capture_output=True)
         self.head = self._start(
             "--head", f"--port={self.port}", "--num-cpus=0", f"--temp-dir={temp_dir}"
         )
@@ -242,8 +244,11 @@ class RayNodes:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            # The head turns token authentication on; its nodes present the token.
-            env={**os.environ, "RAY_AUTH_MODE": "token"} if "--head" not in args else None,
+            # The head requires the token under $HOME (the fixture's own); the nodes
+            # present it, and so does `sweep launch`, which finds it without
+            # RAY_AUTH_MODE. Trials on the nodes take their step time from the
+            # environment: 5 steps of 0.4 s, so that a node killed mid-trial kills a trial.
+            env={**os.environ, "RAY_AUTH_MODE": "token", "SWEEP_TEST_STEP_S": "0.4"},
         )
 
     def add_worker_node(self, *, wait_for_cpus: int | None = None) -> subprocess.Popen[bytes]:
@@ -288,9 +293,15 @@ class RayNodes:
 
 
 @pytest.fixture
-def ray_nodes() -> Iterator[RayNodes]:
+def ray_nodes(monkeypatch: pytest.MonkeyPatch) -> Iterator[RayNodes]:
     # Ray's socket paths live under the temp dir and must stay short (107 bytes).
-    cluster = RayNodes(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
+    temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    # A home of its own, so the cluster's token (~/.ray/auth_token) is made here and
+    # found by `sweep launch` without RAY_AUTH_MODE, whatever this machine's home holds.
+    monkeypatch.setenv("HOME", temp_dir)
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    cluster = RayNodes(temp_dir)
     try:
         cluster.add_worker_node(wait_for_cpus=1)
         cluster.add_worker_node(wait_for_cpus=2)
@@ -323,8 +334,8 @@ def test_ray_worker_node_dying_mid_trial_is_retried_elsewhere(
         cwd=tmp_path,
         step_s=0.4,
     )
-    wait_for(lambda: len(running_ids(postgres_url, "nodes")) == 2, 180, "two running trials")
-    orphans = running_ids(postgres_url, "nodes")
+    wait_for(lambda: len(under_way(postgres_url, "nodes")) == 2, 180, "two trials under way")
+    orphans = under_way(postgres_url, "nodes")
     ray_nodes.kill(ray_nodes.nodes[-1])
     ray_nodes.add_worker_node()  # the replacement worker needs a place to run
     recovered = wait_recovered(postgres_url, "nodes", orphans, 120)

@@ -243,8 +243,10 @@ def test_a_trial_writes_every_point_and_records_its_seeds(
     name, path = f"probe-{objective}", f"logging_probe:{objective}"
     runner = trial_runner(storage_url, tmp_path / "art", name, path, worker_index=2)
     try:
-        trial_id = runner.study.ask()._trial_id
-        outcome = runner.run(trial_id)
+        worker = runner.coordinator.register_worker("agent")
+        claim = runner.coordinator.claim(worker, runner.run_seed)
+        assert claim is not None
+        outcome = runner.run(claim)
     finally:
         runner.close()
     expected = "COMPLETE" if objective == "log_then_return" else "FAIL"

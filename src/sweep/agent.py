@@ -315,10 +315,10 @@ def _worker_main(
             with budget.get_lock():
                 if budget.value == 0:
                     return
-                trial_id = coordinator.claim(worker_id)
-                if trial_id is not None and budget.value > 0:
+                claim = coordinator.claim(worker_id, runner.run_seed)
+                if claim is not None and budget.value > 0:
                     budget.value -= 1
-            if trial_id is None:
+            if claim is None:
                 state, _ = coordinator.state()
                 if state is SweepState.PAUSED or (
                     state is SweepState.RUNNING and coordinator.unfinished()
@@ -327,8 +327,8 @@ def _worker_main(
                     time.sleep(min(1.0, interval))
                     continue
                 return
-            events.put((index, "start", trial_id))
-            outcome = runner.run(trial_id)
+            events.put((index, "start", claim.trial_id))
+            outcome = runner.run(claim)
             events.put((index, "done", outcome))
     finally:
         heartbeat.stop()

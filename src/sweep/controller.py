@@ -11,9 +11,11 @@ finished trials in the study, counting those finished by earlier launches.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,12 +25,15 @@ import optuna
 import ray
 import yaml
 from ray.exceptions import RayActorError, RayError, RayTaskError
+from sqlalchemy.orm import Session
 
-from sweep.coordination import Coordinator, Heartbeat, SweepState
+from sweep.coordination import Claim, Coordinator, Heartbeat, RunSeed, SweepState
 from sweep.errors import NotFoundError, RegistrationError
+from sweep.ledger import TrialLedger
+from sweep.planner import Planner
 from sweep.registry import CHAMPION, ModelRegistry, ModelVersion
 from sweep.spec import SweepSpec, load_spec
-from sweep.storage import Database, default_home, redact, resolve_storage_url
+from sweep.storage import Database, StudyStorage, default_home, redact, resolve_storage_url
 from sweep.study import (
     RUN_ID_ATTR,
     SPEC_ATTR,
@@ -54,6 +59,15 @@ from sweep.worker import RayWorker, RayWorkerPool
 ARTIFACT_ROOT_ENV = "SWEEP_ARTIFACT_ROOT"
 #: Seconds to wait for killed workers to go away on Ctrl-C before marking their trials.
 KILL_GRACE_S = 10.0
+#: Most trials claimed ahead for a worker (each claimed trial is RUNNING in the study).
+CLAIM_AHEAD_MAX = 8
+#: Claim about this many seconds of a worker's work at once: short trials are claimed
+#: several per transaction; long ones one at a time, when the worker is free.
+CLAIM_AHEAD_WINDOW_S = 0.04
+#: Ended trials are written with the next claims, or once this many wait, or the
+#: oldest has waited this long (or nothing else runs).
+WRITE_BATCH = 4
+WRITE_DELAY_S = 0.02
 
 TrialCallback = Callable[[TrialOutcome, TrialCounts], None]
 
@@ -83,6 +97,56 @@ class _InFlight:
     worker: RayWorker
     trial_id: int
     started: float
+
+
+class _Pace:
+    """How long the sweep's trials take (a moving mean), and so how many to claim ahead."""
+
+    def __init__(self) -> None:
+        self.mean_s: float | None = None
+
+    def add(self, duration_s: float) -> None:
+        self.mean_s = duration_s if self.mean_s is None else 0.8 * self.mean_s + 0.2 * duration_s
+
+    def depth(self) -> int:
+        """Trials to hold per worker: 1 until trials have been seen to be short."""
+        if self.mean_s is None:
+            return 1
+        return 1 + min(CLAIM_AHEAD_MAX - 1, int(CLAIM_AHEAD_WINDOW_S / max(self.mean_s, 1e-6)))
+
+
+class _Claimed:
+    """Trials claimed for each worker and not yet started, in claim order."""
+
+    def __init__(self) -> None:
+        self._by_worker: dict[str, deque[Claim]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self._by_worker.values())
+
+    def count(self, worker_id: str) -> int:
+        return len(self._by_worker.get(worker_id, ()))
+
+    def add(self, worker_id: str, claim: Claim) -> None:
+        self._by_worker.setdefault(worker_id, deque()).append(claim)
+
+    def next(self, worker_id: str) -> Claim | None:
+        held = self._by_worker.get(worker_id)
+        return held.popleft() if held else None
+
+    def wanted(self, worker_id: str, depth: int, busy: bool) -> int:
+        """How many to claim for ``worker_id`` (``busy``: running a trial) so that it
+        has ``depth`` trials, counting the one it runs, once half of them are used."""
+        held = self.count(worker_id) + (1 if busy else 0)
+        return depth - held if held <= depth // 2 else 0
+
+    def take_all(self, worker_id: str | None = None) -> list[Claim]:
+        """Forget (and return) the claims held for ``worker_id``, or for every worker."""
+        if worker_id is not None:
+            return list(self._by_worker.pop(worker_id, ()))
+        claims = [c for q in self._by_worker.values() for c in q]
+        self._by_worker.clear()
+        return claims
 
 
 def launch(
@@ -167,7 +231,7 @@ class _Launch:
             # Trials a dead controller or agent left running: fail and retry them now if
             # their leases already expired (the others when they do).
             coordinator.recover_stale()
-            counts = count_trials(study)
+            counts = count_trials(db, study_id)
             n_trials = spec.budget.n_trials
             remaining = None if n_trials is None else max(0, n_trials - counts.finished)
             if self.on_start:
@@ -179,7 +243,7 @@ class _Launch:
             heartbeat.stop()
             coordinator.unregister_worker(controller_id)
 
-        counts = count_trials(study)
+        counts = count_trials(db, study_id)
         result = SweepResult(
             name=spec.name,
             storage=db.display_url,
@@ -264,13 +328,35 @@ class _Launch:
         stopped or cancelled; kill trials past ``trial_timeout``; recover trials whose
         lease expired, wherever they ran.
 
+        Each worker runs one trial at a time and gets the next as soon as it returns,
+        with the trials finished elsewhere since its last one, so that it samples on
+        everything known. The database work is batched: each worker's next trials are
+        claimed a few at a time (:class:`_Claimed`), and the trials that ended are
+        written with those claims, or once ``WRITE_BATCH`` of them wait, or
+        ``WRITE_DELAY_S`` after the first came back.
+
         ``counts`` (the study's at the start) is kept up to date from the outcomes, so
         progress reports cost no query."""
         in_flight: dict[Any, _InFlight] = {}
-        idle = list(pool.workers)
+        busy: set[str] = set()  # workers with a trial
+        claimed = _Claimed()
         dispatched = 0
         interval = coordinator.settings.heartbeat_interval
         next_recovery = time.monotonic() + interval
+        storage = StudyStorage(self.db, coordinator.storage)  # type: ignore[arg-type]
+        ledger = TrialLedger(self.db, storage, self.tracking, coordinator.study_id)
+        for worker in pool.workers:
+            ledger.join(worker.worker_id)
+        planner = Planner(
+            optuna.load_study(
+                study_name=self.spec.name, storage=storage, sampler=self.spec.sampler.build()
+            ),
+            storage,
+        )
+        ended: list[tuple[TrialOutcome, str]] = []  # come back, not yet written
+        ended_since = 0.0  # when the oldest of them came back
+        pace = _Pace()
+        exhausted = False  # the last claim got fewer trials than asked
 
         def report(outcome: TrialOutcome, counted_as: str) -> None:
             nonlocal counts
@@ -278,54 +364,168 @@ class _Launch:
             if self.on_trial:
                 self.on_trial(outcome, counts)
 
+        def replace(worker: RayWorker) -> None:
+            """A fresh worker for a dead or killed one; the trials claimed for it that
+            had not started end as killed (they use no budget)."""
+            busy.discard(worker.worker_id)
+            if worker in pool.workers:
+                fresh = pool.replace(worker)
+                ledger.join(fresh.worker_id)
+            release(claimed.take_all(worker.worker_id), "its worker was replaced")
+
+        def release(claims: list[Claim], why: str) -> None:
+            for claim in claims:
+                coordinator.fail_lost(
+                    claim.trial_id, f"not started: {why}", retry=False, killed=True
+                )
+
+        def lose(flight: _InFlight, reason: str, *, retry: bool) -> None:
+            """A trial that did not come back: fail it (retry by policy) and let the
+            planner read it as the database has it."""
+            nonlocal exhausted
+            report(*self._lost(coordinator, flight.trial_id, reason, retry=retry))
+            planner.lost(flight.trial_id)
+            if retry:
+                exhausted = False  # its retry waits to be claimed
+
+        def wants(worker: RayWorker) -> int:
+            """How many trials to claim for ``worker`` now."""
+            if not pool.started(worker):
+                return 0
+            busy_now = worker.worker_id in busy
+            return claimed.wanted(worker.worker_id, pace.depth(), busy_now)
+
+        def book(claiming: bool) -> None:
+            """One transaction: write the trials that ended, and top up the claims of
+            the workers that need more (when ``claiming``)."""
+            nonlocal ended, exhausted
+            requests: list[tuple[str, RunSeed | None]] = []
+            if claiming:
+                requests = [
+                    (w.worker_id, pool.run_seed(w)) for w in pool.workers for _ in range(wants(w))
+                ]
+            if requests:
+
+                def record(session: Session) -> None:
+                    ledger.write(session, ended)
+
+                claims = coordinator.claim_many(requests, first=record if ended else None)
+                exhausted = len(claims) < len(requests)
+                for (worker_id, _seed), claim in zip(requests, claims, strict=False):
+                    claimed.add(worker_id, claim)
+            elif ended:
+                ledger.record(ended)
+            for outcome, _ in ended:
+                pace.add(outcome.duration_s)
+                report(outcome, outcome.state)
+            ended = []
+
         try:
             while True:
                 state = heartbeat.state
                 if state is SweepState.CANCELLED:
+                    book(claiming=False)
+                    release(claimed.take_all(), "the sweep was cancelled")
                     self._kill_in_flight(pool, coordinator, in_flight, "cancelled: sweep cancel")
                     return dispatched, False, state
-                while idle and state.claims and (deadline is None or time.monotonic() < deadline):
-                    trial_id = coordinator.claim(idle[-1].worker_id)
-                    if trial_id is None:
+                running = state.claims and (deadline is None or time.monotonic() < deadline)
+                if not running and len(claimed):
+                    # Stopped, paused or out of time: what was claimed ahead does not start.
+                    release(claimed.take_all(), f"the sweep is {state.value.lower()}")
+                if running:
+                    # Idle workers start their next trial at once, before any writing.
+                    now = time.monotonic()
+                    for worker in pool.workers:
+                        if worker.worker_id in busy:
+                            continue
+                        claim = claimed.next(worker.worker_id)
+                        if claim is None:
+                            continue
+                        ref = worker.actor.run.remote(
+                            claim, ledger.news_for(worker.worker_id), planner.plan(claim)
+                        )
+                        in_flight[ref] = _InFlight(worker, claim.trial_id, now)
+                        busy.add(worker.worker_id)
+                        dispatched += 1
+                short = running and any(wants(w) for w in pool.workers)
+                due = bool(ended) and (
+                    len(ended) >= WRITE_BATCH
+                    or time.monotonic() - ended_since >= WRITE_DELAY_S
+                    or not in_flight
+                )
+                if due or (short and (not exhausted or not in_flight)):
+                    book(claiming=running)
+                    if exhausted and running:
                         # The budget is full, or the state changed since the last beat.
                         state = coordinator.state()[0]
-                        break
-                    worker = idle.pop()
-                    in_flight[worker.actor.run.remote(trial_id)] = _InFlight(
-                        worker, trial_id, time.monotonic()
-                    )
-                    dispatched += 1
-                if not in_flight:
+                    if any(
+                        w.worker_id not in busy and claimed.count(w.worker_id) for w in pool.workers
+                    ):
+                        continue  # new claims for idle workers: start them now
+                if not in_flight and not ended:
                     past_deadline = deadline is not None and time.monotonic() >= deadline
                     if state is SweepState.STOPPED:
                         return dispatched, False, state
+                    starting = any(not pool.started(w) for w in pool.workers)
+                    if state is SweepState.RUNNING and not past_deadline and starting:
+                        time.sleep(0.05)  # a replacement worker is not placed yet
+                        continue
                     if state is SweepState.RUNNING and (
                         past_deadline or not coordinator.unfinished()
                     ):
                         return dispatched, False, SweepState.FINISHED
                     # Paused, or other workers' trials still run (and may need a retry).
                     time.sleep(min(1.0, interval))
-                else:
-                    done, _ = ray.wait(list(in_flight), num_returns=1, timeout=min(1.0, interval))
+                    exhausted = False
+                elif in_flight:
+                    now = time.monotonic()
+                    wait_s = min(1.0, interval)
+                    if ended:  # ends not yet written are written within WRITE_DELAY_S
+                        wait_s = min(wait_s, max(0.0, ended_since + WRITE_DELAY_S - now))
+                    done, rest = ray.wait(list(in_flight), num_returns=1, timeout=wait_s)
+                    if done and rest:
+                        done += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
+                    now = time.monotonic()
                     for ref in done:
                         flight = in_flight.pop(ref)
                         worker = flight.worker
+                        busy.discard(worker.worker_id)
                         try:
                             outcome = ray.get(ref)
-                            report(outcome, outcome.state)
                         except RayActorError as exc:
-                            reason = f"worker died during the trial: {_first_line(exc)}"
-                            report(*self._lost(coordinator, flight.trial_id, reason, retry=True))
-                            worker = pool.replace(worker)
+                            lose(
+                                flight,
+                                f"worker died during the trial: {_first_line(exc)}",
+                                retry=True,
+                            )
+                            replace(worker)
+                            continue
                         except RayTaskError as exc:
-                            reason = f"trial execution failed: {_task_error(exc)}"
-                            report(*self._lost(coordinator, flight.trial_id, reason, retry=True))
-                        idle.append(worker)
-                    idle.extend(self._kill_timed_out(pool, coordinator, in_flight, report))
+                            lose(flight, f"trial execution failed: {_task_error(exc)}", retry=True)
+                            continue
+                        ledger.arrived(outcome, worker.worker_id)
+                        if outcome.trial is not None:
+                            planner.ended([outcome.trial])
+                        if not ended:
+                            ended_since = now
+                        ended.append((outcome, worker.worker_id))
+                    for flight in self._timed_out(in_flight):
+                        limit = self.spec.trial_timeout
+                        lose(
+                            flight,
+                            f"trial_timeout: ran longer than {limit:g} s and was killed",
+                            retry=False,
+                        )
+                        replace(flight.worker)
                 if time.monotonic() >= next_recovery:
                     coordinator.recover_stale()
                     next_recovery = time.monotonic() + interval
+                    exhausted = False  # a recovery may have queued retries
         except KeyboardInterrupt:
+            with contextlib.suppress(Exception):
+                book(claiming=False)  # trials that did end are kept
+            with contextlib.suppress(Exception):
+                release(claimed.take_all(), "the sweep was stopped")
             self._kill_in_flight(pool, coordinator, in_flight, "killed: the sweep was stopped")
             return dispatched, True, SweepState.KILLED
 
@@ -339,28 +539,15 @@ class _Launch:
         outcome = TrialOutcome(trial_id, number, "FAIL", None, run_id, 0.0, reason)
         return outcome, "RETRIED" if lost and lost.retry_number is not None else "FAIL"
 
-    def _kill_timed_out(
-        self,
-        pool: RayWorkerPool,
-        coordinator: Coordinator,
-        in_flight: dict[Any, _InFlight],
-        report: Callable[[TrialOutcome, str], None],
-    ) -> list[RayWorker]:
-        """Kill the workers of trials running past ``trial_timeout``; fail those trials
-        (no retry: a hung trial would hang again) and return fresh workers."""
+    def _timed_out(self, in_flight: dict[Any, _InFlight]) -> list[_InFlight]:
+        """Take the trials running past ``trial_timeout`` out of ``in_flight``: they are
+        failed without retry (a hung trial would hang again), their workers replaced."""
         limit = self.spec.trial_timeout
         if not limit:
             return []
         now = time.monotonic()
-        fresh = []
-        for ref, flight in list(in_flight.items()):
-            if now - flight.started < limit:
-                continue
-            del in_flight[ref]
-            fresh.append(pool.replace(flight.worker))
-            reason = f"trial_timeout: ran longer than {limit:g} s and was killed"
-            report(*self._lost(coordinator, flight.trial_id, reason, retry=False))
-        return fresh
+        late = [ref for ref, flight in in_flight.items() if now - flight.started >= limit]
+        return [in_flight.pop(ref) for ref in late]
 
     def _kill_in_flight(
         self,

@@ -23,29 +23,34 @@ or superseded by its retry (``sweep:superseded``), so retries never grow the swe
 
 from __future__ import annotations
 
+import datetime
 import enum
+import json
 import logging
 import os
 import socket
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import optuna
 from filelock import FileLock
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 from sqlalchemy import delete, select, text, update
+from sqlalchemy.orm import Session
 
 from sweep.errors import NotFoundError
 from sweep.storage import Database
 from sweep.storage._schema import SweepRow, TrialLeaseRow, WorkerRow
+from sweep.storage._study_storage import SYSTEM_ATTRS, TRIALS, local_time, utc_now
 from sweep.study import ERROR_ATTR, KILLED_ATTR, RUN_ID_ATTR, SUPERSEDED_ATTR
 from sweep.tracking import RunStatus, TrackingStore
-from sweep.tracking._store import now_ms
+from sweep.tracking._store import RunRecord, now_ms
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +96,50 @@ class WorkerInfo:
 
 
 @dataclass(frozen=True)
+class RunSeed:
+    """What a claim needs to open the trial's child run: the sweep's experiment and
+    parent run, and the params and tags of the worker that will run it (its
+    environment, its sampler's seed)."""
+
+    experiment_id: int
+    artifact_root: str
+    parent_run_id: str
+    params: dict[str, Any] = field(default_factory=dict)
+    tags: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A trial handed to one worker: RUNNING under the worker's lease, its child run's
+    id chosen (``RUN_ID_ATTR``); a retry carries Optuna's ``fixed_params`` and the
+    trial it retries in ``system_attrs``, and that trial's run in ``retry_of_run``."""
+
+    trial_id: int
+    number: int
+    run_id: str
+    datetime_start: datetime.datetime  # naive local time, as Optuna's trials carry it
+    system_attrs: dict[str, Any] = field(default_factory=dict)
+    retry_of_run: str | None = None
+    artifact_uri: str | None = None  # set when the claim opened the run
+
+    def frozen_trial(self) -> optuna.trial.FrozenTrial:
+        """The trial as the worker starts it, without reading it back."""
+        return optuna.trial.FrozenTrial(
+            number=self.number,
+            state=TrialState.RUNNING,
+            value=None,
+            datetime_start=self.datetime_start,
+            datetime_complete=None,
+            params={},
+            distributions={},
+            user_attrs={},
+            system_attrs=dict(self.system_attrs),
+            intermediate_values={},
+            trial_id=self.trial_id,
+        )
+
+
+@dataclass(frozen=True)
 class LostTrial:
     """A trial failed because its worker was lost (or it was killed or timed out)."""
 
@@ -101,17 +150,20 @@ class LostTrial:
     retry_number: int | None
 
 
-# Budget used: every trial of the study that was not killed by a stop or superseded by
-# its retry. Written against Optuna's tables, which live in the same database.
-_BUDGET_USED = text(
-    """
-    SELECT count(*) FROM trials t
-    WHERE t.study_id = :study_id AND NOT EXISTS (
-        SELECT 1 FROM trial_system_attributes a
-        WHERE a.trial_id = t.trial_id AND a.key IN (:killed, :superseded)
-    )
-    """
-)
+# What a claim needs to know, in one query: the study's trials (the next number), those
+# waiting to run (retries), and the budget used (every trial not killed by a stop or
+# superseded by its retry). On PostgreSQL it also locks the study's
+# row, as Optuna's own trial creation does, so that a user's enqueue_trial cannot
+# interleave with the numbering (taken after the sweep's lock: always in that order).
+_SLOTS = """
+    SELECT (SELECT count(*) FROM trials t WHERE t.study_id = s.study_id),
+           (SELECT count(*) FROM trials t WHERE t.study_id = s.study_id
+                AND t.state = 'WAITING'),
+           (SELECT count(*) FROM trials t WHERE t.study_id = s.study_id AND NOT EXISTS (
+                SELECT 1 FROM trial_system_attributes a
+                WHERE a.trial_id = t.trial_id AND a.key IN (:killed, :superseded)))
+    FROM studies s WHERE s.study_id = :study_id
+"""
 _UNFINISHED = text(
     "SELECT trial_id, state FROM trials WHERE study_id = :study_id "
     "AND state IN ('RUNNING', 'WAITING') ORDER BY trial_id"
@@ -145,22 +197,26 @@ class Coordinator:
     # -- the claim lock ---------------------------------------------------------------
 
     @contextmanager
-    def _locked(self) -> Iterator[None]:
-        """Hold the sweep's claim lock. Work inside uses its own short transactions,
-        committed before the lock is released, so the next holder sees all of it."""
+    def _locked(self) -> Iterator[tuple[Session, SweepState, int | None]]:
+        """Hold the sweep's claim lock; yields a session (one transaction) under it, and
+        the sweep's state and budget read under the lock. Work done in other sessions
+        inside is committed before the lock is released, so the next holder sees all
+        of it."""
+        status = select(SweepRow.status, SweepRow.n_trials).where(SweepRow.name == self.sweep_name)
         if self._file_lock is not None:
             # SQLite: a file lock, because a write transaction held here would block
-            # Optuna's own connection from creating the trial.
-            with self._file_lock:
-                yield
+            # Optuna's own connection (recovery creates retries through it).
+            with self._file_lock, self.db.session() as session:
+                yield (session, *self._state_of(session.execute(status).first()))
             return
         with self.db.session() as session:
-            row = session.execute(
-                select(SweepRow.name).where(SweepRow.name == self.sweep_name).with_for_update()
-            ).first()
-            if row is None:
-                raise NotFoundError(f"no sweep called {self.sweep_name!r} in {self.db.display_url}")
-            yield
+            row = session.execute(status.with_for_update()).first()
+            yield (session, *self._state_of(row))
+
+    def _state_of(self, row: Any) -> tuple[SweepState, int | None]:
+        if row is None:
+            raise NotFoundError(f"no sweep called {self.sweep_name!r} in {self.db.display_url}")
+        return SweepState(row[0]), row[1]
 
     # -- control state ----------------------------------------------------------------
 
@@ -174,16 +230,17 @@ class Coordinator:
 
     def budget_used(self) -> int:
         with self.db.session() as session:
-            return int(
-                session.execute(
-                    _BUDGET_USED,
-                    {
-                        "study_id": self.study_id,
-                        "killed": KILLED_ATTR,
-                        "superseded": SUPERSEDED_ATTR,
-                    },
-                ).scalar_one()
-            )
+            return self._slots(session, lock=False)[2]
+
+    def _slots(self, session: Session, *, lock: bool) -> tuple[int, int, int]:
+        """The study's trials, those waiting, and the budget used; with ``lock`` (on
+        PostgreSQL) the study's row is locked as well."""
+        query = _SLOTS + (" FOR UPDATE OF s" if lock and not self.db.is_sqlite else "")
+        trials, waiting, used = session.execute(
+            text(query),
+            {"study_id": self.study_id, "killed": KILLED_ATTR, "superseded": SUPERSEDED_ATTR},
+        ).one()
+        return int(trials), int(waiting), int(used)
 
     def unfinished(self) -> list[tuple[int, str]]:
         """Trials of the sweep still RUNNING or WAITING (any process's)."""
@@ -254,48 +311,182 @@ class Coordinator:
 
     # -- trials -----------------------------------------------------------------------
 
-    def claim(self, worker_id: str) -> int | None:
-        """The id of a trial for ``worker_id`` to run, now RUNNING under its lease; or
-        None when the sweep is not RUNNING or its budget has no room left."""
-        return self.db.retrying(lambda: self._claim_once(worker_id), "claiming a trial")
+    def claim(self, worker_id: str, run: RunSeed | None = None) -> Claim | None:
+        """A trial for ``worker_id`` to run, now RUNNING under its lease (and with
+        ``run``, its child run opened); or None when the sweep is not RUNNING or its
+        budget has no room left. One transaction."""
+        claims = self.claim_many([(worker_id, run)])
+        return claims[0] if claims else None
 
-    def _claim_once(self, worker_id: str) -> int | None:
-        with self._locked():
-            state, n_trials = self.state()
-            if not state.claims:
-                return None
-            trial_id = self._pop_waiting()
-            if trial_id is None:
-                if n_trials is not None and self.budget_used() >= n_trials:
-                    return None
-                trial_id = self.storage.create_new_trial(self.study_id)
-            with self.db.session() as session:
-                session.merge(
-                    TrialLeaseRow(
-                        trial_id=trial_id,
-                        sweep_name=self.sweep_name,
-                        worker_id=worker_id,
-                        renewed_at=now_ms(),
-                    )
-                )
-            return trial_id
+    def claim_many(
+        self,
+        requests: Sequence[tuple[str, RunSeed | None]],
+        *,
+        first: Callable[[Session], object] | None = None,
+    ) -> list[Claim]:
+        """:meth:`claim` for several workers in one transaction: as many claims as the
+        budget and the state allow, in the order asked, with a statement per table
+        however many. ``first(session)`` writes in the same transaction before the
+        claims (the controller records the trials that just ended)."""
+        return self.db.retrying(lambda: self._claim_once(requests, first), "claiming trials")
 
-    def _pop_waiting(self) -> int | None:
-        for trial_id, state in self.unfinished():
-            if state == TrialState.WAITING.name and self.storage.set_trial_state_values(
-                trial_id, TrialState.RUNNING
+    def _claim_once(
+        self,
+        requests: Sequence[tuple[str, RunSeed | None]],
+        first: Callable[[Session], object] | None,
+    ) -> list[Claim]:
+        with self._locked() as (session, state, n_trials):
+            if first is not None:
+                first(session)
+            if not requests or not state.claims:
+                return []
+            return self._claim_in(session, requests, n_trials)
+
+    def _claim_in(
+        self,
+        session: Session,
+        requests: Sequence[tuple[str, RunSeed | None]],
+        n_trials: int | None,
+    ) -> list[Claim]:
+        started = utc_now()
+        study_trials = TRIALS.c.study_id == self.study_id
+        trials, waiting_count, used = self._slots(session, lock=True)
+        # Retries waiting to run go first, then new trials while the budget has room.
+        waiting: Sequence[Any] = []
+        if waiting_count:
+            waiting = session.execute(
+                select(TRIALS.c.trial_id, TRIALS.c.number)
+                .where(study_trials, TRIALS.c.state == TrialState.WAITING)
+                .order_by(TRIALS.c.trial_id)
+                .limit(len(requests))
+            ).all()
+        slots: list[tuple[int, int]] = [(int(i), int(n)) for i, n in waiting]
+        attrs: dict[int, dict[str, Any]] = {trial_id: {} for trial_id, _ in slots}
+        if slots:
+            ids = [trial_id for trial_id, _ in slots]
+            session.execute(
+                update(TRIALS)
+                .where(TRIALS.c.trial_id.in_(ids))
+                .values(state=TrialState.RUNNING, datetime_start=started)
+            )
+            columns = SYSTEM_ATTRS.c.trial_id, SYSTEM_ATTRS.c.key, SYSTEM_ATTRS.c.value_json
+            for trial_id, key, value in session.execute(
+                select(*columns).where(SYSTEM_ATTRS.c.trial_id.in_(ids))
             ):
-                return trial_id
-        return None
+                attrs[trial_id][key] = json.loads(value)
+        wanted = len(requests) - len(slots)
+        if wanted and n_trials is not None:
+            wanted = min(wanted, max(0, n_trials - int(used)))
+        if wanted:
+            # Numbered as Optuna numbers them: the trials before it in the study (exact
+            # under the claim lock and the study's row lock).
+            first_number = int(trials)
+            numbers = range(first_number, first_number + wanted)
+            created = session.execute(
+                TRIALS.insert().returning(TRIALS.c.trial_id, sort_by_parameter_order=True),
+                [
+                    {
+                        "number": number,
+                        "study_id": self.study_id,
+                        "state": TrialState.RUNNING,
+                        "datetime_start": started,
+                    }
+                    for number in numbers
+                ],
+            ).scalars()
+            for trial_id, number in zip(created, numbers, strict=True):
+                slots.append((int(trial_id), number))
+                attrs[int(trial_id)] = {}
+        if not slots:
+            return []
+        # What a retry's run needs: the run of the trial it retries.
+        retried = {
+            int(a[RETRY_OF_ATTR]): trial_id for trial_id, a in attrs.items() if RETRY_OF_ATTR in a
+        }
+        retried_runs: dict[int, str] = {}
+        if retried:
+            for number, value in session.execute(
+                select(TRIALS.c.number, SYSTEM_ATTRS.c.value_json)
+                .join(TRIALS, TRIALS.c.trial_id == SYSTEM_ATTRS.c.trial_id)
+                .where(
+                    study_trials,
+                    TRIALS.c.number.in_(list(retried)),
+                    SYSTEM_ATTRS.c.key == RUN_ID_ATTR,
+                )
+            ):
+                retried_runs[retried[int(number)]] = json.loads(value)
+        renewed = now_ms()
+        local_start = local_time(started)
+        claims: list[Claim] = []
+        id_rows: list[dict[str, Any]] = []
+        lease_rows: list[dict[str, Any]] = []
+        runs: list[RunRecord] = []
+        for (worker_id, seed), (trial_id, number) in zip(requests, slots, strict=False):
+            run_id = uuid.uuid4().hex
+            attrs[trial_id][RUN_ID_ATTR] = run_id
+            retry_of_run = retried_runs.get(trial_id)
+            # The trial names its run before the run exists: if the worker dies while
+            # opening it, whoever recovers the trial still finds and ends the run.
+            id_rows.append(
+                {"trial_id": trial_id, "key": RUN_ID_ATTR, "value_json": json.dumps(run_id)}
+            )
+            lease_rows.append(
+                {
+                    "trial_id": trial_id,
+                    "sweep_name": self.sweep_name,
+                    "worker_id": worker_id,
+                    "renewed_at": renewed,
+                }
+            )
+            artifact_uri = None
+            if seed is not None:
+                record = RunRecord(
+                    seed.experiment_id,
+                    seed.artifact_root,
+                    f"trial-{number}",
+                    run_id,
+                    seed.parent_run_id,
+                    seed.params,
+                    {
+                        **seed.tags,
+                        "sweep.trial_number": number,
+                        **retry_tags(attrs[trial_id], retry_of_run),
+                    },
+                )
+                runs.append(record)
+                artifact_uri = record.artifact_uri
+            claims.append(
+                Claim(
+                    trial_id=trial_id,
+                    number=number,
+                    run_id=run_id,
+                    datetime_start=local_start,
+                    system_attrs=attrs[trial_id],
+                    retry_of_run=retry_of_run,
+                    artifact_uri=artifact_uri,
+                )
+            )
+        session.execute(SYSTEM_ATTRS.insert(), id_rows)
+        session.execute(TrialLeaseRow.__table__.insert(), lease_rows)
+        self.tracking.insert_runs(session, runs)
+        return claims
 
-    def release(self, trial_id: int) -> None:
-        """Drop a finished trial's lease."""
+    def release(self, trial_id: int, session: Session | None = None) -> None:
+        """Drop a finished trial's lease (in ``session``'s transaction, if given)."""
+        if session is not None:
+            self.release_many(session, [trial_id])
+            return
 
         def drop() -> None:
-            with self.db.session() as session:
-                session.execute(delete(TrialLeaseRow).where(TrialLeaseRow.trial_id == trial_id))
+            with self.db.session() as own_session:
+                self.release(trial_id, own_session)
 
         self.db.retrying(drop, "releasing a lease")
+
+    @staticmethod
+    def release_many(session: Session, trial_ids: Sequence[int]) -> None:
+        """Drop the leases of finished trials, in ``session``'s transaction."""
+        session.execute(delete(TrialLeaseRow).where(TrialLeaseRow.trial_id.in_(trial_ids)))
 
     def recover_stale(self) -> list[LostTrial]:
         """Fail (and retry, by policy) every trial whose lease expired or that has none.
@@ -307,7 +498,7 @@ class Coordinator:
     def _recover_once(self) -> list[LostTrial]:
         cutoff = now_ms() - int(self.settings.timeout * 1000)
         lost: list[LostTrial] = []
-        with self._locked():
+        with self._locked() as (session, _state, _budget):
             with self.db.session() as session:
                 leases = {
                     r.trial_id: r
@@ -354,7 +545,7 @@ class Coordinator:
     def _fail_locked(
         self, trial_id: int, reason: str, retry: bool, killed: bool
     ) -> LostTrial | None:
-        with self._locked():
+        with self._locked() as (session, _state, _budget):
             return self._fail(trial_id, reason, retry=retry, killed=killed)
 
     def _fail(self, trial_id: int, reason: str, *, retry: bool, killed: bool) -> LostTrial | None:
@@ -400,6 +591,19 @@ class Coordinator:
             self.tracking.end_run(run_id, RunStatus.KILLED if killed else RunStatus.FAILED)
         logger.warning("trial %d failed: %s", trial.number, reason)
         return LostTrial(trial_id, trial.number, run_id, reason, retry_number)
+
+
+def retry_tags(attrs: dict[str, Any], retry_of_run: str | None) -> dict[str, Any]:
+    """A retry's run tags: which trial (and run) it retries, and the attempt number."""
+    if RETRY_OF_ATTR not in attrs:
+        return {}
+    tags: dict[str, Any] = {
+        "sweep.retry_of_trial": int(attrs[RETRY_OF_ATTR]),
+        "sweep.attempt": attrs.get(ATTEMPT_ATTR, 1),
+    }
+    if retry_of_run:
+        tags["sweep.retry_of_run"] = retry_of_run
+    return tags
 
 
 class Heartbeat:

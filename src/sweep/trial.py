@@ -1,46 +1,59 @@
 """Trial execution: the one code path that runs an objective on a trial, whatever
 started it (a Ray worker now, a standalone agent as well).
 
-A :class:`TrialRunner` lives as long as its worker process. For each trial id the
-controller hands it, it opens the trial's child run, suggests the spec's declared
-parameters, calls the user's define-by-run objective with a real ``optuna.Trial``, and
-records the outcome in the study and in tracking.
+A :class:`TrialRunner` lives as long as its worker process. For each trial claimed for
+it, it opens the trial's child run, suggests the spec's declared parameters, calls the
+user's define-by-run objective with a real ``optuna.Trial``, and records the outcome.
+
+The study is read through :class:`~sweep.storage.StudyStorage`: the trial's params,
+reports and attributes stay in memory while it runs (a long trial's are written each
+second), and its end is one transaction: the study's rows, the run's params, tags, last
+metric points and status, and the lease's release.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import numbers
 import os
 import resource
 import time
 import traceback
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
+from sqlalchemy.orm import Session
 
-from sweep.coordination import ATTEMPT_ATTR, RETRY_OF_ATTR, Coordinator, LeaseSettings
-from sweep.errors import MetricFlushError
+from sweep.coordination import Claim, Coordinator, LeaseSettings, RunSeed, retry_tags
+from sweep.errors import MetricFlushError, StorageError
+from sweep.planner import Plan, PlannedSampler
 from sweep.spec import SweepSpec, resolve_objective
-from sweep.storage import Database
-from sweep.study import ERROR_ATTR, RUN_ID_ATTR
+from sweep.storage import Database, StudyStorage
+from sweep.storage._study_storage import TrialWrites
+from sweep.study import ERROR_ATTR
 from sweep.tracking import (
     ActiveRun,
+    Run,
+    RunEnd,
     RunStatus,
     TrackingStore,
     activate,
     environment_tags,
-    open_run,
 )
+from sweep.tracking._flusher import flusher
+from sweep.tracking._lineage import reference_tags, write_lineage
+from sweep.tracking._store import now_ms
 
 #: Metric key holding the value the objective returned (its learning curve, if it
 #: reports one, is logged under the spec's metric name, one point per step).
 OBJECTIVE_VALUE_KEY = "objective_value"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -64,6 +77,11 @@ class TrialOutcome:
     duration_s: float
     error: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    # A Ray worker's trial end, for the controller to write (with others' in a batch):
+    # the study's rows, the run's end, and the trial as it ended (for other workers).
+    writes: TrialWrites | None = None
+    run_end: RunEnd | None = None
+    trial: optuna.trial.FrozenTrial | None = None
 
 
 class TrackedTrial(optuna.Trial):
@@ -97,63 +115,107 @@ def check_objective_value(result: Any) -> tuple[float | None, str | None]:
 class TrialRunner:
     """Runs trials of one sweep in this process."""
 
-    def __init__(self, context: SweepContext, worker_index: int = 0) -> None:
+    def __init__(
+        self, context: SweepContext, worker_index: int = 0, *, defer_ends: bool = False
+    ) -> None:
+        """``defer_ends``: the trial's end is returned in its outcome for the caller
+        (the controller) to write, instead of being written here."""
         self.context = context
         spec = context.spec
         self.db = Database(context.storage_url)
         self.tracking = TrackingStore(self.db)
         self.experiment = self.tracking.get_experiment(context.experiment_id)
         self.objective = resolve_objective(spec)
-        self.storage = self.db.optuna_storage()
+        backend = self.db.optuna_storage()
+        self.storage = StudyStorage(self.db, backend, defer_ends=defer_ends)
         # Distinct seeds per worker, or parallel workers would draw identical samples.
         seed_offset = worker_index + 1
+        # The controller may plan a trial's relative params (see sweep.planner).
+        self.sampler = PlannedSampler(spec.sampler.build(seed_offset=seed_offset))
         self.study = optuna.load_study(
             study_name=spec.name,
             storage=self.storage,
-            sampler=spec.sampler.build(seed_offset=seed_offset),
+            sampler=self.sampler,
             pruner=spec.pruner.build(),
         )
-        self.seed_params = seed_params(spec, seed_offset)
+        self.study_id = self.study._study_id
+        # The study as it stands; from here on, reads take what changed.
+        self.storage.get_all_trials(self.study_id, deepcopy=False)
         self.code_dir = str(spec.code_path)
-        self.base_tags = {
-            **environment_tags(str(spec.code_path)),
+        tags = {
+            **environment_tags(self.code_dir),
             "sweep.sweep": spec.name,
             "sweep.command": context.command,
         }
         devices = os.environ.get("CUDA_VISIBLE_DEVICES")
         if devices is not None:
-            self.base_tags["sweep.cuda_visible_devices"] = devices
+            tags["sweep.cuda_visible_devices"] = devices
+        #: What this worker's trial runs start with; the claim opens them.
+        self.run_seed = RunSeed(
+            experiment_id=self.experiment.experiment_id,
+            artifact_root=self.experiment.artifact_root,
+            parent_run_id=context.parent_run_id,
+            params=seed_params(spec, seed_offset),
+            tags=tags,
+        )
         self.coordinator = Coordinator(
-            self.db, self.storage, spec.name, lease_settings(spec), self.tracking
+            self.db, backend, spec.name, lease_settings(spec), self.tracking
         )
+        # A long trial's buffered study writes go out with its metrics, each second.
+        self._study_writes = _DueStudyWrites(self.storage)
+        flusher().register(self._study_writes)
 
-    def run(self, trial_id: int) -> TrialOutcome:
-        """Run trial ``trial_id`` (claimed for this worker) to its end; release its lease."""
-        number = self.storage.get_trial_number_from_id(trial_id)
-        # The trial names its run before the run exists: if this worker dies while the
-        # run is being opened, whoever recovers the trial still finds and ends the run.
-        run_id = uuid.uuid4().hex
-        self.storage.set_trial_system_attr(trial_id, RUN_ID_ATTR, run_id)
-        run = open_run(
-            self.tracking,
-            self.experiment,
-            f"trial-{number}",
-            code_dir=self.code_dir,
-            parent_run_id=self.context.parent_run_id,
-            params=self.seed_params,
-            tags={**self.base_tags, "sweep.trial_number": number, **self._retry_tags(trial_id)},
-            run_id=run_id,
-        )
+    def run(
+        self,
+        claim: Claim,
+        finished_elsewhere: Sequence[optuna.trial.FrozenTrial] | None = None,
+        plan: Plan | None = None,
+    ) -> TrialOutcome:
+        """Run the trial ``claim`` hands this worker to its end. From a controller:
+        ``finished_elsewhere``, every trial finished elsewhere since this worker's last
+        one (so that sampling needs no read of the study; None: read what changed),
+        and ``plan``, the trial's relative params sampled by the controller."""
+        self.storage.adopt(self.study_id, claim.frozen_trial())
+        if finished_elsewhere is not None:
+            self.storage.absorb(self.study_id, finished_elsewhere)
+        self.sampler.expect(claim.trial_id, plan)
+        run = self._run_of(claim)
         active = ActiveRun(self.tracking, run)
         started = time.monotonic()
-        try:
-            with activate(active):
-                value, state, error, error_trace = self._call_objective(trial_id, active)
-        except MetricFlushError as exc:
-            # The database refused the trial's metrics even after retrying: fail the trial
-            # with the reason rather than report a result whose history is missing.
-            value, state, error, error_trace = None, TrialState.FAIL, str(exc), None
-        return self._finish(active, trial_id, number, state, value, error, error_trace, started)
+        with activate(active, flush=False):
+            value, state, error, error_trace = self._call_objective(claim.trial_id, active)
+        return self._finish(active, claim, state, value, error, error_trace, started)
+
+    def _run_of(self, claim: Claim) -> Run:
+        """The trial's child run, which the claim opened (opened here if it did not),
+        with this process's lineage files written on its first run."""
+        seed = self.run_seed
+        if claim.artifact_uri is None:
+            run = self.tracking.create_run(
+                self.experiment,
+                f"trial-{claim.number}",
+                run_id=claim.run_id,
+                parent_run_id=seed.parent_run_id,
+                params=seed.params,
+                tags={
+                    **seed.tags,
+                    "sweep.trial_number": claim.number,
+                    **retry_tags(claim.system_attrs, claim.retry_of_run),
+                },
+            )
+        else:
+            run = Run(
+                run_id=claim.run_id,
+                experiment_id=seed.experiment_id,
+                parent_run_id=seed.parent_run_id,
+                name=f"trial-{claim.number}",
+                status=RunStatus.RUNNING,
+                start_time=now_ms(),
+                end_time=None,
+                artifact_uri=claim.artifact_uri,
+            )
+        write_lineage(self.tracking, run, self.code_dir)
+        return run
 
     def _call_objective(
         self, trial_id: int, active: ActiveRun
@@ -164,7 +226,6 @@ class TrialRunner:
         error: str | None = None
         error_trace: str | None = None
         try:
-            _show_trial_to_cache(self.study, trial_id)
             trial = TrackedTrial(self.study, trial_id, active, spec.metric.name)
             spec.suggest_parameters(trial)
             with memory_cap(spec.resources.memory_mb):
@@ -193,38 +254,58 @@ class TrialRunner:
     def _finish(
         self,
         active: ActiveRun,
-        trial_id: int,
-        number: int,
+        claim: Claim,
         state: TrialState,
         value: float | None,
         error: str | None,
         error_trace: str | None,
         started: float,
     ) -> TrialOutcome:
-        run_id = active.run_id
-        params = self.storage.get_trial_params(trial_id)
-        self.tracking.log_params(run_id, params)
-        tags: dict[str, Any] = {"sweep.state": state.name}
-        if error is not None:
-            tags["sweep.error"] = error
-            self.storage.set_trial_system_attr(trial_id, ERROR_ATTR, error[:2000])
-        self.tracking.set_tags(run_id, tags)
+        """End the trial and its run in one transaction (the study's rows, the run's
+        params, tags, last points and status, the lease)."""
+        trial_id, run_id = claim.trial_id, active.run_id
         if error_trace is not None:
             active.log_text(error_trace, "traceback.txt")
-        # Study.tell takes the trial number; a trial a stop has already ended is skipped.
-        self.study.tell(
-            number,
-            value if state == TrialState.COMPLETE else None,
-            state=state,
-            skip_if_finished=True,
+        params = dict(self.storage.get_trial(trial_id).params)
+        if error is not None:
+            self.storage.set_trial_system_attr(trial_id, ERROR_ATTR, error[:2000])
+        run_end = RunEnd(
+            run_id,
+            RunStatus.FAILED if state == TrialState.FAIL else RunStatus.FINISHED,
+            params=params,
+            tags={
+                "sweep.state": state.name,
+                **({"sweep.error": error} if error else {}),
+                **reference_tags(self.tracking, self.experiment, self.code_dir),
+            },
+            points=active.take_points(),
         )
-        self.tracking.end_run(
-            run_id, RunStatus.FAILED if state == TrialState.FAIL else RunStatus.FINISHED
-        )
-        self.coordinator.release(trial_id)
-        return TrialOutcome(
+
+        def end_run(session: Session, ended: bool) -> None:
+            if ended:  # else a stop or a recovery ended the trial, and its run, already
+                self.tracking.finish_runs(session, [run_end])
+            self.coordinator.release(trial_id, session)
+
+        if not self.storage.defer_ends:
+            self.storage.on_finish(trial_id, end_run)
+        try:
+            # Study.tell takes the trial number; the sampler's after_trial runs in it.
+            self.study.tell(
+                claim.number,
+                value if state == TrialState.COMPLETE else None,
+                state=state,
+                skip_if_finished=True,
+            )
+        except StorageError as exc:
+            # The database refused the trial's end even after retrying: say so; the
+            # lease expires and the trial is recovered elsewhere.
+            raise MetricFlushError(
+                f"trial {claim.number} and its run {run_id} could not be written to "
+                f"{self.db.display_url} ({exc}); check that the database is up and writable"
+            ) from exc
+        outcome = TrialOutcome(
             trial_id=trial_id,
-            number=number,
+            number=claim.number,
             state=state.name,
             value=value,
             run_id=run_id,
@@ -232,27 +313,31 @@ class TrialRunner:
             error=error,
             params=params,
         )
-
-    def _retry_tags(self, trial_id: int) -> dict[str, Any]:
-        """For a retry: which trial (and run) it retries, and the attempt number."""
-        attrs = self.storage.get_trial_system_attrs(trial_id)
-        if RETRY_OF_ATTR not in attrs:
-            return {}
-        original = int(attrs[RETRY_OF_ATTR])
-        tags: dict[str, Any] = {
-            "sweep.retry_of_trial": original,
-            "sweep.attempt": attrs.get(ATTEMPT_ATTR, 1),
-        }
-        original_id = self.storage.get_trial_id_from_study_id_trial_number(
-            self.coordinator.study_id, original
-        )
-        original_run = self.storage.get_trial_system_attrs(original_id).get(RUN_ID_ATTR)
-        if original_run:
-            tags["sweep.retry_of_run"] = original_run
-        return tags
+        if self.storage.defer_ends:
+            outcome = replace(
+                outcome,
+                writes=self.storage.take_ended(trial_id),
+                run_end=run_end,
+                trial=self.storage.get_trial(trial_id),
+            )
+        return outcome
 
     def close(self) -> None:
+        flusher().unregister(self._study_writes)
         self.db.dispose()
+
+
+class _DueStudyWrites:
+    """The storage's due writes, as the background flusher sees them."""
+
+    def __init__(self, storage: StudyStorage) -> None:
+        self.storage = storage
+
+    def flush_in_background(self) -> None:
+        try:
+            self.storage.flush_due()
+        except Exception as exc:  # kept buffered; the trial's end writes them
+            logger.warning("could not write a running trial's study rows yet: %s", exc)
 
 
 def seed_params(spec: SweepSpec, seed_offset: int) -> dict[str, int]:
@@ -262,26 +347,6 @@ def seed_params(spec: SweepSpec, seed_offset: int) -> dict[str, int]:
     if seed is None:
         return {}
     return {"sweep.seed": seed, "sweep.sampler_seed": seed + seed_offset}
-
-
-def _show_trial_to_cache(study: optuna.Study, trial_id: int) -> None:
-    """Make Optuna's trial cache read ``trial_id`` before a Trial is built on it.
-
-    Optuna wraps RDB storage in ``_CachedStorage``, which reads only trials with ids
-    above the last finished one it saw. A retry is created after later trials and
-    claimed by another process, so the cache would never read it (``KeyError`` on the
-    first ``suggest_*``). Private API of Optuna 5; without it, nothing is done.
-    """
-    cached = study._storage
-    studies = getattr(cached, "_studies", None)
-    read = getattr(cached, "_read_trials_from_remote_storage", None)
-    if studies is None or read is None:
-        return
-    study_id = study._study_id
-    read(study_id)  # creates the study's cache entry on first use
-    if trial_id not in getattr(cached, "_trial_id_to_study_id_and_number", {}):
-        studies[study_id].unfinished_trial_ids.add(trial_id)
-        read(study_id)
 
 
 def lease_settings(spec: SweepSpec) -> LeaseSettings:

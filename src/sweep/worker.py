@@ -19,8 +19,9 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
-from sweep.coordination import Heartbeat
+from sweep.coordination import Claim, Heartbeat, RunSeed
 from sweep.errors import ExecutionError
+from sweep.planner import Plan
 from sweep.trial import SweepContext, TrialOutcome, TrialRunner
 
 
@@ -30,6 +31,7 @@ class WorkerInfo:
     host: str
     pid: int
     cuda_visible_devices: str | None
+    run_seed: RunSeed | None = None  # what its trials' runs start with
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,8 @@ class TrialWorker:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.index = worker_index
-        self.runner = TrialRunner(context, worker_index)
+        # Its trials' ends go back to the controller, which writes them in batches.
+        self.runner = TrialRunner(context, worker_index, defer_ends=True)
         coordinator = self.runner.coordinator
         coordinator.register_worker(
             "ray", gpus=os.environ.get("CUDA_VISIBLE_DEVICES"), worker_id=worker_id
@@ -67,11 +70,15 @@ class TrialWorker:
 
     def info(self) -> WorkerInfo:
         return WorkerInfo(
-            self.index, socket.gethostname(), os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES")
+            self.index,
+            socket.gethostname(),
+            os.getpid(),
+            os.environ.get("CUDA_VISIBLE_DEVICES"),
+            self.runner.run_seed,
         )
 
-    def run(self, trial_id: int) -> TrialOutcome:
-        return self.runner.run(trial_id)
+    def run(self, claim: Claim, finished_elsewhere: list[Any], plan: Plan | None) -> TrialOutcome:
+        return self.runner.run(claim, finished_elsewhere, plan)
 
 
 class RayWorkerPool:
@@ -97,6 +104,9 @@ class RayWorkerPool:
         self.num_gpus = num_gpus
         self.code_path = str(context.spec.code_path)
         self.workers: list[RayWorker] = []
+        # Each worker's info, once it has started (asked for as it is created).
+        self._infos: dict[str, WorkerInfo] = {}
+        self._info_refs: dict[str, Any] = {}
         self._started_ray = False
         self._next_index = 0
         self._actor_class: Any = None
@@ -108,7 +118,7 @@ class RayWorkerPool:
         self.workers = [self._new_worker() for _ in range(self.size)]
         # Fail fast, with the real reason, if workers cannot start (e.g. bad objective).
         try:
-            ray.get([w.actor.info.remote() for w in self.workers], timeout=300)
+            ray.get(list(self._info_refs.values()), timeout=300)
         except GetTimeoutError as exc:
             self.shutdown()
             raise ExecutionError(
@@ -179,7 +189,30 @@ class RayWorkerPool:
         actor = self._actor_class.options(
             num_cpus=self.cpu, num_gpus=self.gpu, max_restarts=0, max_task_retries=0
         ).remote(self.context, index, self.code_path, worker_id)
+        self._info_refs[worker_id] = actor.info.remote()
         return RayWorker(actor, worker_id)
+
+    def run_seed(self, worker: RayWorker) -> RunSeed | None:
+        """What ``worker``'s trial runs start with; None while it is still starting."""
+        info = self._infos.get(worker.worker_id)
+        if info is None:
+            ref = self._info_refs.get(worker.worker_id)
+            if ref is None or not ray.wait([ref], timeout=0)[0]:
+                return None
+            del self._info_refs[worker.worker_id]
+            try:
+                info = ray.get(ref)
+            except RayError:
+                return None  # it died starting: its first trial says why
+            self._infos[worker.worker_id] = info
+        return info.run_seed
+
+    def started(self, worker: RayWorker) -> bool:
+        """Whether ``worker`` has started, or died trying. Trials are claimed for a
+        worker only then: a trial's lease starts at its claim, and a worker still being
+        placed (on a node that is joining, say) cannot renew it."""
+        self.run_seed(worker)
+        return worker.worker_id not in self._info_refs
 
     def replace(self, worker: RayWorker) -> RayWorker:
         """Swap a dead (or hung) worker for a fresh one."""

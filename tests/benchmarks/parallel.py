@@ -2,10 +2,11 @@
 fixed target value with ``workers`` workers against 1 worker, median over seeds.
 
 The trivial objective (minimum 0.001), TPE, a budget of ``trials`` trials, launched once
-per seed and worker count on a fresh PostgreSQL database. Trials to target: the number
-of the first trial (in the order the controller created them) whose value is at or
-below ``target``, plus one; a sweep that never gets there counts as ``trials + 1``
-(censored, and said so).
+per seed and worker count on a fresh PostgreSQL database. Trials to target: how many
+trials had finished, in the order they finished, when the first one at or below
+``target`` did (its position, counting it); a sweep that never gets there counts as
+``trials + 1`` (censored, and said so). Finishing order, not trial numbers: a sweep of
+short trials claims several per worker ahead, so numbers are not the order they ran in.
 """
 
 from __future__ import annotations
@@ -19,12 +20,15 @@ from tests.benchmarks.sweeps import launch_fresh, trivial_spec
 
 
 def trials_to_target(trials: list[optuna.trial.FrozenTrial], target: float) -> int | None:
-    hits = [
-        t.number + 1
-        for t in trials
-        if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None and t.value <= target
-    ]
-    return min(hits) if hits else None
+    finished = sorted(
+        (t for t in trials if t.datetime_complete is not None),
+        key=lambda t: (t.datetime_complete, t.number),
+    )
+    for position, trial in enumerate(finished, start=1):
+        complete = trial.state == optuna.trial.TrialState.COMPLETE
+        if complete and trial.value is not None and trial.value <= target:
+            return position
+    return None
 
 
 def run(

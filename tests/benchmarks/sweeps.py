@@ -67,17 +67,22 @@ def trivial_spec(name: str, trials: int, workers: int, seed: int, **more: Any) -
 
 
 def launch_fresh(
-    data: dict[str, Any], on_trial: Callable[[Any, Any], None] | None = None
+    data: dict[str, Any],
+    on_trial: Callable[[Any, Any], None] | None = None,
+    on_return: Callable[[], None] | None = None,
 ) -> Launched:
     """``sweep.launch`` of the spec ``data`` against a fresh database (artifacts in a
     temporary folder); returns the result and the study's trials before the database
-    is dropped."""
+    is dropped. ``on_return`` is called as the launch returns, before this reads the
+    trials back."""
     with fresh_postgres_database() as url, tempfile.TemporaryDirectory() as root:
         data = {**data, "tracking": {**data.get("tracking", {}), "artifact_root": root}}
         spec = load_spec_from_dict(data, check_objective=True)
         started = time.perf_counter()
         result = sweep.launch(spec, storage=url, on_trial=on_trial)
         wall = time.perf_counter() - started
+        if on_return:
+            on_return()
         storage = optuna.storages.RDBStorage(url)
         try:
             study = optuna.load_study(study_name=spec.name, storage=storage)

@@ -28,7 +28,7 @@ from sweep.tracking._logging import (
     start_run,
 )
 from sweep.tracking._query import search_runs
-from sweep.tracking._store import TrackingStore
+from sweep.tracking._store import RunEnd, TrackingStore
 
 __all__ = [
     "ActiveRun",
@@ -36,6 +36,7 @@ __all__ = [
     "Experiment",
     "MetricPoint",
     "Run",
+    "RunEnd",
     "RunInput",
     "RunStatus",
     "TrackingStore",

@@ -114,6 +114,20 @@ class ActiveRun:
                 raise
             self._unwritten = []
 
+    def take_points(self) -> list[PointTuple]:
+        """The points not yet written (the buffer, and any a failed write left), for the
+        caller to write in its own transaction; the background writer forgets the run."""
+        if self._registered:
+            flusher().unregister(self)
+            self._registered = False
+        with self._write_lock:
+            with self._lock:
+                batch, self._buffer = self._buffer, []
+            isfinite = math.isfinite
+            points = self._unwritten + [p for p in batch if isfinite(p[1])]
+            self._unwritten = []
+        return points
+
     def flush_in_background(self) -> None:
         """A flush by the background writer: a failure is logged and retried later."""
         try:
@@ -214,12 +228,20 @@ def _check_key(key: Any, *, what: str = "metric key", length: int = KEY_LENGTH) 
 
 
 @contextmanager
-def activate(active: ActiveRun, *, end: bool = False) -> Iterator[ActiveRun]:
+def activate(active: ActiveRun, *, end: bool = False, flush: bool = True) -> Iterator[ActiveRun]:
     """Make ``active`` the target of the module-level logging calls; on exit, write its
     buffered metrics (raising :class:`~sweep.errors.MetricFlushError` if they cannot be
     written, unless the block is already raising: then that error is logged). With
-    ``end``, the run is also closed, FINISHED or FAILED (if the block raised)."""
+    ``end``, the run is also closed, FINISHED or FAILED (if the block raised). With
+    ``flush=False`` nothing is written on exit: the caller takes the points
+    (:meth:`ActiveRun.take_points`) and writes them with the run's end."""
     token = _active.set(active)
+    if not flush:
+        try:
+            yield active
+        finally:
+            _active.reset(token)
+        return
     try:
         yield active
     except BaseException:

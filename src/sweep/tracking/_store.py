@@ -18,8 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Table, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -35,6 +34,7 @@ from sweep.storage._schema import (
     RunRow,
     TagRow,
 )
+from sweep.storage._sql import upsert
 from sweep.tracking._artifacts import join_location
 from sweep.tracking._entities import (
     ArtifactInfo,
@@ -45,7 +45,7 @@ from sweep.tracking._entities import (
     RunStatus,
 )
 from sweep.tracking._filter import parse_filter, parse_order_by
-from sweep.tracking._ingest import PointTuple, insert_points, latest_points
+from sweep.tracking._ingest import COPY_THRESHOLD, PointTuple, insert_points, latest_points
 from sweep.tracking._search import build_search
 
 #: Longest param or tag value kept; longer values are cut with a marker so logging never fails.
@@ -85,31 +85,33 @@ def _tag_rows(run_id: str, tags: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [{"run_id": run_id, "key": str(k), "value": _text(v)} for k, v in tags.items()]
 
 
-def _upsert(
-    session: Session,
-    table: Table,
-    rows: list[dict[str, Any]],
-    keys: Sequence[str],
-    *,
-    only_if_step_not_lower: bool = False,
-) -> None:
-    """Insert ``rows``, replacing the non-key columns of rows whose ``keys`` exist.
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+    """A run to open: where, under which parent, with which params and tags."""
 
-    With ``only_if_step_not_lower`` an existing row is replaced only by a point of the
-    same or a higher step (the latest-metric rule)."""
-    if not rows:
-        return
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(table)
-    columns = [c for c in rows[0] if c not in keys]
-    where = table.c.step <= stmt.excluded.step if only_if_step_not_lower else None
-    stmt = stmt.on_conflict_do_update(
-        index_elements=list(keys),
-        set_={c: stmt.excluded[c] for c in columns},
-        where=where,
-    )
-    session.execute(stmt, rows)
+    experiment_id: int
+    artifact_root: str
+    name: str
+    run_id: str
+    parent_run_id: str | None = None
+    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    tags: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def artifact_uri(self) -> str:
+        return join_location(self.artifact_root, str(self.experiment_id), self.run_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunEnd:
+    """How a run ends: its status, and the params, tags and metric points to write with
+    it (picklable: a Ray worker hands its trial's run end to the controller)."""
+
+    run_id: str
+    status: RunStatus
+    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    tags: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    points: Sequence[PointTuple] = ()
 
 
 class TrackingStore:
@@ -167,52 +169,89 @@ class TrackingStore:
     ) -> Run:
         """Open a RUNNING run, with its params and tags, in one transaction. ``run_id``
         may be chosen beforehand (a trial records it before its run exists)."""
-        run_id = run_id or uuid.uuid4().hex
-        artifact_uri = join_location(
-            experiment.artifact_root, str(experiment.experiment_id), run_id
-        )
-        started = now_ms()
         with self.db.session() as session:
-            # Core inserts, not the ORM: a nested run is created in about a millisecond.
-            session.execute(
-                RunRow.__table__.insert(),
-                {
-                    "run_id": run_id,
-                    "experiment_id": experiment.experiment_id,
-                    "parent_run_id": parent_run_id,
-                    "name": name,
-                    "status": RunStatus.RUNNING.value,
-                    "start_time": started,
-                    "artifact_uri": artifact_uri,
-                },
+            return self.insert_run(
+                session,
+                experiment.experiment_id,
+                experiment.artifact_root,
+                name,
+                run_id=run_id or uuid.uuid4().hex,
+                parent_run_id=parent_run_id,
+                params=params,
+                tags=tags,
             )
-            if params:
-                session.execute(ParamRow.__table__.insert(), _param_rows(run_id, params))
-            if tags:
-                session.execute(TagRow.__table__.insert(), _tag_rows(run_id, tags))
+
+    @staticmethod
+    def insert_run(
+        session: Session,
+        experiment_id: int,
+        artifact_root: str,
+        name: str,
+        *,
+        run_id: str,
+        parent_run_id: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+    ) -> Run:
+        """:meth:`create_run` in ``session``'s transaction."""
+        record = RunRecord(
+            experiment_id, artifact_root, name, run_id, parent_run_id, params or {}, tags or {}
+        )
+        started = TrackingStore.insert_runs(session, [record])
         return Run(
             run_id=run_id,
-            experiment_id=experiment.experiment_id,
+            experiment_id=experiment_id,
             parent_run_id=parent_run_id,
             name=name,
             status=RunStatus.RUNNING,
             start_time=started,
             end_time=None,
-            artifact_uri=artifact_uri,
-            params={k: _text(v) for k, v in (params or {}).items()},
-            tags={k: _text(v) for k, v in (tags or {}).items()},
+            artifact_uri=record.artifact_uri,
+            params={k: _text(v) for k, v in record.params.items()},
+            tags={k: _text(v) for k, v in record.tags.items()},
         )
+
+    @staticmethod
+    def insert_runs(session: Session, records: Sequence[RunRecord]) -> int:
+        """Open RUNNING runs in ``session``'s transaction, a statement per table however
+        many (the claim of a batch of trials opens their runs); returns their start."""
+        started = now_ms()
+        if not records:
+            return started
+        # Core inserts, not the ORM: a nested run is created in about a millisecond.
+        session.execute(
+            RunRow.__table__.insert(),
+            [
+                {
+                    "run_id": r.run_id,
+                    "experiment_id": r.experiment_id,
+                    "parent_run_id": r.parent_run_id,
+                    "name": r.name,
+                    "status": RunStatus.RUNNING.value,
+                    "start_time": started,
+                    "artifact_uri": r.artifact_uri,
+                }
+                for r in records
+            ],
+        )
+        params = [row for r in records for row in _param_rows(r.run_id, r.params)]
+        if params:
+            session.execute(ParamRow.__table__.insert(), params)
+        tags = [row for r in records for row in _tag_rows(r.run_id, r.tags)]
+        if tags:
+            session.execute(TagRow.__table__.insert(), tags)
+        return started
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         """Record params; a param already set to another value is overwritten."""
         if params:
             with self.db.session() as session:
-                _upsert(session, ParamRow.__table__, _param_rows(run_id, params), ("run_id", "key"))
+                upsert(session, ParamRow.__table__, _param_rows(run_id, params), ("run_id", "key"))
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         if tags:
             with self.db.session() as session:
-                _upsert(session, TagRow.__table__, _tag_rows(run_id, tags), ("run_id", "key"))
+                upsert(session, TagRow.__table__, _tag_rows(run_id, tags), ("run_id", "key"))
 
     def log_metrics(self, run_id: str, points: Sequence[MetricPoint]) -> None:
         """Append metric points in one transaction (``COPY`` on PostgreSQL) and move each
@@ -237,7 +276,7 @@ class TrackingStore:
             {"run_id": run_id, "key": k, "value": v, "step": s, "timestamp": t}
             for k, v, s, t in latest_points(points)
         ]
-        _upsert(
+        upsert(
             session,
             LatestMetricRow.__table__,
             latest,
@@ -266,7 +305,7 @@ class TrackingStore:
             "created_at": now_ms(),
         }
         with self.db.session() as session:
-            _upsert(session, RunInputRow.__table__, [row], ("run_id", "name", "context"))
+            upsert(session, RunInputRow.__table__, [row], ("run_id", "name", "context"))
 
     def list_inputs(self, run_id: str) -> list[RunInput]:
         with self.db.session() as session:
@@ -301,6 +340,54 @@ class TrackingStore:
             self._write_points(session, run_id, points)
             result = session.execute(stmt.values(status=status.value, end_time=end_time))
             return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def finish_runs(self, session: Session, ends: Sequence[RunEnd]) -> set[str]:
+        """Close runs with their last params, tags and metric points, in ``session``'s
+        transaction (a trial's end writes its run with its study rows; the controller
+        ends many trials at once). Runs that had already ended are left as they are;
+        returns the ids of the runs closed."""
+        closed: set[str] = set()
+        ended_at = now_ms()
+        for status in {end.status for end in ends}:
+            ids = [end.run_id for end in ends if end.status is status]
+            closed.update(
+                session.execute(
+                    update(RunRow)
+                    .where(RunRow.run_id.in_(ids), RunRow.status == RunStatus.RUNNING.value)
+                    .values(status=status.value, end_time=ended_at)
+                    .returning(RunRow.run_id)
+                ).scalars()
+            )
+        ends = [end for end in ends if end.run_id in closed]
+        params = [row for end in ends for row in _param_rows(end.run_id, end.params)]
+        upsert(session, ParamRow.__table__, params, ("run_id", "key"))
+        tags = [row for end in ends for row in _tag_rows(end.run_id, end.tags)]
+        upsert(session, TagRow.__table__, tags, ("run_id", "key"))
+        few: list[dict[str, Any]] = []
+        latest: list[dict[str, Any]] = []
+        for end in ends:
+            if len(end.points) >= COPY_THRESHOLD:
+                insert_points(session, end.run_id, end.points)
+            else:
+                few.extend(
+                    {"run_id": end.run_id, "key": k, "value": v, "step": s, "timestamp": t}
+                    for k, v, s, t in end.points
+                )
+            latest.extend(
+                {"run_id": end.run_id, "key": k, "value": v, "step": s, "timestamp": t}
+                for k, v, s, t in latest_points(end.points)
+            )
+        if few:
+            session.execute(MetricRow.__table__.insert(), few)
+        latest.sort(key=lambda row: (row["run_id"], row["key"]))  # one lock order
+        upsert(
+            session,
+            LatestMetricRow.__table__,
+            latest,
+            ("run_id", "key"),
+            only_if_step_not_lower=True,
+        )
+        return closed
 
     def end_running_children(self, parent_run_id: str, status: RunStatus) -> int:
         """Close every child run still RUNNING (for example KILLED on Ctrl-C)."""

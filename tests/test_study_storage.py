@@ -1,0 +1,157 @@
+"""The study storage (part of the storage suite, run against every backend): trials held
+in memory and written once, in Optuna's own tables, so that Optuna loads them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from sqlalchemy import event
+
+from sweep.storage import Database, StudyStorage
+from sweep.storage import _study_storage as study_storage
+from sweep.storage._study_storage import write_trials
+
+
+@pytest.fixture
+def db(storage_url: str) -> Iterator[Database]:
+    database = Database(storage_url)
+    database.ensure_schema()
+    optuna.create_study(study_name="held", storage=database.optuna_storage())
+    yield database
+    database.dispose()
+
+
+def held_study(db: Database, **options: bool) -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = StudyStorage(db, db.optuna_storage(), **options)
+    return optuna.load_study(
+        study_name="held", storage=storage, sampler=optuna.samplers.RandomSampler(seed=0)
+    )
+
+
+def in_database(db: Database, number: int) -> optuna.trial.FrozenTrial:
+    """Trial ``number`` as plain Optuna reads it from the database."""
+    return optuna.load_study(study_name="held", storage=db.optuna_storage()).trials[number]
+
+
+def commits(db: Database) -> list[int]:
+    counted: list[int] = []
+    event.listen(db.engine, "commit", lambda _conn: counted.append(1))
+    return counted
+
+
+def test_a_trial_is_written_once_at_its_end_and_optuna_loads_it(db: Database) -> None:
+    study = held_study(db)
+    trial = study.ask()
+    x = trial.suggest_float("x", 0.0, 1.0)
+    n = trial.suggest_int("n", 1, 8, log=True)
+    kind = trial.suggest_categorical("kind", ["a", "b"])
+    trial.set_user_attr("note", {"k": [1, 2]})
+    # Held in memory: the database has the RUNNING trial and nothing else yet.
+    running = in_database(db, 0)
+    assert running.state == TrialState.RUNNING and running.params == {}
+    counted = commits(db)
+    study.tell(trial, 0.5)
+    assert len(counted) == 1  # params, attribute, value and state: one transaction
+    done = in_database(db, 0)
+    assert done.state == TrialState.COMPLETE and done.value == 0.5
+    assert done.params == {"x": x, "n": n, "kind": kind}
+    assert done.distributions == trial.distributions
+    assert done.user_attrs == {"note": {"k": [1, 2]}}
+    assert done.datetime_complete is not None
+
+
+def test_reports_go_out_from_the_first_then_each_second(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(study_storage, "FLUSH_AFTER_S", 0.3)
+    study = held_study(db)
+    trial = study.ask()
+    trial.suggest_float("x", 0.0, 1.0)
+    trial.report(0.1, 0)
+    # The first report: the trial is training; its params and progress are written now
+    # (a retry after a crash reuses the params, other workers' pruners see the report).
+    first = in_database(db, 0)
+    assert "x" in first.params and first.intermediate_values == {0: 0.1}
+    trial.report(0.2, 1)
+    assert in_database(db, 0).intermediate_values == {0: 0.1}
+    trial.set_user_attr("epoch", 1)
+    time.sleep(0.35)
+    study._storage.flush_due()  # what the background writer does each second
+    later = in_database(db, 0)
+    assert later.intermediate_values == {0: 0.1, 1: 0.2} and later.user_attrs == {"epoch": 1}
+    trial.report(0.3, 2)
+    study.tell(trial, state=TrialState.PRUNED)
+    pruned = in_database(db, 0)
+    assert pruned.state == TrialState.PRUNED and pruned.value == 0.3  # Optuna's rule
+    assert pruned.intermediate_values == {0: 0.1, 1: 0.2, 2: 0.3}
+
+
+def test_a_trial_ended_elsewhere_is_left_as_it_was(db: Database) -> None:
+    study = held_study(db)
+    trial = study.ask()
+    trial.suggest_float("x", 0.0, 1.0)
+    ended: list[bool] = []
+    study._storage.on_finish(trial._trial_id, lambda _session, written: ended.append(written))
+    # A recovery (another process) fails the trial while this one still runs it.
+    db.optuna_storage().set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    study.tell(trial, 1.0)
+    assert ended == [False]
+    lost = in_database(db, 0)
+    assert lost.state == TrialState.FAIL and lost.params == {} and lost.value is None
+    assert study.trials[0].state == TrialState.FAIL  # read back as the recovery left it
+
+
+def test_reads_see_what_other_processes_finished(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(study_storage, "STALE_AFTER_S", 0.0)
+    writer, reader = held_study(db), held_study(db)
+    assert reader.trials == []
+    writer.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=3)
+    seen = reader.trials
+    assert [t.number for t in seen] == [0, 1, 2]
+    assert [t.value for t in seen] == [t.value for t in writer.trials]
+    running = writer.ask()
+    running.suggest_float("x", 0.0, 1.0)
+    assert reader.trials[3].state == TrialState.RUNNING
+    writer.tell(running, 0.25)
+    assert reader.trials[3].value == 0.25  # an unfinished trial is read again
+
+
+def test_ends_handed_over_are_written_in_one_transaction(db: Database) -> None:
+    """A Ray worker's storage defers its trials' ends; the controller writes many."""
+    worker = held_study(db, defer_ends=True)
+    ends = []
+    for value in (1.0, 2.0, 3.0):
+        trial = worker.ask()
+        trial.suggest_float("x", 0.0, 1.0)
+        trial.report(value, 0)  # the first report is written by the worker itself
+        worker.tell(trial, value)
+        ends.append(worker._storage.take_ended(trial._trial_id))
+    # The worker's study already sees its trials finished; the database does not.
+    assert [t.state for t in worker.trials] == [TrialState.COMPLETE] * 3
+    assert in_database(db, 2).state == TrialState.RUNNING
+    db.optuna_storage().set_trial_state_values(ends[1].trial_id, TrialState.FAIL)
+    counted = commits(db)
+    with db.session() as session:
+        written = write_trials(session, ends)
+    assert len(counted) == 1
+    assert written == {ends[0].trial_id, ends[2].trial_id}  # the one ended elsewhere: not
+    loaded = optuna.load_study(study_name="held", storage=db.optuna_storage()).trials
+    assert [t.state for t in loaded] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    assert [t.value for t in loaded] == [1.0, None, 3.0]
+    assert loaded[2].intermediate_values == {0: 3.0} and "x" in loaded[2].params
+
+
+def test_enqueued_trials_run_with_their_params(db: Database) -> None:
+    study = held_study(db)
+    study.enqueue_trial({"x": 0.125})
+    study.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=2)
+    loaded = optuna.load_study(study_name="held", storage=db.optuna_storage())
+    assert loaded.trials[0].params == {"x": 0.125} and loaded.trials[0].value == 0.125
+    assert [t.state for t in loaded.trials] == [TrialState.COMPLETE] * 2
