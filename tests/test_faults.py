@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -414,3 +415,49 @@ def test_a_hung_and_a_memory_hungry_trial_fail_alone(
     counts = sweep_invariants(postgres_url, "hogs")
     assert counts["counted"] == n_trials
     report("hung trial + memory hog", counts, n_trials, [])
+
+
+def test_a_worker_dying_among_quick_trials_loses_only_its_own(
+    postgres_url: str, tmp_path: Path, local_ray: None
+) -> None:
+    # Quick trials are sent a few at a time: the worker that dies runs one and holds
+    # the next ones in its queue (and a result it just sent may die with it). Each of
+    # these is retried; the trials claimed for it and not sent end as killed (no
+    # budget); the budget is still met exactly.
+    name = f"quick-deaths-{uuid.uuid4().hex[:8]}"
+    n_trials = 40
+    spec = write_toy_spec(
+        tmp_path,
+        name=name,
+        objective="toy:dies_once",
+        parameters={},
+        pruner="none",
+        budget={"n_trials": n_trials},
+        parallelism=2,
+        registry=None,
+    )
+    marker = Path(tempfile.gettempdir()) / f"sweep-dies-once-{name}"
+    try:
+        result = sweep.launch(spec, storage=postgres_url)
+    finally:
+        died = marker.exists()
+        marker.unlink(missing_ok=True)
+    assert died
+    assert result.counts.complete == n_trials and result.counts.failed == 0
+    counts = sweep_invariants(postgres_url, name)
+    assert counts["counted"] == n_trials and counts["retried"] >= 1
+    study = optuna.load_study(study_name=name, storage=postgres_url)
+    lost = next(t for t in study.trials if t.number == 6)
+    assert lost.state == TrialState.FAIL and lost.system_attrs.get("sweep:superseded")
+    for trial in study.trials:
+        if trial.system_attrs.get("sweep:superseded"):
+            assert "worker died during the trial" in trial.system_attrs["sweep:error"]
+            retry = next(
+                t for t in study.trials if t.system_attrs.get("sweep:retry_of") == trial.number
+            )
+            # Retried with fresh params: a trial that reports nothing writes its
+            # params with its end, which died with the worker.
+            assert retry.state == TrialState.COMPLETE
+        elif trial.system_attrs.get("sweep:killed"):
+            assert "not started: its worker was replaced" in trial.system_attrs["sweep:error"]
+    report("Ray worker dying among quick trials", counts, n_trials, [])

@@ -60,14 +60,21 @@ ARTIFACT_ROOT_ENV = "SWEEP_ARTIFACT_ROOT"
 #: Seconds to wait for killed workers to go away on Ctrl-C before marking their trials.
 KILL_GRACE_S = 10.0
 #: Most trials claimed ahead for a worker (each claimed trial is RUNNING in the study).
-CLAIM_AHEAD_MAX = 8
+CLAIM_AHEAD_MAX = 16
 #: Claim about this many seconds of a worker's work at once: short trials are claimed
 #: several per transaction; long ones one at a time, when the worker is free.
-CLAIM_AHEAD_WINDOW_S = 0.04
+CLAIM_AHEAD_WINDOW_S = 0.08
+#: Trials shorter than this on average are sampled by their workers, not planned by the
+#: controller (see ``_Pace.plans``).
+PLAN_ABOVE_S = 0.05
+#: Trials sent to a worker at once when trials are short (one runs, the others wait in
+#: its Ray queue, so that it never waits for the controller between two trials); long
+#: trials are sent one at a time.
+QUEUE_SHORT = 3
 #: Ended trials are written with the next claims, or once this many wait, or the
 #: oldest has waited this long (or nothing else runs).
-WRITE_BATCH = 4
-WRITE_DELAY_S = 0.02
+WRITE_BATCH = 8
+WRITE_DELAY_S = 0.04
 
 TrialCallback = Callable[[TrialOutcome, TrialCounts], None]
 
@@ -92,11 +99,12 @@ class SweepResult:
     state: str = "FINISHED"  # FINISHED, STOPPED, CANCELLED or KILLED (Ctrl-C)
 
 
-@dataclass(frozen=True)
+@dataclass
 class _InFlight:
     worker: RayWorker
     trial_id: int
-    started: float
+    sent: int  # the order trials were sent in, across workers
+    started: float | None  # None while it waits in its worker's queue
 
 
 class _Pace:
@@ -107,6 +115,19 @@ class _Pace:
 
     def add(self, duration_s: float) -> None:
         self.mean_s = duration_s if self.mean_s is None else 0.8 * self.mean_s + 0.2 * duration_s
+
+    def plans(self) -> bool:
+        """Whether the controller plans the next trial's params. Planning lets TPE's
+        constant liar see every running trial, which matters when trials overlap for a
+        while. Trials shorter than ``PLAN_ABOVE_S`` overlap for milliseconds: a worker
+        samples for itself, in parallel with the others, seeing all that finished, and
+        the controller, which would spend a few ms per plan, does not hold them up."""
+        return self.mean_s is None or self.mean_s >= PLAN_ABOVE_S
+
+    def queue(self) -> int:
+        """Trials to send each worker at once: ``QUEUE_SHORT`` when it samples for
+        itself, else 1 (a plan is made as its trial starts, on all that is known)."""
+        return 1 if self.plans() else QUEUE_SHORT
 
     def depth(self) -> int:
         """Trials to hold per worker: 1 until trials have been seen to be short."""
@@ -134,19 +155,20 @@ class _Claimed:
         held = self._by_worker.get(worker_id)
         return held.popleft() if held else None
 
-    def wanted(self, worker_id: str, depth: int, busy: bool) -> int:
-        """How many to claim for ``worker_id`` (``busy``: running a trial) so that it
-        has ``depth`` trials, counting the one it runs, once half of them are used."""
-        held = self.count(worker_id) + (1 if busy else 0)
+    def wanted(self, worker_id: str, depth: int, sent: int) -> int:
+        """How many to claim for ``worker_id`` (``sent``: trials sent to it and not back)
+        so that it has ``depth`` trials, counting those sent, once half of them are used."""
+        held = self.count(worker_id) + sent
         return depth - held if held <= depth // 2 else 0
 
-    def take_all(self, worker_id: str | None = None) -> list[Claim]:
-        """Forget (and return) the claims held for ``worker_id``, or for every worker."""
+    def take_all(self, worker_id: str | None = None) -> list[int]:
+        """Forget the claims held for ``worker_id``, or for every worker; returns their
+        trial ids."""
         if worker_id is not None:
-            return list(self._by_worker.pop(worker_id, ()))
-        claims = [c for q in self._by_worker.values() for c in q]
+            return [c.trial_id for c in self._by_worker.pop(worker_id, ())]
+        trial_ids = [c.trial_id for q in self._by_worker.values() for c in q]
         self._by_worker.clear()
-        return claims
+        return trial_ids
 
 
 def launch(
@@ -328,17 +350,19 @@ class _Launch:
         stopped or cancelled; kill trials past ``trial_timeout``; recover trials whose
         lease expired, wherever they ran.
 
-        Each worker runs one trial at a time and gets the next as soon as it returns,
-        with the trials finished elsewhere since its last one, so that it samples on
-        everything known. The database work is batched: each worker's next trials are
-        claimed a few at a time (:class:`_Claimed`), and the trials that ended are
-        written with those claims, or once ``WRITE_BATCH`` of them wait, or
-        ``WRITE_DELAY_S`` after the first came back.
+        Each worker runs one trial at a time and gets the next as soon as it returns
+        (short trials: the next waits in its queue), with the trials finished elsewhere
+        since its last one, so that it samples on everything known. The database work
+        is batched: each worker's next trials are claimed a few at a time
+        (:class:`_Claimed`), and the trials that ended are written with those claims,
+        or once ``WRITE_BATCH`` of them wait, or ``WRITE_DELAY_S`` after the first came
+        back.
 
         ``counts`` (the study's at the start) is kept up to date from the outcomes, so
         progress reports cost no query."""
         in_flight: dict[Any, _InFlight] = {}
-        busy: set[str] = set()  # workers with a trial
+        queues: dict[str, list[Any]] = {}  # each worker's trials sent, in order
+        sent = 0
         claimed = _Claimed()
         dispatched = 0
         interval = coordinator.settings.heartbeat_interval
@@ -364,20 +388,25 @@ class _Launch:
             if self.on_trial:
                 self.on_trial(outcome, counts)
 
+        def queued(worker: RayWorker) -> int:
+            return len(queues.get(worker.worker_id, ()))
+
         def replace(worker: RayWorker) -> None:
-            """A fresh worker for a dead or killed one; the trials claimed for it that
-            had not started end as killed (they use no budget)."""
-            busy.discard(worker.worker_id)
+            """A fresh worker for a dead or killed one; the trials claimed or queued for
+            it that had not started end as killed (they use no budget)."""
+            queue = queues.pop(worker.worker_id, [])
+            waiting = [f for f in (in_flight.pop(ref, None) for ref in queue) if f is not None]
             if worker in pool.workers:
                 fresh = pool.replace(worker)
                 ledger.join(fresh.worker_id)
-            release(claimed.take_all(worker.worker_id), "its worker was replaced")
+            release(
+                [f.trial_id for f in waiting] + claimed.take_all(worker.worker_id),
+                "its worker was replaced",
+            )
 
-        def release(claims: list[Claim], why: str) -> None:
-            for claim in claims:
-                coordinator.fail_lost(
-                    claim.trial_id, f"not started: {why}", retry=False, killed=True
-                )
+        def release(trial_ids: list[int], why: str) -> None:
+            for trial_id in trial_ids:
+                coordinator.fail_lost(trial_id, f"not started: {why}", retry=False, killed=True)
 
         def lose(flight: _InFlight, reason: str, *, retry: bool) -> None:
             """A trial that did not come back: fail it (retry by policy) and let the
@@ -392,8 +421,7 @@ class _Launch:
             """How many trials to claim for ``worker`` now."""
             if not pool.started(worker):
                 return 0
-            busy_now = worker.worker_id in busy
-            return claimed.wanted(worker.worker_id, pace.depth(), busy_now)
+            return claimed.wanted(worker.worker_id, pace.depth(), queued(worker))
 
         def book(claiming: bool) -> None:
             """One transaction: write the trials that ended, and top up the claims of
@@ -436,17 +464,19 @@ class _Launch:
                     # Idle workers start their next trial at once, before any writing.
                     now = time.monotonic()
                     for worker in pool.workers:
-                        if worker.worker_id in busy:
-                            continue
-                        claim = claimed.next(worker.worker_id)
-                        if claim is None:
-                            continue
-                        ref = worker.actor.run.remote(
-                            claim, ledger.news_for(worker.worker_id), planner.plan(claim)
-                        )
-                        in_flight[ref] = _InFlight(worker, claim.trial_id, now)
-                        busy.add(worker.worker_id)
-                        dispatched += 1
+                        while queued(worker) < pace.queue():
+                            claim = claimed.next(worker.worker_id)
+                            if claim is None:
+                                break
+                            plan = planner.plan(claim) if pace.plans() else None
+                            ref = worker.actor.run.remote(
+                                claim, ledger.news_for(worker.worker_id), plan
+                            )
+                            sent += 1
+                            started = None if queued(worker) else now
+                            in_flight[ref] = _InFlight(worker, claim.trial_id, sent, started)
+                            queues.setdefault(worker.worker_id, []).append(ref)
+                            dispatched += 1
                 short = running and any(wants(w) for w in pool.workers)
                 due = bool(ended) and (
                     len(ended) >= WRITE_BATCH
@@ -459,7 +489,8 @@ class _Launch:
                         # The budget is full, or the state changed since the last beat.
                         state = coordinator.state()[0]
                     if any(
-                        w.worker_id not in busy and claimed.count(w.worker_id) for w in pool.workers
+                        queued(w) < pace.queue() and claimed.count(w.worker_id)
+                        for w in pool.workers
                     ):
                         continue  # new claims for idle workers: start them now
                 if not in_flight and not ended:
@@ -486,18 +517,30 @@ class _Launch:
                     if done and rest:
                         done += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
                     now = time.monotonic()
+                    # In the order sent: a worker runs its queue in that order, so the
+                    # first of its trials to fail with it was the one it was running.
+                    done.sort(key=lambda r: in_flight[r].sent)
                     for ref in done:
-                        flight = in_flight.pop(ref)
+                        flight = in_flight.pop(ref, None)
+                        if flight is None:
+                            continue  # queued for a worker that died: released with it
                         worker = flight.worker
-                        busy.discard(worker.worker_id)
+                        queue = queues.get(worker.worker_id, [])
+                        queue.remove(ref)
+                        if queue:
+                            in_flight[queue[0]].started = now  # the next starts now
                         try:
                             outcome = ray.get(ref)
                         except RayActorError as exc:
-                            lose(
-                                flight,
-                                f"worker died during the trial: {_first_line(exc)}",
-                                retry=True,
-                            )
+                            # Which of the trials sent to it it was running is not
+                            # known (a finished one's result can die with it too):
+                            # each is failed and retried by policy.
+                            why = f"worker died during the trial: {_first_line(exc)}"
+                            lose(flight, why, retry=True)
+                            for later in queues.pop(worker.worker_id, []):
+                                queued_flight = in_flight.pop(later, None)
+                                if queued_flight is not None:
+                                    lose(queued_flight, f"{why} (or before it)", retry=True)
                             replace(worker)
                             continue
                         except RayTaskError as exc:
@@ -546,7 +589,11 @@ class _Launch:
         if not limit:
             return []
         now = time.monotonic()
-        late = [ref for ref, flight in in_flight.items() if now - flight.started >= limit]
+        late = [
+            ref
+            for ref, flight in in_flight.items()
+            if flight.started is not None and now - flight.started >= limit
+        ]
         return [in_flight.pop(ref) for ref in late]
 
     def _kill_in_flight(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 import time
+from pathlib import Path
 
 import optuna
 from sklearn.linear_model import LinearRegression
@@ -90,4 +92,15 @@ def hang_or_hog(trial: optuna.Trial) -> float:
     if trial.number == 2:
         hog = bytearray(8 * 1024**3)  # 8 GiB: past resources.memory_mb
         return float(len(hog))
+    return x
+
+
+def dies_once(trial: optuna.Trial) -> float:
+    """Quick trials; the worker that runs trial 6 dies with it, the first time only
+    (a marker file named after the study remembers)."""
+    x = trial.suggest_float("x", 0.0, 1.0)
+    marker = Path(tempfile.gettempdir()) / f"sweep-dies-once-{trial.study.study_name}"
+    if trial.number == 6 and not marker.exists():
+        marker.touch()
+        os._exit(1)
     return x
