@@ -517,13 +517,12 @@ class _Launch:
                     if done and rest:
                         done += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
                     now = time.monotonic()
-                    # In the order sent: a worker runs its queue in that order, so the
-                    # first of its trials to fail with it was the one it was running.
+                    # In the order sent, the order each worker runs its queue in.
                     done.sort(key=lambda r: in_flight[r].sent)
                     for ref in done:
                         flight = in_flight.pop(ref, None)
                         if flight is None:
-                            continue  # queued for a worker that died: released with it
+                            continue  # queued for a worker that died: failed with it
                         worker = flight.worker
                         queue = queues.get(worker.worker_id, [])
                         queue.remove(ref)

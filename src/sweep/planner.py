@@ -10,6 +10,10 @@ finished trial and the planned params of every trial its workers are running. Th
 worker's :class:`PlannedSampler` returns that plan for the trial and samples any other
 param (one the objective asks for outside that space, define-by-run) itself.
 
+The controller plans long trials only (see ``controller._Pace.plans``): trials of a few
+milliseconds overlap too briefly for the liar to matter, and their workers sample for
+themselves, in parallel, instead of waiting on the controller's one core.
+
 Agents have no controller: they sample for themselves, seeing others' running trials
 once their params are written (at their first report, and each second).
 """

@@ -219,16 +219,17 @@ def run(
                 "higher",
                 round(ingest_ours),
                 {"MLflow": round(ingest_mlflow)},
-                "≥200,000 points/s",
-                ingest_ours >= 200_000,
-                "MLflow log_batch; 1,000 points is its most per call",
+                note="MLflow log_batch; 1,000 points is its most per call (our own writer "
+                "sends up to 5,000 a batch: the end-to-end row)",
             ),
             row(
-                "log_metric end to end, all points stored",
+                "Sustained ingest: log_metric end to end, all points stored",
                 "points/s",
                 "higher",
                 round(e2e_ours),
                 {"MLflow": round(e2e_mlflow)},
+                "≥200,000 points/s",
+                e2e_ours >= 200_000,
                 note="MLflow synchronous=False",
             ),
             row(
