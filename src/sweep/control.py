@@ -84,7 +84,7 @@ def sweep_status(name: str | None = None, *, storage: str | None = None) -> list
                     sweep_name,
                     state,
                     n_trials,
-                    count_trials(db, study._study_id),
+                    count_trials(db, storage_.get_study_id_from_name(study_name)),
                     best_value,
                     best_trial,
                     study.direction.name.lower(),
