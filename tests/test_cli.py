@@ -13,6 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from optuna.trial import TrialState
 
 import sweep
@@ -112,6 +113,24 @@ def test_quickstart_registers_a_working_challenger(tmp_path: Path) -> None:
 
     _, x_val, _, y_val = load_data()
     assert model.score(x_val, y_val) > 0.9
+
+
+def test_the_mlp_example_trains_and_registers_a_network(tmp_path: Path) -> None:
+    """sweeps/mlp.yaml as a user runs it, with a budget of 4 trials."""
+    spec = yaml.safe_load((REPO / "sweeps" / "mlp.yaml").read_text())
+    spec.update(budget={"n_trials": 4}, code_dir=str(REPO / "sweeps"))
+    path = tmp_path / "mlp.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    env = {"SWEEP_HOME": str(tmp_path / ".sweep")}
+    result = run_cli("launch", str(path), cwd=tmp_path, env=env, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "models:/digits-mlp/1 @challenger" in result.stdout
+    url = f"sqlite:///{tmp_path / '.sweep' / 'sweep.db'}"
+    model = sweep.load_model("models:/digits-mlp@challenger", storage=url)
+    assert model.hidden_layer_sizes[0] in (16, 32, 64, 128)
+    study = optuna.load_study(study_name="digits-mlp", storage=url)
+    # The first trials reach the full 50 epochs (Hyperband has nothing to compare yet).
+    assert max(len(t.intermediate_values) for t in study.trials) == 50
 
 
 def test_ctrl_c_ends_running_trials_killed_and_nothing_running(tmp_path: Path) -> None:

@@ -73,8 +73,9 @@ FLAGS: dict[str, list[tuple[str, type, Any, Any, str]]] = {
     ],
     "pruning-pays": [
         ("--pays-seeds", int, 3, 2, "seeds"),
-        ("--pays-trials", int, 60, 16, "trials per quickstart sweep"),
+        ("--pays-trials", int, 60, 16, "trials per sweep"),
         ("--pays-workers", int, 2, 2, "workers per sweep"),
+        ("--pays-workloads", str, "quickstart,mlp", "quickstart,mlp", "sweeps/ specs to run"),
     ],
     "parallel-efficiency": [
         ("--parallel-seeds", int, 5, 2, "seeds"),
@@ -154,7 +155,12 @@ def _runner(name: str) -> Callable[[argparse.Namespace], dict[str, Any]]:
         if name == "pruning-pays":
             from tests.benchmarks import pruning
 
-            return pruning.pays(a.pays_seeds, a.pays_trials, a.pays_workers)
+            return pruning.pays(
+                a.pays_seeds,
+                a.pays_trials,
+                a.pays_workers,
+                tuple(w for w in a.pays_workloads.split(",") if w),
+            )
         from tests.benchmarks import parallel
 
         return parallel.run(
@@ -274,7 +280,7 @@ def main() -> None:
         "mlflow-logging": "log_metric, ingest, nested runs: ours vs MLflow on PostgreSQL",
         "pruning-latency": "should_prune() with Hyperband on a 1,000 x 100-step study",
         "bookkeeping": "per-trial overhead beyond the sampler to 5,000 trials; memory",
-        "pruning-pays": "quickstart: TPE+Hyperband vs TPE alone, best value and epochs",
+        "pruning-pays": "quickstart and mlp: TPE+Hyperband vs TPE alone, best value, epochs",
         "parallel-efficiency": "trials to a target value with 4 workers vs 1",
     }
     groups = {name: _flag_group(name) for name in SCENARIOS}
