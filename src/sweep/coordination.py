@@ -498,7 +498,7 @@ class Coordinator:
     def _recover_once(self) -> list[LostTrial]:
         cutoff = now_ms() - int(self.settings.timeout * 1000)
         lost: list[LostTrial] = []
-        with self._locked() as (session, _state, _budget):
+        with self._locked():
             with self.db.session() as session:
                 leases = {
                     r.trial_id: r
@@ -545,7 +545,7 @@ class Coordinator:
     def _fail_locked(
         self, trial_id: int, reason: str, retry: bool, killed: bool
     ) -> LostTrial | None:
-        with self._locked() as (session, _state, _budget):
+        with self._locked():
             return self._fail(trial_id, reason, retry=retry, killed=killed)
 
     def _fail(self, trial_id: int, reason: str, *, retry: bool, killed: bool) -> LostTrial | None:

@@ -28,8 +28,8 @@ from sweep.storage import Database, StudyStorage
 from sweep.storage._retrying import retry_transient
 from sweep.storage._study_storage import write_trials
 from sweep.study import FINISHED_STATES
-from sweep.tracking import RunEnd, RunStatus, TrackingStore
-from sweep.trial import TrialOutcome
+from sweep.tracking import TrackingStore
+from sweep.trial import TrialOutcome, discarded
 
 #: Seconds between reads of the store for trials that other processes finished.
 POLL_S = 0.5
@@ -101,7 +101,7 @@ class TrialLedger:
         self.tracking.finish_runs(
             session,
             [
-                o.run_end if o.trial_id in written else _discarded(o.run_end)
+                o.run_end if o.trial_id in written else discarded(o.run_end)
                 for o in ends
                 if o.run_end
             ],
@@ -113,20 +113,3 @@ class TrialLedger:
         if trial._trial_id not in self._known:
             self._known.add(trial._trial_id)
             self._log.append((trial, ran_by))
-
-
-def _discarded(run_end: RunEnd) -> RunEnd:
-    """The end of a run whose trial a stop or a recovery ended while it ran: whoever
-    ended the trial ended its run too, unless the run was opened after that (``finish_runs``
-    leaves ended runs as they are), so this one says why its result does not count."""
-    return RunEnd(
-        run_end.run_id,
-        RunStatus.FAILED,
-        params=run_end.params,
-        tags={
-            "sweep.state": "FAIL",
-            "sweep.error": "its trial was ended elsewhere (a stop, or a recovery after its "
-            "lease expired) before this attempt came back; its result was not counted",
-        },
-        points=run_end.points,
-    )

@@ -282,8 +282,7 @@ class TrialRunner:
         )
 
         def end_run(session: Session, ended: bool) -> None:
-            if ended:  # else a stop or a recovery ended the trial, and its run, already
-                self.tracking.finish_runs(session, [run_end])
+            self.tracking.finish_runs(session, [run_end if ended else discarded(run_end)])
             self.coordinator.release(trial_id, session)
 
         if not self.storage.defer_ends:
@@ -325,6 +324,24 @@ class TrialRunner:
     def close(self) -> None:
         flusher().unregister(self._study_writes)
         self.db.dispose()
+
+
+def discarded(run_end: RunEnd) -> RunEnd:
+    """The end of a run whose trial a stop or a recovery ended while it ran. Whoever
+    ended the trial ended its run too (``finish_runs`` then leaves it as it is), unless
+    the run was opened after that: then this ends it, saying why its result does not
+    count."""
+    return RunEnd(
+        run_end.run_id,
+        RunStatus.FAILED,
+        params=run_end.params,
+        tags={
+            "sweep.state": "FAIL",
+            "sweep.error": "its trial was ended elsewhere (a stop, or a recovery after its "
+            "lease expired) before this attempt came back; its result was not counted",
+        },
+        points=run_end.points,
+    )
 
 
 class _DueStudyWrites:

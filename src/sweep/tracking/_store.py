@@ -169,38 +169,20 @@ class TrackingStore:
     ) -> Run:
         """Open a RUNNING run, with its params and tags, in one transaction. ``run_id``
         may be chosen beforehand (a trial records it before its run exists)."""
-        with self.db.session() as session:
-            return self.insert_run(
-                session,
-                experiment.experiment_id,
-                experiment.artifact_root,
-                name,
-                run_id=run_id or uuid.uuid4().hex,
-                parent_run_id=parent_run_id,
-                params=params,
-                tags=tags,
-            )
-
-    @staticmethod
-    def insert_run(
-        session: Session,
-        experiment_id: int,
-        artifact_root: str,
-        name: str,
-        *,
-        run_id: str,
-        parent_run_id: str | None = None,
-        params: Mapping[str, Any] | None = None,
-        tags: Mapping[str, Any] | None = None,
-    ) -> Run:
-        """:meth:`create_run` in ``session``'s transaction."""
         record = RunRecord(
-            experiment_id, artifact_root, name, run_id, parent_run_id, params or {}, tags or {}
+            experiment.experiment_id,
+            experiment.artifact_root,
+            name,
+            run_id or uuid.uuid4().hex,
+            parent_run_id,
+            params or {},
+            tags or {},
         )
-        started = TrackingStore.insert_runs(session, [record])
+        with self.db.session() as session:
+            started = self.insert_runs(session, [record])
         return Run(
-            run_id=run_id,
-            experiment_id=experiment_id,
+            run_id=record.run_id,
+            experiment_id=record.experiment_id,
             parent_run_id=parent_run_id,
             name=name,
             status=RunStatus.RUNNING,
