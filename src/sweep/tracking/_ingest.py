@@ -7,7 +7,7 @@ session writes (the latest-metric upsert). Elsewhere, one batched ``INSERT``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import insert
@@ -37,6 +37,13 @@ def latest_points(points: Sequence[PointTuple]) -> list[PointTuple]:
     return [latest[key] for key in sorted(latest)]
 
 
+def point_rows(run_id: str, points: Iterable[PointTuple]) -> list[dict[str, Any]]:
+    """``points`` as rows of the metric tables."""
+    return [
+        {"run_id": run_id, "key": k, "value": v, "step": s, "timestamp": t} for k, v, s, t in points
+    ]
+
+
 def insert_points(session: Session, run_id: str, points: Sequence[PointTuple]) -> None:
     """Append ``points`` to ``sweep_metrics`` inside ``session``'s transaction."""
     if not points:
@@ -45,13 +52,7 @@ def insert_points(session: Session, run_id: str, points: Sequence[PointTuple]) -
     if copy is not None:
         copy(run_id, points)
         return
-    session.execute(
-        insert(MetricRow),
-        [
-            {"run_id": run_id, "key": k, "value": v, "step": s, "timestamp": t}
-            for k, v, s, t in points
-        ],
-    )
+    session.execute(insert(MetricRow), point_rows(run_id, points))
 
 
 def _copier(session: Session) -> Any:

@@ -45,7 +45,13 @@ from sweep.tracking._entities import (
     RunStatus,
 )
 from sweep.tracking._filter import parse_filter, parse_order_by
-from sweep.tracking._ingest import COPY_THRESHOLD, PointTuple, insert_points, latest_points
+from sweep.tracking._ingest import (
+    COPY_THRESHOLD,
+    PointTuple,
+    insert_points,
+    latest_points,
+    point_rows,
+)
 from sweep.tracking._search import build_search
 
 #: Longest param or tag value kept; longer values are cut with a marker so logging never fails.
@@ -112,6 +118,11 @@ class RunEnd:
     params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     tags: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     points: Sequence[PointTuple] = ()
+
+
+def _upsert_latest(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Keep each (run, key)'s latest point: replaced only by the same or a higher step."""
+    upsert(session, LatestMetricRow.__table__, rows, ("run_id", "key"), only_if_step_not_lower=True)
 
 
 class TrackingStore:
@@ -254,17 +265,7 @@ class TrackingStore:
         if not points:
             return
         insert_points(session, run_id, points)
-        latest = [
-            {"run_id": run_id, "key": k, "value": v, "step": s, "timestamp": t}
-            for k, v, s, t in latest_points(points)
-        ]
-        upsert(
-            session,
-            LatestMetricRow.__table__,
-            latest,
-            ("run_id", "key"),
-            only_if_step_not_lower=True,
-        )
+        _upsert_latest(session, point_rows(run_id, latest_points(points)))
 
     def log_input(
         self,
@@ -351,24 +352,12 @@ class TrackingStore:
             if len(end.points) >= COPY_THRESHOLD:
                 insert_points(session, end.run_id, end.points)
             else:
-                few.extend(
-                    {"run_id": end.run_id, "key": k, "value": v, "step": s, "timestamp": t}
-                    for k, v, s, t in end.points
-                )
-            latest.extend(
-                {"run_id": end.run_id, "key": k, "value": v, "step": s, "timestamp": t}
-                for k, v, s, t in latest_points(end.points)
-            )
+                few.extend(point_rows(end.run_id, end.points))
+            latest.extend(point_rows(end.run_id, latest_points(end.points)))
         if few:
             session.execute(MetricRow.__table__.insert(), few)
         latest.sort(key=lambda row: (row["run_id"], row["key"]))  # one lock order
-        upsert(
-            session,
-            LatestMetricRow.__table__,
-            latest,
-            ("run_id", "key"),
-            only_if_step_not_lower=True,
-        )
+        _upsert_latest(session, latest)
         return closed
 
     def end_running_children(self, parent_run_id: str, status: RunStatus) -> int:
