@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,11 +27,13 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 import sweep
 from sweep.storage import Database
 from sweep.storage._schema import TrialLeaseRow, WorkerRow
+from sweep.study import TrialCounts
+from sweep.tracking import RunStatus, TrackingStore
 from tests.helpers import sweep_invariants, write_toy_spec
 from tests.test_agents import FAST_LEASE, finished, start, trials, wait_for
 
@@ -461,3 +464,71 @@ def test_a_worker_dying_among_quick_trials_loses_only_its_own(
         elif trial.system_attrs.get("sweep:killed"):
             assert "not started: its worker was replaced" in trial.system_attrs["sweep:error"]
     report("Ray worker dying among quick trials", counts, n_trials, [])
+
+
+def test_a_trial_recovered_while_its_attempt_ran_is_counted_as_recovered(
+    postgres_url: str, tmp_path: Path, local_ray: None
+) -> None:
+    # Trial 0's lease vanishes while it runs (as when its heartbeats stop reaching the
+    # database): the controller's recovery fails it and queues a retry. Then the
+    # attempt comes back. Its result is discarded, and the live counts (what the
+    # progress line shows) say what the database says: a retried trial, not an extra
+    # complete one.
+    name = f"held-{uuid.uuid4().hex[:8]}"
+    n_trials = 4
+    spec = write_toy_spec(
+        tmp_path,
+        name=name,
+        objective="toy:held_first",
+        parameters={},
+        pruner="none",
+        budget={"n_trials": n_trials},
+        parallelism=2,
+        lease=FAST_LEASE,
+        registry=None,
+    )
+    marker = Path(tempfile.gettempdir()) / f"sweep-release-{name}"
+    live: list[TrialCounts] = []
+
+    def trial_zero() -> optuna.trial.FrozenTrial | None:
+        return next((t for t in trials(postgres_url, name) if t.number == 0), None)
+
+    def state_of_zero() -> TrialState | None:
+        zero = trial_zero()
+        return None if zero is None else zero.state
+
+    def interfere() -> None:
+        try:
+            wait_for(lambda: state_of_zero() == TrialState.RUNNING, 120, "trial 0 to run")
+            zero = trial_zero()
+            assert zero is not None
+            database = Database(postgres_url)
+            with database.session() as session:
+                session.execute(
+                    delete(TrialLeaseRow).where(TrialLeaseRow.trial_id == zero._trial_id)
+                )
+            database.dispose()
+            wait_for(lambda: state_of_zero() == TrialState.FAIL, 30, "trial 0 to be recovered")
+        finally:
+            marker.touch()  # trial 0's attempt returns
+
+    helper = threading.Thread(target=interfere, daemon=True)
+    helper.start()
+    try:
+        result = sweep.launch(spec, storage=postgres_url, on_trial=lambda _o, c: live.append(c))
+    finally:
+        helper.join(timeout=60)
+        marker.unlink(missing_ok=True)
+    zero = trial_zero()
+    assert zero is not None and zero.state == TrialState.FAIL
+    assert zero.system_attrs.get("sweep:superseded")
+    counts = sweep_invariants(postgres_url, name)
+    assert counts["counted"] == n_trials and counts["retried"] == 1
+    assert result.counts.complete == n_trials and result.counts.retried == 1
+    assert live[-1].complete == n_trials and live[-1].retried == 1
+    # Its run was ended by the recovery, saying why; the attempt's end left it so.
+    database = Database(postgres_url)
+    run = TrackingStore(database).get_run(zero.system_attrs["sweep:run_id"])
+    database.dispose()
+    assert run.status is RunStatus.FAILED and run.end_time is not None
+    assert run.tags["sweep.error"].startswith("lost")

@@ -39,6 +39,7 @@ from sweep.study import (
     SPEC_ATTR,
     TrialCounts,
     count_trials,
+    counted_as,
     open_study,
     open_sweep_record,
     set_sweep_status,
@@ -432,20 +433,28 @@ class _Launch:
                 requests = [
                     (w.worker_id, pool.run_seed(w)) for w in pool.workers for _ in range(wants(w))
                 ]
+            written: set[int] = set()
             if requests:
 
                 def record(session: Session) -> None:
-                    ledger.write(session, ended)
+                    nonlocal written
+                    written = ledger.write(session, ended)
 
                 claims = coordinator.claim_many(requests, first=record if ended else None)
                 exhausted = len(claims) < len(requests)
                 for (worker_id, _seed), claim in zip(requests, claims, strict=False):
                     claimed.add(worker_id, claim)
             elif ended:
-                ledger.record(ended)
+                written = ledger.record(ended)
             for outcome, _ in ended:
                 pace.add(outcome.duration_s)
-                report(outcome, outcome.state)
+                if outcome.writes is None or outcome.trial_id in written:
+                    report(outcome, outcome.state)
+                else:
+                    # A stop or a recovery ended the trial while it ran: its result was
+                    # discarded, and it counts as what they made of it.
+                    ended_trial = coordinator.storage.get_trial(outcome.trial_id)
+                    report(outcome, counted_as(ended_trial))
             ended = []
 
         try:
@@ -634,10 +643,10 @@ class _Launch:
             best = study.best_trial
         except ValueError:
             return None, "no trial completed, so no model was registered", True
-        run_id = best.system_attrs.get(RUN_ID_ATTR)
+        run_id: str | None = best.system_attrs.get(RUN_ID_ATTR)
         artifacts = self.tracking.list_artifacts(run_id) if run_id else []
         models = [a for a in artifacts if a.kind == "model"]
-        if not models:
+        if run_id is None or not models:
             return (
                 None,
                 (
@@ -647,6 +656,7 @@ class _Launch:
                 True,
             )
         name, alias = registry_spec.model_name, registry_spec.alias
+        assert best.value is not None  # the best trial of a single-objective study
         closed = self._closed_gate(name, best.value)
         if closed:
             return None, closed, False
@@ -722,7 +732,7 @@ class _Launch:
         if result.best_value is not None:
             best = MetricPoint(f"best_{self.spec.metric.name}", result.best_value, 0, now_ms())
             self.tracking.log_metrics(parent_run_id, [best])
-        tags = {
+        tags: dict[str, int | str] = {
             "sweep.trials.complete": result.counts.complete,
             "sweep.trials.pruned": result.counts.pruned,
             "sweep.trials.failed": result.counts.failed,

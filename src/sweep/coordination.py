@@ -35,13 +35,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import optuna
 from filelock import FileLock
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import Table, delete, select, text, update
 from sqlalchemy.orm import Session
 
 from sweep.errors import NotFoundError
@@ -53,6 +53,10 @@ from sweep.tracking import RunStatus, TrackingStore
 from sweep.tracking._store import RunRecord, now_ms
 
 logger = logging.getLogger(__name__)
+
+# Leases are inserted through Core. DeclarativeBase types ``__table__`` as any FromClause
+# (a model may map a join); TrialLeaseRow maps one Table.
+_LEASE_TABLE = cast(Table, TrialLeaseRow.__table__)
 
 #: Trial system attributes of a retry: the number of the trial it retries, its attempt.
 RETRY_OF_ATTR = "sweep:retry_of"
@@ -467,7 +471,7 @@ class Coordinator:
                 )
             )
         session.execute(SYSTEM_ATTRS.insert(), id_rows)
-        session.execute(TrialLeaseRow.__table__.insert(), lease_rows)
+        session.execute(_LEASE_TABLE.insert(), lease_rows)
         self.tracking.insert_runs(session, runs)
         return claims
 

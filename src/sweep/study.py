@@ -12,7 +12,7 @@ from typing import Any
 
 import optuna
 from optuna.storages._rdb import models
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import case, func, select
 from sqlalchemy.exc import IntegrityError
 
@@ -100,6 +100,17 @@ def open_study(spec: SweepSpec, db: Database, storage: optuna.storages.BaseStora
             line=spec.line_of("metric.direction"),
         )
     return study
+
+
+def counted_as(trial: FrozenTrial) -> str:
+    """How a finished trial counts in :meth:`TrialCounts.add`: its state's name, or
+    KILLED / RETRIED for a failed trial that a stop killed or a retry superseded."""
+    if trial.state == TrialState.FAIL:
+        if trial.system_attrs.get(KILLED_ATTR):
+            return "KILLED"
+        if trial.system_attrs.get(SUPERSEDED_ATTR):
+            return "RETRIED"
+    return trial.state.name
 
 
 def count_trials(db: Database, study_id: int) -> TrialCounts:

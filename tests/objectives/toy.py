@@ -104,3 +104,17 @@ def dies_once(trial: optuna.Trial) -> float:
         marker.touch()
         os._exit(1)
     return x
+
+
+def held_first(trial: optuna.Trial) -> float:
+    """Trial 0 runs until a marker file named after the study appears (60 s at most);
+    the others take a second each."""
+    x = trial.suggest_float("x", 0.0, 1.0)
+    if trial.number == 0:
+        marker = Path(tempfile.gettempdir()) / f"sweep-release-{trial.study.study_name}"
+        deadline = time.monotonic() + 60
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    else:
+        time.sleep(1.0)
+    return x

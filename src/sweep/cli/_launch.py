@@ -51,9 +51,10 @@ def launch(
                 on_trial=_print_trial(spec.metric.name),
             )
         except RegistrationError as exc:
-            result = getattr(exc, "result", None)
-            if result is not None:
-                _print_summary(result, spec.metric.name)
+            # The controller attaches the finished sweep's result, when it has one.
+            partial = getattr(exc, "result", None)
+            if partial is not None:
+                _print_summary(partial, spec.metric.name)
             raise
         _print_summary(result, spec.metric.name)
         if result.interrupted:

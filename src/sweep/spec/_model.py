@@ -16,6 +16,10 @@ from sweep.spec._optuna import PRUNERS, SAMPLERS, PrunerSpec, SamplerSpec
 from sweep.spec._parameters import ParameterSpec
 from sweep.spec._yaml import _nearest_line
 
+# Defaults are given as Field(default=...): type checkers read only that keyword as a
+# default (pydantic's dataclass_transform), so that e.g. ResourcesSpec() checks as a call
+# without arguments and the class can be a default_factory.
+
 
 class MetricSpec(_SpecModel):
     """The metric the objective returns and which way is better."""
@@ -27,8 +31,10 @@ class MetricSpec(_SpecModel):
 class BudgetSpec(_SpecModel):
     """When the sweep stops: after ``n_trials`` trials, ``timeout`` seconds, or both."""
 
-    n_trials: Int | None = Field(None, ge=1, description="the number of trials (an integer >= 1)")
-    timeout: Number | None = Field(None, gt=0, description="seconds (a number > 0)")
+    n_trials: Int | None = Field(
+        default=None, ge=1, description="the number of trials (an integer >= 1)"
+    )
+    timeout: Number | None = Field(default=None, gt=0, description="seconds (a number > 0)")
 
     @model_validator(mode="after")
     def _something_set(self) -> BudgetSpec:
@@ -42,10 +48,10 @@ class BudgetSpec(_SpecModel):
 class ResourcesSpec(_SpecModel):
     """What one trial reserves from Ray."""
 
-    cpu: Number = Field(1.0, gt=0, description="CPUs per trial (a number > 0)")
-    gpu: Number = Field(0.0, ge=0, description="GPUs per trial (a number >= 0)")
+    cpu: Number = Field(default=1.0, gt=0, description="CPUs per trial (a number > 0)")
+    gpu: Number = Field(default=0.0, ge=0, description="GPUs per trial (a number >= 0)")
     memory_mb: Int | None = Field(
-        None,
+        default=None,
         ge=1,
         description="memory a trial may allocate, in MiB (an integer >= 1); past it the "
         "objective gets a MemoryError and only its trial fails",
@@ -68,10 +74,14 @@ class RaySpec(_SpecModel):
     """Where trials run: an existing Ray cluster (``address``) or a locally started Ray."""
 
     address: OptionalText = Field(
-        None, description="a Ray cluster address, e.g. auto or ray://head:10001"
+        default=None, description="a Ray cluster address, e.g. auto or ray://head:10001"
     )
-    num_cpus: Int | None = Field(None, ge=1, description="logical CPUs of a local Ray (int >= 1)")
-    num_gpus: Int | None = Field(None, ge=0, description="logical GPUs of a local Ray (int >= 0)")
+    num_cpus: Int | None = Field(
+        default=None, ge=1, description="logical CPUs of a local Ray (int >= 1)"
+    )
+    num_gpus: Int | None = Field(
+        default=None, ge=0, description="logical GPUs of a local Ray (int >= 0)"
+    )
 
     @model_validator(mode="after")
     def _local_only(self) -> RaySpec:
@@ -90,23 +100,29 @@ class RaySpec(_SpecModel):
 class TrackingSpec(_SpecModel):
     """Experiment tracking settings."""
 
-    experiment: OptionalText = Field(None, description="experiment name (default: the sweep name)")
-    artifact_root: OptionalText = Field(None, description="where run artifacts are stored")
+    experiment: OptionalText = Field(
+        default=None, description="experiment name (default: the sweep name)"
+    )
+    artifact_root: OptionalText = Field(default=None, description="where run artifacts are stored")
 
 
 class RegistrySpec(_SpecModel):
     """Register the best trial's model under ``model_name`` and point ``alias`` at it."""
 
     model_name: str = Field(min_length=1, description="the registered model's name")
-    alias: str = Field("challenger", min_length=1, description="alias set on the new version")
-    required: bool = Field(False, description="fail the sweep when no model can be registered")
+    alias: str = Field(
+        default="challenger", min_length=1, description="alias set on the new version"
+    )
+    required: bool = Field(
+        default=False, description="fail the sweep when no model can be registered"
+    )
     threshold: Number | None = Field(
-        None,
+        default=None,
         description="register only a best value at least this good "
         "(>= when maximizing, <= when minimizing)",
     )
     beat_champion: bool = Field(
-        False, description="register only a best value better than the @champion's metric"
+        default=False, description="register only a best value better than the @champion's metric"
     )
 
 
@@ -114,7 +130,7 @@ class RetrySpec(_SpecModel):
     """What happens to a trial whose worker died (its lease expired)."""
 
     max_retries: Int = Field(
-        1, ge=0, description="times a lost trial is retried with the same params (int >= 0)"
+        default=1, ge=0, description="times a lost trial is retried with the same params (int >= 0)"
     )
 
 
@@ -122,8 +138,10 @@ class LeaseSpec(_SpecModel):
     """Heartbeats of running trials: a trial whose worker stops renewing its lease for
     ``timeout`` seconds is failed (and retried by the retry policy)."""
 
-    heartbeat_interval: Number = Field(5.0, gt=0, description="seconds between renewals (> 0)")
-    timeout: Number = Field(30.0, gt=0, description="seconds without renewal (> 0)")
+    heartbeat_interval: Number = Field(
+        default=5.0, gt=0, description="seconds between renewals (> 0)"
+    )
+    timeout: Number = Field(default=30.0, gt=0, description="seconds without renewal (> 0)")
 
     @model_validator(mode="after")
     def _timeout_covers_beats(self) -> LeaseSpec:
@@ -155,7 +173,9 @@ class SweepSpec(_SpecModel):
     objective: str = Field(
         description="the objective function as 'module.path:function', e.g. train:objective"
     )
-    code_dir: str = Field(".", description="the directory (relative to the spec) of the code")
+    code_dir: str = Field(
+        default=".", description="the directory (relative to the spec) of the code"
+    )
     parameters: dict[str, ParameterSpec] = Field(
         default_factory=dict, description="a mapping of parameter names to parameter specs"
     )
@@ -171,14 +191,16 @@ class SweepSpec(_SpecModel):
     budget: BudgetSpec = Field(
         description="a mapping with n_trials (an integer >= 1), timeout (seconds > 0) or both"
     )
-    parallelism: Int = Field(1, ge=1, description="trials run at once (an integer >= 1)")
+    parallelism: Int = Field(default=1, ge=1, description="trials run at once (an integer >= 1)")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     ray: RaySpec = Field(default_factory=RaySpec)
-    storage: OptionalText = Field(None, description="a SQLAlchemy database URL")
+    storage: OptionalText = Field(default=None, description="a SQLAlchemy database URL")
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     registry: RegistrySpec | None = None
     trial_timeout: Number | None = Field(
-        None, gt=0, description="seconds a trial may run before it is killed and failed (> 0)"
+        default=None,
+        gt=0,
+        description="seconds a trial may run before it is killed and failed (> 0)",
     )
     retries: RetrySpec = Field(default_factory=RetrySpec)
     lease: LeaseSpec = Field(default_factory=LeaseSpec)

@@ -16,9 +16,9 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -53,6 +53,15 @@ from sweep.tracking._ingest import (
     point_rows,
 )
 from sweep.tracking._search import build_search
+
+# The tables written through Core statements. DeclarativeBase types ``__table__`` as any
+# FromClause (a model may map a join); each of these models maps one Table.
+_RUN_TABLE = cast(Table, RunRow.__table__)
+_PARAM_TABLE = cast(Table, ParamRow.__table__)
+_TAG_TABLE = cast(Table, TagRow.__table__)
+_METRIC_TABLE = cast(Table, MetricRow.__table__)
+_LATEST_METRIC_TABLE = cast(Table, LatestMetricRow.__table__)
+_RUN_INPUT_TABLE = cast(Table, RunInputRow.__table__)
 
 #: Longest param or tag value kept; longer values are cut with a marker so logging never fails.
 MAX_VALUE_LENGTH = 8000
@@ -122,7 +131,7 @@ class RunEnd:
 
 def _upsert_latest(session: Session, rows: list[dict[str, Any]]) -> None:
     """Keep each (run, key)'s latest point: replaced only by the same or a higher step."""
-    upsert(session, LatestMetricRow.__table__, rows, ("run_id", "key"), only_if_step_not_lower=True)
+    upsert(session, _LATEST_METRIC_TABLE, rows, ("run_id", "key"), only_if_step_not_lower=True)
 
 
 class TrackingStore:
@@ -213,7 +222,7 @@ class TrackingStore:
             return started
         # Core inserts, not the ORM: a nested run is created in about a millisecond.
         session.execute(
-            RunRow.__table__.insert(),
+            _RUN_TABLE.insert(),
             [
                 {
                     "run_id": r.run_id,
@@ -229,22 +238,22 @@ class TrackingStore:
         )
         params = [row for r in records for row in _param_rows(r.run_id, r.params)]
         if params:
-            session.execute(ParamRow.__table__.insert(), params)
+            session.execute(_PARAM_TABLE.insert(), params)
         tags = [row for r in records for row in _tag_rows(r.run_id, r.tags)]
         if tags:
-            session.execute(TagRow.__table__.insert(), tags)
+            session.execute(_TAG_TABLE.insert(), tags)
         return started
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         """Record params; a param already set to another value is overwritten."""
         if params:
             with self.db.session() as session:
-                upsert(session, ParamRow.__table__, _param_rows(run_id, params), ("run_id", "key"))
+                upsert(session, _PARAM_TABLE, _param_rows(run_id, params), ("run_id", "key"))
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         if tags:
             with self.db.session() as session:
-                upsert(session, TagRow.__table__, _tag_rows(run_id, tags), ("run_id", "key"))
+                upsert(session, _TAG_TABLE, _tag_rows(run_id, tags), ("run_id", "key"))
 
     def log_metrics(self, run_id: str, points: Sequence[MetricPoint]) -> None:
         """Append metric points in one transaction (``COPY`` on PostgreSQL) and move each
@@ -288,7 +297,7 @@ class TrackingStore:
             "created_at": now_ms(),
         }
         with self.db.session() as session:
-            upsert(session, RunInputRow.__table__, [row], ("run_id", "name", "context"))
+            upsert(session, _RUN_INPUT_TABLE, [row], ("run_id", "name", "context"))
 
     def list_inputs(self, run_id: str) -> list[RunInput]:
         with self.db.session() as session:
@@ -343,9 +352,9 @@ class TrackingStore:
             )
         ends = [end for end in ends if end.run_id in closed]
         params = [row for end in ends for row in _param_rows(end.run_id, end.params)]
-        upsert(session, ParamRow.__table__, params, ("run_id", "key"))
+        upsert(session, _PARAM_TABLE, params, ("run_id", "key"))
         tags = [row for end in ends for row in _tag_rows(end.run_id, end.tags)]
-        upsert(session, TagRow.__table__, tags, ("run_id", "key"))
+        upsert(session, _TAG_TABLE, tags, ("run_id", "key"))
         few: list[dict[str, Any]] = []
         latest: list[dict[str, Any]] = []
         for end in ends:
@@ -355,7 +364,7 @@ class TrackingStore:
                 few.extend(point_rows(end.run_id, end.points))
             latest.extend(point_rows(end.run_id, latest_points(end.points)))
         if few:
-            session.execute(MetricRow.__table__.insert(), few)
+            session.execute(_METRIC_TABLE.insert(), few)
         latest.sort(key=lambda row: (row["run_id"], row["key"]))  # one lock order
         _upsert_latest(session, latest)
         return closed

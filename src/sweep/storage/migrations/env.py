@@ -18,7 +18,9 @@ context.configure(
     target_metadata=Base.metadata,
     version_table=config.get_main_option("version_table") or "sweep_alembic_version",
     # Only compare our tables; Optuna's live in the same database.
-    include_name=lambda name, type_, _parent: type_ != "table" or name.startswith("sweep_"),
+    include_name=lambda name, type_, _parent: (
+        type_ != "table" or (name is not None and name.startswith("sweep_"))
+    ),
     render_as_batch=connection.dialect.name == "sqlite",
 )
 with context.begin_transaction():

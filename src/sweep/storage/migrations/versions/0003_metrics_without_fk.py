@@ -53,6 +53,7 @@ def upgrade() -> None:
             pass
         return
     for fk in sa.inspect(op.get_bind()).get_foreign_keys("sweep_metrics"):
+        assert fk["name"] is not None  # PostgreSQL names every constraint
         op.drop_constraint(fk["name"], "sweep_metrics", type_="foreignkey")
 
 
