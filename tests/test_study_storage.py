@@ -91,6 +91,28 @@ def test_reports_go_out_from_the_first_then_each_second(
     assert pruned.intermediate_values == {0: 0.1, 1: 0.2, 2: 0.3}
 
 
+def test_a_rung_record_reaches_the_other_workers_pruners_at_once(db: Database) -> None:
+    # Hyperband ranks a trial at a rung against every trial recorded there, running
+    # ones included: a record held back for a second would let those trials run on.
+    hyperband = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=9, reduction_factor=3)
+    worker = optuna.load_study(
+        study_name="held", storage=StudyStorage(db, db.optuna_storage()), pruner=hyperband
+    )
+    trial = worker.ask()
+    trial.suggest_float("x", 0.0, 1.0)
+    for step in range(1, 10):
+        trial.report(step / 10, step)  # the first goes out with the params; then held
+    assert in_database(db, 0).intermediate_values == {1: 0.1}
+    # At step 9 every bracket is past its first rung: Hyperband records the trial there.
+    trial.should_prune()
+    held = worker._storage.get_trial(trial._trial_id).system_attrs
+    recorded = {k: v for k, v in held.items() if k.startswith("completed_rung_")}
+    assert recorded, "Hyperband recorded no rung"
+    seen = in_database(db, 0)
+    assert {k: seen.system_attrs.get(k) for k in recorded} == recorded
+    assert seen.intermediate_values == {step: step / 10 for step in range(1, 10)}
+
+
 def test_a_trial_ended_elsewhere_is_left_as_it_was(db: Database) -> None:
     study = held_study(db)
     trial = study.ask()

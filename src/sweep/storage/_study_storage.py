@@ -17,7 +17,8 @@ study, and a crashed sweep resumes from it) but:
 * writes what a trial holds at its first report, and then whenever the oldest held
   write is ``FLUSH_AFTER_S`` old (at the next report, or by a background thread:
   :meth:`flush_due`), so that a training trial's reports reach the other workers'
-  pruners and its params reach the retry that follows a crash.
+  pruners and its params reach the retry that follows a crash; and at once when a
+  pruner records the trial at a rung (Hyperband ranks every trial's rung record);
 
 A trial another process ended meanwhile (a stop, a recovery after its lease expired)
 is not written: ending it returns False and its buffered writes are dropped.
@@ -59,6 +60,11 @@ if TYPE_CHECKING:
 
 #: A trial's buffered writes are written once the oldest is this many seconds old.
 FLUSH_AFTER_S = 1.0
+#: System attributes written at once, with what the trial holds: successive halving's
+#: (and so Hyperband's) rung records. Other trials' pruning decisions rank against
+#: every trial's record at the rung; one that waited a second for its flush was missed,
+#: and those trials ran on.
+RUNG_ATTR_PREFIX = "completed_rung_"
 #: Reads of the study within this many seconds of the last one, by the same trial, are
 #: served from memory: a sampler reads the study two or three times per suggestion, and
 #: a pruner once per report.
@@ -359,6 +365,8 @@ class StudyStorage(BaseStorage):
             getattr(own.trial, kind)[key] = value
             getattr(own.pending, kind)[key] = value
             own.pending.touch()
+            if kind == "system_attrs" and key.startswith(RUNG_ATTR_PREFIX):
+                self._write(own, None, None)
 
     def set_trial_state_values(
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
