@@ -35,6 +35,7 @@ from sweep.storage._schema import TrialLeaseRow, WorkerRow
 from sweep.study import TrialCounts
 from sweep.tracking import RunStatus, TrackingStore
 from tests.helpers import sweep_invariants, write_toy_spec
+from tests.objectives import toy
 from tests.test_agents import FAST_LEASE, finished, start, trials, wait_for
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -439,7 +440,7 @@ def test_a_worker_dying_among_quick_trials_loses_only_its_own(
         parallelism=2,
         registry=None,
     )
-    marker = Path(tempfile.gettempdir()) / f"sweep-dies-once-{name}"
+    marker = toy.marker("dies-once", name)
     try:
         result = sweep.launch(spec, storage=postgres_url)
     finally:
@@ -487,7 +488,7 @@ def test_a_trial_recovered_while_its_attempt_ran_is_counted_as_recovered(
         lease=FAST_LEASE,
         registry=None,
     )
-    marker = Path(tempfile.gettempdir()) / f"sweep-release-{name}"
+    marker = toy.marker("release", name)
     live: list[TrialCounts] = []
 
     def trial_zero() -> optuna.trial.FrozenTrial | None:

@@ -95,13 +95,19 @@ def hang_or_hog(trial: optuna.Trial) -> float:
     return x
 
 
+def marker(event: str, study_name: str) -> Path:
+    """The file through which a test and the objective it runs signal ``event`` for one
+    study: both run on this machine, in the same temporary directory."""
+    return Path(tempfile.gettempdir()) / f"sweep-{event}-{study_name}"
+
+
 def dies_once(trial: optuna.Trial) -> float:
     """Quick trials; the worker that runs trial 6 dies with it, the first time only
     (a marker file named after the study remembers)."""
     x = trial.suggest_float("x", 0.0, 1.0)
-    marker = Path(tempfile.gettempdir()) / f"sweep-dies-once-{trial.study.study_name}"
-    if trial.number == 6 and not marker.exists():
-        marker.touch()
+    died = marker("dies-once", trial.study.study_name)
+    if trial.number == 6 and not died.exists():
+        died.touch()
         os._exit(1)
     return x
 
@@ -111,9 +117,9 @@ def held_first(trial: optuna.Trial) -> float:
     the others take a second each."""
     x = trial.suggest_float("x", 0.0, 1.0)
     if trial.number == 0:
-        marker = Path(tempfile.gettempdir()) / f"sweep-release-{trial.study.study_name}"
+        release = marker("release", trial.study.study_name)
         deadline = time.monotonic() + 60
-        while not marker.exists() and time.monotonic() < deadline:
+        while not release.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
     else:
         time.sleep(1.0)
