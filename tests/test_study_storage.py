@@ -25,11 +25,16 @@ def db(storage_url: str) -> Iterator[Database]:
     database.dispose()
 
 
-def held_study(db: Database, **options: bool) -> optuna.Study:
+def held_study(
+    db: Database, pruner: optuna.pruners.BasePruner | None = None, **options: bool
+) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = StudyStorage(db, db.optuna_storage(), **options)
     return optuna.load_study(
-        study_name="held", storage=storage, sampler=optuna.samplers.RandomSampler(seed=0)
+        study_name="held",
+        storage=storage,
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        pruner=pruner,
     )
 
 
@@ -111,6 +116,53 @@ def test_a_rung_record_reaches_the_other_workers_pruners_at_once(db: Database) -
     seen = in_database(db, 0)
     assert {k: seen.system_attrs.get(k) for k in recorded} == recorded
     assert seen.intermediate_values == {step: step / 10 for step in range(1, 10)}
+
+
+def test_a_pruner_ranks_a_trial_once_as_on_optunas_own_storage(db: Database) -> None:
+    # Successive halving reads the study, records the trial at the rung, then ranks it
+    # against what it read. The trial as read must not show that record, or the trial is
+    # ranked against itself as well and trials Optuna would stop run on.
+    values = [0.5, 0.6, 0.7, 0.8, 0.55]  # minimized; the fifth is second of five
+
+    def pruned(storage: optuna.storages.BaseStorage) -> list[bool]:
+        study = optuna.load_study(
+            study_name="held",
+            storage=storage,
+            pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
+        )
+        decisions = []
+        for value in values:
+            trial = study.ask()
+            trial.report(value, 1)
+            decisions.append(trial.should_prune())
+            study.tell(trial, value)
+        return decisions
+
+    plain = optuna.storages.InMemoryStorage()
+    optuna.create_study(study_name="held", storage=plain)
+    # Of five at the rung only the best goes on (a third of them, at least one).
+    assert pruned(plain) == [False, True, True, True, True]
+    assert pruned(StudyStorage(db, db.optuna_storage())) == [False, True, True, True, True]
+
+
+def test_a_pruner_sees_what_other_workers_recorded_since_the_trial_read_the_study(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Reads are served from memory for STALE_AFTER_S; a report makes the next read fresh,
+    # so a rung decision counts the records other workers made meanwhile.
+    monkeypatch.setattr(study_storage, "STALE_AFTER_S", 60.0)
+    halving = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    worker, other = held_study(db, pruner=halving), held_study(db, pruner=halving)
+    trial = worker.ask()
+    trial.suggest_float("x", 0.0, 1.0)
+    assert worker.get_trials(deepcopy=False)[0].number == trial.number  # as a sampler reads
+    for value in (0.1, 0.2):  # minimized: both better than the trial's 0.5
+        theirs = other.ask()
+        theirs.report(value, 1)
+        theirs.should_prune()
+        other.tell(theirs, value)
+    trial.report(0.5, 1)
+    assert trial.should_prune()  # third of three at the rung: with two unseen, it ran on
 
 
 def test_a_trial_ended_elsewhere_is_left_as_it_was(db: Database) -> None:

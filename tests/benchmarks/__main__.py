@@ -72,7 +72,7 @@ FLAGS: dict[str, list[tuple[str, type, Any, Any, str]]] = {
         ("--scale-peer", str, "yes", "yes", "also measure Optuna alone: yes|no"),
     ],
     "pruning-pays": [
-        ("--pays-seeds", int, 5, 2, "seeds"),
+        ("--pays-seeds", int, 10, 2, "seeds"),
         ("--pays-trials", int, 60, 16, "trials per sweep"),
         ("--pays-workers", int, 2, 2, "workers per sweep"),
         ("--pays-workloads", str, "quickstart,mlp", "quickstart,mlp", "sweeps/ specs to run"),

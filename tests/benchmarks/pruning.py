@@ -145,7 +145,7 @@ def _workload(
 
 
 def pays(
-    seeds: int = 5,
+    seeds: int = 10,
     trials: int = 60,
     workers: int = 2,
     workloads: tuple[str, ...] = ("quickstart", "mlp"),

@@ -65,9 +65,10 @@ FLUSH_AFTER_S = 1.0
 #: every trial's record at the rung; one that waited a second for its flush was missed,
 #: and those trials ran on.
 RUNG_ATTR_PREFIX = "completed_rung_"
-#: Reads of the study within this many seconds of the last one, by the same trial, are
-#: served from memory: a sampler reads the study two or three times per suggestion, and
-#: a pruner once per report.
+#: Reads of the study within this many seconds of the last one are served from memory:
+#: a sampler reads the study two or three times per suggestion. A trial's start and
+#: each of its reports make the next read go to the database, so that a pruner ranks
+#: the trial against what the other workers have recorded until then.
 STALE_AFTER_S = 0.1
 
 TRIALS = models.TrialModel.__table__
@@ -257,10 +258,10 @@ class StudyStorage(BaseStorage):
         this process's view, without writing them: the params the controller planned
         for a trial a worker runs."""
         with self._lock:
-            trial = self._owned(trial_id).trial
+            planned, distributions = self._revise(self._owned(trial_id), "params", "distributions")
             for name, (distribution, value) in params.items():
-                trial.params[name] = value
-                trial.distributions[name] = distribution
+                planned[name] = value
+                distributions[name] = distribution
 
     def drop_own(self, trial_id: int) -> None:
         """Stop holding ``trial_id`` (its worker was lost): read it back from the database."""
@@ -280,6 +281,20 @@ class StudyStorage(BaseStorage):
             due = [own for own in self._own.values() if own.pending.age() >= FLUSH_AFTER_S]
             for own in due:
                 self._write(own, None, None)
+
+    def _revise(self, own: _OwnTrial, *fields: str) -> list[dict[Any, Any]]:
+        """``own``'s dicts ``fields`` (``params``, ``system_attrs``...), copied onto a new
+        copy of its trial for the caller to change. Trials read before keep what they
+        showed, as in Optuna's own storages: successive halving reads the study, records
+        the trial at the rung, then ranks it against what it read; a record that showed
+        there too ranked the trial against itself and let it run on."""
+        trial = copy.copy(own.trial)
+        copies = [dict(getattr(trial, name)) for name in fields]
+        for name, copied in zip(fields, copies, strict=True):
+            setattr(trial, name, copied)
+        own.trial = trial
+        self._cache(own.study_id).put(trial)
+        return copies
 
     def _owned(self, trial_id: int) -> _OwnTrial:
         own = self._own.get(trial_id)
@@ -318,9 +333,9 @@ class StudyStorage(BaseStorage):
                 check_distribution_compatibility(known, distribution)
             else:
                 cache.distributions[param_name] = distribution
-            trial = own.trial
-            trial.params[param_name] = distribution.to_external_repr(param_value_internal)
-            trial.distributions[param_name] = distribution
+            params, distributions = self._revise(own, "params", "distributions")
+            params[param_name] = distribution.to_external_repr(param_value_internal)
+            distributions[param_name] = distribution
             own.pending.params.append(
                 {
                     "trial_id": trial_id,
@@ -340,9 +355,10 @@ class StudyStorage(BaseStorage):
                 self.backend.set_trial_intermediate_value(trial_id, step, intermediate_value)
                 return
             first_report = not own.trial.intermediate_values
-            own.trial.intermediate_values[step] = intermediate_value
+            self._revise(own, "intermediate_values")[0][step] = intermediate_value
             own.pending.intermediate_values[step] = intermediate_value
             own.pending.touch()
+            self._cache(own.study_id).synced_at = None  # the pruner's read is fresh
             # A trial that reports is training: its params and progress go out with its
             # first report (a retry after a crash reuses them) and then each second.
             if first_report or own.pending.age() >= FLUSH_AFTER_S:
@@ -362,7 +378,7 @@ class StudyStorage(BaseStorage):
                 setter = getattr(self.backend, f"set_trial_{kind[:-1]}")
                 setter(trial_id, key, value)
                 return
-            getattr(own.trial, kind)[key] = value
+            self._revise(own, kind)[0][key] = value
             getattr(own.pending, kind)[key] = value
             own.pending.touch()
             if kind == "system_attrs" and key.startswith(RUNG_ATTR_PREFIX):
@@ -447,14 +463,17 @@ class StudyStorage(BaseStorage):
     def _ended_here(
         self, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
     ) -> None:
-        trial.state = state
-        trial.values = list(values) if values is not None else None
-        trial.datetime_complete = datetime.datetime.now()
+        ended = copy.copy(trial)  # trials read before still show it running (_revise)
+        ended.state = state
+        ended.values = list(values) if values is not None else None
+        ended.datetime_complete = datetime.datetime.now()
         known = self._trial_ids.get(trial._trial_id)
         if known is not None:
             # Known as it ended: no need to read it back (a deferred end may not even
             # be written yet).
-            self._cache(known[0]).unfinished.discard(trial._trial_id)
+            cache = self._cache(known[0])
+            cache.put(ended)
+            cache.unfinished.discard(trial._trial_id)
 
     def absorb(
         self, study_id: int, trials: Sequence[FrozenTrial], *, mark_read: bool = True
@@ -534,8 +553,9 @@ class StudyStorage(BaseStorage):
             self._cache(known[0]).unfinished.add(trial._trial_id)
 
     def _sync(self, study_id: int) -> None:
-        """Read the trials that changed since the last read, unless the current trial
-        read them less than ``STALE_AFTER_S`` ago; own trials stay as held."""
+        """Read the trials that changed since the last read, unless that read was less
+        than ``STALE_AFTER_S`` ago and no trial started or reported since; own trials
+        stay as held."""
         cache = self._cache(study_id)
         now = time.monotonic()
         if cache.synced_at is not None and now - cache.synced_at < STALE_AFTER_S:
