@@ -22,7 +22,7 @@ from sweep.errors import (
     StorageError,
 )
 from sweep.registry import CHALLENGER, DatasetInput, ModelRegistry
-from sweep.storage import Database
+from sweep.storage import Database, _database
 from sweep.storage._database import VERSION_TABLE
 from sweep.storage._schema import Base, ModelVersionRow, RunInputRow
 from sweep.tracking import ActiveRun, MetricPoint, RunStatus, TrackingStore, activate
@@ -54,6 +54,26 @@ def test_schema_is_created_once_and_matches_the_models(db: Database) -> None:
             },
         )
         assert compare_metadata(context, Base.metadata) == []
+
+
+def test_a_store_shows_our_schema_at_head_only_once_optunas_tables_are_there(
+    storage_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A second launch on a new store that finds our schema at head opens Optuna's
+    # storage without waiting its turn; had Optuna's tables still been in the making,
+    # its own create_all collided with them ("duplicate key ... pg_type").
+    database = Database(storage_url)
+    optuna_tables_before_head: list[bool] = []
+
+    def upgrade(config: Any, revision: str) -> None:
+        optuna_tables_before_head.append(sqlalchemy.inspect(database.engine).has_table("trials"))
+        real_upgrade(config, revision)
+
+    real_upgrade = _database.command.upgrade
+    monkeypatch.setattr(_database.command, "upgrade", upgrade)
+    database.ensure_schema()
+    database.dispose()
+    assert optuna_tables_before_head == [True]
 
 
 def test_an_old_schema_is_refused_with_the_upgrade_command(db: Database) -> None:

@@ -126,13 +126,15 @@ class Database:
         # Two processes setting up one new database take turns; the second finds the
         # schema at head and does nothing.
         with self._schema_lock():
-            with self.engine.begin() as conn:
-                config.attributes["connection"] = conn
-                command.upgrade(config, "head")
-            # Optuna's tables too, in the same turn: it creates them on first use.
+            # Optuna's tables first (it creates them on first use): a process that sees
+            # our schema at head skips this lock and opens Optuna's storage at once, and
+            # two creating Optuna's tables together collide in PostgreSQL's catalog.
             optuna.storages.RDBStorage(
                 self.url, engine_kwargs=_engine_kwargs(self.url)
             ).engine.dispose()
+            with self.engine.begin() as conn:
+                config.attributes["connection"] = conn
+                command.upgrade(config, "head")
 
     @contextmanager
     def _schema_lock(self) -> Iterator[None]:
