@@ -49,10 +49,16 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    # Through our Database: it opens Optuna's storage while a launch creates its tables.
+    database = Database(url)
+    storage = database.optuna_storage()
     try:
-        return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+        return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
     except KeyError:
         return []  # not created yet
+    finally:
+        storage.engine.dispose()
+        database.dispose()
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,43 @@ def test_a_store_shows_our_schema_at_head_only_once_optunas_tables_are_there(
     database.ensure_schema()
     database.dispose()
     assert optuna_tables_before_head == [True]
+
+
+def test_a_store_is_set_up_while_another_process_creates_optunas_tables(
+    postgres_url: str,
+) -> None:
+    # A plain Optuna process (or a watcher) creates Optuna's tables in the new database
+    # at the same moment; ours waits on its uncommitted CREATE, which then collides in
+    # PostgreSQL's catalog once it commits. Setting up must try again, not fail.
+    from optuna.storages._rdb import models
+
+    other = sqlalchemy.create_engine(postgres_url, poolclass=sqlalchemy.pool.NullPool)
+    conn = other.connect()
+    transaction = conn.begin()
+    models.BaseModel.metadata.create_all(conn)  # not committed yet
+    setup_errors: list[BaseException] = []
+
+    def set_up() -> None:
+        database = Database(postgres_url)
+        try:
+            database.ensure_schema()
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            setup_errors.append(exc)
+        finally:
+            database.dispose()
+
+    setting_up = threading.Thread(target=set_up)
+    setting_up.start()
+    time.sleep(1.0)  # ours is now blocked on the other's CREATE
+    transaction.commit()
+    conn.close()
+    other.dispose()
+    setting_up.join(timeout=60)
+    assert not setting_up.is_alive() and setup_errors == []
+    database = Database(postgres_url)
+    assert database.schema_revision() == database.head_revision()
+    database.optuna_storage().engine.dispose()
+    database.dispose()
 
 
 def test_an_old_schema_is_refused_with_the_upgrade_command(db: Database) -> None:

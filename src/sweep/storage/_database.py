@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,7 +16,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from sweep.errors import SchemaVersionError, StorageError
@@ -28,8 +29,14 @@ VERSION_TABLE = "sweep_alembic_version"
 SCHEMA_LOCK_KEY = 0x7377656570
 #: Seconds a SQLite writer waits for another process's lock before giving up.
 SQLITE_BUSY_TIMEOUT_S = 60
+#: PostgreSQL's errors when another transaction created the same table or type first:
+#: unique_violation (in its catalog), duplicate_table, duplicate_object.
+CREATED_MEANWHILE_SQLSTATES = frozenset({"23505", "42P07", "42710"})
+#: Tries at opening Optuna's storage while another process creates its tables.
+OPEN_TRIES = 5
 
 T = TypeVar("T")
+StorageT = TypeVar("StorageT", bound=optuna.storages.RDBStorage)
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:
@@ -129,9 +136,7 @@ class Database:
             # Optuna's tables first (it creates them on first use): a process that sees
             # our schema at head skips this lock and opens Optuna's storage at once, and
             # two creating Optuna's tables together collide in PostgreSQL's catalog.
-            optuna.storages.RDBStorage(
-                self.url, engine_kwargs=_engine_kwargs(self.url)
-            ).engine.dispose()
+            self._open_optuna(optuna.storages.RDBStorage).engine.dispose()
             with self.engine.begin() as conn:
                 config.attributes["connection"] = conn
                 command.upgrade(config, "head")
@@ -188,13 +193,27 @@ class Database:
         retrying its operations while the database restarts."""
         try:
             return retry_transient(
-                lambda: RetryingRDBStorage(self.url, engine_kwargs=_engine_kwargs(self.url)),
-                what="opening the Optuna storage",
+                lambda: self._open_optuna(RetryingRDBStorage), what="opening the Optuna storage"
             )
         except (SQLAlchemyError, RuntimeError, ValueError) as exc:
             raise StorageError(
                 f"cannot open the Optuna study storage at {self.display_url}: {_short(exc)}"
             ) from exc
+
+    def _open_optuna(self, storage_class: type[StorageT]) -> StorageT:
+        """``storage_class`` (Optuna's RDB storage) on this database. Optuna creates its
+        tables on first use; when a process that does not take turns with us (a plain
+        Optuna script, a watcher) creates them at the same moment, the loser's CREATE
+        fails once the winner commits, and another try finds them made."""
+        for attempt in range(1, OPEN_TRIES + 1):
+            try:
+                return storage_class(self.url, engine_kwargs=_engine_kwargs(self.url))
+            except DBAPIError as exc:
+                state = getattr(exc.orig, "sqlstate", None)
+                if state not in CREATED_MEANWHILE_SQLSTATES or attempt == OPEN_TRIES:
+                    raise
+                time.sleep(0.1 * attempt)
+        raise AssertionError("unreachable")
 
     def dispose(self) -> None:
         self.engine.dispose()
