@@ -585,10 +585,13 @@ class _Launch:
     ) -> tuple[TrialOutcome, str]:
         """Fail a trial whose worker could not report it; the outcome and how it counts."""
         lost = coordinator.fail_lost(trial_id, reason, retry=retry)
-        number = lost.number if lost else coordinator.storage.get_trial_number_from_id(trial_id)
-        run_id = (lost.run_id if lost else None) or ""
-        outcome = TrialOutcome(trial_id, number, "FAIL", None, run_id, 0.0, reason)
-        return outcome, "RETRIED" if lost and lost.retry_number is not None else "FAIL"
+        if lost is None:
+            # Ended meanwhile (a recovery, a stop, its own end): it counts as they left it.
+            ended = coordinator.storage.get_trial(trial_id)
+            outcome = TrialOutcome(trial_id, ended.number, "FAIL", None, "", 0.0, reason)
+            return outcome, counted_as(ended)
+        outcome = TrialOutcome(trial_id, lost.number, "FAIL", None, lost.run_id or "", 0.0, reason)
+        return outcome, "RETRIED" if lost.retry_number is not None else "FAIL"
 
     def _timed_out(self, in_flight: dict[Any, _InFlight]) -> list[_InFlight]:
         """Take the trials running past ``trial_timeout`` out of ``in_flight``: they are
