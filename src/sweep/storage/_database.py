@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +19,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from sweep.errors import SchemaVersionError, StorageError
-from sweep.storage._retrying import RetryingRDBStorage, retry_transient
+from sweep.storage._retrying import RetryingRDBStorage, is_transient, retry_transient
 from sweep.storage._url import mask_url, normalise_url
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -32,8 +31,6 @@ SQLITE_BUSY_TIMEOUT_S = 60
 #: PostgreSQL's errors when another transaction created the same table or type first:
 #: unique_violation (in its catalog), duplicate_table, duplicate_object.
 CREATED_MEANWHILE_SQLSTATES = frozenset({"23505", "42P07", "42710"})
-#: Tries at opening Optuna's storage while another process creates its tables.
-OPEN_TRIES = 5
 
 T = TypeVar("T")
 StorageT = TypeVar("StorageT", bound=optuna.storages.RDBStorage)
@@ -192,28 +189,23 @@ class Database:
         """Optuna's RDB storage on the same database, tuned like our own engine, and
         retrying its operations while the database restarts."""
         try:
-            return retry_transient(
-                lambda: self._open_optuna(RetryingRDBStorage), what="opening the Optuna storage"
-            )
+            return self._open_optuna(RetryingRDBStorage)
         except (SQLAlchemyError, RuntimeError, ValueError) as exc:
             raise StorageError(
                 f"cannot open the Optuna study storage at {self.display_url}: {_short(exc)}"
             ) from exc
 
     def _open_optuna(self, storage_class: type[StorageT]) -> StorageT:
-        """``storage_class`` (Optuna's RDB storage) on this database. Optuna creates its
-        tables on first use; when a process that does not take turns with us (a plain
-        Optuna script, a watcher) creates them at the same moment, the loser's CREATE
-        fails once the winner commits, and another try finds them made."""
-        for attempt in range(1, OPEN_TRIES + 1):
-            try:
-                return storage_class(self.url, engine_kwargs=_engine_kwargs(self.url))
-            except DBAPIError as exc:
-                state = getattr(exc.orig, "sqlstate", None)
-                if state not in CREATED_MEANWHILE_SQLSTATES or attempt == OPEN_TRIES:
-                    raise
-                time.sleep(0.1 * attempt)
-        raise AssertionError("unreachable")
+        """``storage_class`` (Optuna's RDB storage) on this database, tried again while
+        the database is unreachable. Optuna creates its tables on first use; when a
+        process that does not take turns with us (a plain Optuna script, a watcher)
+        creates them at the same moment, the loser's CREATE fails once the winner
+        commits, and another try finds them made."""
+        return retry_transient(
+            lambda: storage_class(self.url, engine_kwargs=_engine_kwargs(self.url)),
+            what="opening the Optuna storage",
+            retry_if=lambda exc: is_transient(exc) or _created_meanwhile(exc),
+        )
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -225,6 +217,15 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _created_meanwhile(exc: BaseException) -> bool:
+    """Whether ``exc`` is PostgreSQL's refusal of a CREATE that another transaction made
+    first."""
+    return (
+        isinstance(exc, DBAPIError)
+        and getattr(exc.orig, "sqlstate", None) in CREATED_MEANWHILE_SQLSTATES
+    )
 
 
 def _short(exc: BaseException) -> str:

@@ -39,15 +39,20 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
-def retry_transient(operation: Callable[[], T], *, what: str = "database operation") -> T:
-    """Run ``operation``; while it fails transiently, wait and run it again."""
+def retry_transient(
+    operation: Callable[[], T],
+    *,
+    what: str = "database operation",
+    retry_if: Callable[[BaseException], bool] = is_transient,
+) -> T:
+    """Run ``operation``; while it fails transiently (``retry_if``), wait and run it again."""
     deadline = time.monotonic() + RETRY_WINDOW_S
     delay = 0.1
     while True:
         try:
             return operation()
         except Exception as exc:
-            if not is_transient(exc) or time.monotonic() + delay > deadline:
+            if not retry_if(exc) or time.monotonic() + delay > deadline:
                 raise
             logger.warning("%s failed (%s); retrying in %.1f s", what, type(exc).__name__, delay)
             time.sleep(delay)
