@@ -588,10 +588,11 @@ class _Launch:
         if lost is None:
             # Ended meanwhile (a recovery, a stop, its own end): it counts as they left it.
             ended = coordinator.storage.get_trial(trial_id)
-            outcome = TrialOutcome(trial_id, ended.number, "FAIL", None, "", 0.0, reason)
-            return outcome, counted_as(ended)
-        outcome = TrialOutcome(trial_id, lost.number, "FAIL", None, lost.run_id or "", 0.0, reason)
-        return outcome, "RETRIED" if lost.retry_number is not None else "FAIL"
+            number, run_id, counted = ended.number, "", counted_as(ended)
+        else:
+            number, run_id = lost.number, lost.run_id or ""
+            counted = "RETRIED" if lost.retry_number is not None else "FAIL"
+        return TrialOutcome(trial_id, number, "FAIL", None, run_id, 0.0, reason), counted
 
     def _timed_out(self, in_flight: dict[Any, _InFlight]) -> list[_InFlight]:
         """Take the trials running past ``trial_timeout`` out of ``in_flight``: they are
