@@ -145,6 +145,37 @@ def test_a_pruner_ranks_a_trial_once_as_on_optunas_own_storage(db: Database) -> 
     assert pruned(StudyStorage(db, db.optuna_storage())) == [False, True, True, True, True]
 
 
+def test_a_running_trial_as_read_keeps_what_it_showed_while_the_trial_goes_on(
+    db: Database,
+) -> None:
+    # Writes between two reads change one copy of the trial in place (no copy per
+    # report); a read hands that copy out, and the next write starts a new one.
+    study = held_study(db)
+    trial = study.ask()
+    trial.suggest_float("x", 0.0, 1.0)
+    trial.report(0.1, 1)
+
+    def as_read() -> optuna.trial.FrozenTrial:
+        return study._storage.get_all_trials(study._study_id, deepcopy=False)[-1]
+
+    first = as_read()
+    trial.report(0.2, 2)
+    trial.report(0.3, 3)
+    trial.set_user_attr("note", "late")
+    second = as_read()
+    trial.report(0.4, 4)
+    trial.suggest_int("n", 1, 3)
+
+    assert (first.intermediate_values, first.user_attrs) == ({1: 0.1}, {})
+    assert first.params.keys() == {"x"}
+    assert second.intermediate_values == {1: 0.1, 2: 0.2, 3: 0.3}
+    assert second.user_attrs == {"note": "late"}
+    assert second.params.keys() == {"x"}
+    third = as_read()
+    assert third.intermediate_values == {1: 0.1, 2: 0.2, 3: 0.3, 4: 0.4}
+    assert third.params.keys() == {"x", "n"}
+
+
 def test_a_pruner_sees_what_other_workers_recorded_since_the_trial_read_the_study(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:

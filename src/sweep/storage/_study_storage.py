@@ -71,6 +71,9 @@ RUNG_ATTR_PREFIX = "completed_rung_"
 #: the trial against what the other workers have recorded until then.
 STALE_AFTER_S = 0.1
 
+#: A FrozenTrial's dicts that a running trial's writes change.
+_TRIAL_DICTS = ("params", "distributions", "intermediate_values", "user_attrs", "system_attrs")
+
 TRIALS = models.TrialModel.__table__
 PARAMS = models.TrialParamModel.__table__
 VALUES = models.TrialValueModel.__table__
@@ -140,6 +143,9 @@ class _OwnTrial:
     trial: FrozenTrial
     pending: TrialWrites
     on_finish: list[FinishWrite] = field(default_factory=list)
+    # Whether a read may have handed ``trial`` out since it was last copied; a write
+    # then goes to a new copy (see StudyStorage._revise).
+    handed_out: bool = False
 
 
 @dataclass
@@ -283,18 +289,22 @@ class StudyStorage(BaseStorage):
                 self._write(own, None, None)
 
     def _revise(self, own: _OwnTrial, *fields: str) -> list[dict[Any, Any]]:
-        """``own``'s dicts ``fields`` (``params``, ``system_attrs``...), copied onto a new
-        copy of its trial for the caller to change. Trials read before keep what they
-        showed, as in Optuna's own storages: successive halving reads the study, records
-        the trial at the rung, then ranks it against what it read; a record that showed
-        there too ranked the trial against itself and let it run on."""
-        trial = copy.copy(own.trial)
-        copies = [dict(getattr(trial, name)) for name in fields]
-        for name, copied in zip(fields, copies, strict=True):
-            setattr(trial, name, copied)
-        own.trial = trial
-        self._cache(own.study_id).put(trial)
-        return copies
+        """``own``'s dicts ``fields`` (``params``, ``system_attrs``...), for the caller to
+        change. Trials read before keep what they showed, as in Optuna's own storages:
+        successive halving reads the study, records the trial at the rung, then ranks
+        it against what it read; a record that showed there too ranked the trial
+        against itself and let it run on. So once a read has handed the trial out, the
+        next write goes to a new copy of it, with copies of all its dicts; writes in
+        between reads change that copy in place (a trial reporting many steps between
+        two reads is not copied at each)."""
+        if own.handed_out:
+            trial = copy.copy(own.trial)
+            for name in _TRIAL_DICTS:
+                setattr(trial, name, dict(getattr(trial, name)))
+            own.trial = trial
+            own.handed_out = False
+            self._cache(own.study_id).put(trial)
+        return [getattr(own.trial, name) for name in fields]
 
     def _owned(self, trial_id: int) -> _OwnTrial:
         own = self._own.get(trial_id)
@@ -524,6 +534,9 @@ class StudyStorage(BaseStorage):
         with self._lock:
             self._sync(study_id)
             trials = self._cache(study_id).by_number
+            for own in self._own.values():
+                if own.study_id == study_id:
+                    own.handed_out = True
             if states is None:
                 found = [t for t in trials if t is not None]
             else:
