@@ -10,9 +10,11 @@ the controller's resident memory (this process: the launch and Ray's driver).
   trials, times the number of workers (claim, dispatch through Ray, sampling, the run,
   tracking, the study's writes, the lease: everything a trial costs the sweep).
 - The sampler's own time: afterwards the study's trials are replayed into an in-memory
-  Optuna study, and at the middle of each window a TPE sampler with the spec's options
-  samples the objective's three params (``study.ask`` with fixed distributions, the
-  median of 5) with that many trials before it: the algorithm alone, no storage.
+  Optuna study, and at the middle of each window the sampler the tool samples with
+  (ours: the spec's, built as a sweep builds it, ``CachingTPESampler``; Optuna alone:
+  its ``TPESampler``) samples the objective's three params (``study.ask`` with fixed
+  distributions, the median of 5) with that many trials before it: the algorithm alone,
+  no storage.
 - Overhead = per-trial cost - the sampler's own time, per window.
 
 Optuna alone (``study.optimize`` in one process on RDB storage, the same objective and
@@ -27,6 +29,7 @@ from typing import Any
 import optuna
 import psutil
 
+from sweep.spec import load_spec_from_dict
 from tests.benchmarks.report import median, row
 from tests.benchmarks.sweeps import launch_fresh, trivial_spec
 from tests.helpers import fresh_postgres_database
@@ -39,11 +42,13 @@ DISTRIBUTIONS = {
 }
 
 
-def sampler_time(trials: list[optuna.trial.FrozenTrial], points: list[int]) -> dict[int, float]:
-    """Median seconds TPE takes to sample the three params after ``k`` of ``trials``, for
-    each ``k`` in ``points`` (ascending)."""
+def sampler_time(
+    trials: list[optuna.trial.FrozenTrial], points: list[int], sampler: optuna.samplers.BaseSampler
+) -> dict[int, float]:
+    """Median seconds ``sampler`` takes to sample the three params after ``k`` of
+    ``trials``, for each ``k`` in ``points`` (ascending)."""
     ordered = sorted(trials, key=lambda t: t.number)
-    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
+    study = optuna.create_study(sampler=sampler)
     added = 0
     times: dict[int, float] = {}
     for k in points:
@@ -84,9 +89,11 @@ def _windows(ends: list[float], workers: int, window: int, limit: int) -> list[d
 
 
 def _with_sampler(
-    windows: list[dict[str, Any]], trials: list[optuna.trial.FrozenTrial]
+    windows: list[dict[str, Any]],
+    trials: list[optuna.trial.FrozenTrial],
+    sampler: optuna.samplers.BaseSampler,
 ) -> list[dict[str, Any]]:
-    sampled = sampler_time(trials, [w["mid"] for w in windows])
+    sampled = sampler_time(trials, [w["mid"] for w in windows], sampler)
     for w in windows:
         w["sampler_ms"] = round(sampled[w["mid"]] * 1000, 2)
         w["overhead_ms"] = round(w["cycle_ms"] - w["sampler_ms"], 2)
@@ -107,8 +114,10 @@ def ours(trials: int, memory_trials: int, window: int, workers: int) -> dict[str
     def on_return() -> None:  # the launch's end: its counts, best trial, the parent run
         rss.append((len(ends), process.memory_info().rss))
 
-    launched = launch_fresh(trivial_spec(NAME, total, workers, 0), on_trial, on_return)
-    windows = _with_sampler(_windows(ends, workers, window, trials), launched.trials)
+    spec = trivial_spec(NAME, total, workers, 0)
+    launched = launch_fresh(spec, on_trial, on_return)
+    sampler = load_spec_from_dict(spec).sampler.build()
+    windows = _with_sampler(_windows(ends, workers, window, trials), launched.trials, sampler)
     # Memory after the first window (Ray connected, caches warm) against the rest.
     warm = next((r for n, r in rss if n >= min(window, 100)), rss[0][1])
     peak = max(r for _, r in rss)
@@ -148,7 +157,9 @@ def optuna_alone(trials: int, window: int) -> dict[str, Any]:
     return {
         "trials": len(done),
         "wall_s": round(wall, 1),
-        "windows": _with_sampler(_windows(ends, 1, window, trials), done),
+        "windows": _with_sampler(
+            _windows(ends, 1, window, trials), done, optuna.samplers.TPESampler(seed=1)
+        ),
     }
 
 
