@@ -64,7 +64,6 @@ class CachingTPESampler(TPESampler):
     def _get_internal_repr(
         self, trials: list[FrozenTrial], search_space: dict[str, BaseDistribution], study: Study
     ) -> dict[str, np.ndarray]:
-        self._remember_for(study)
         space = tuple(search_space.items())
         rows = self._rows.pop(space, None)
         if rows is None:
@@ -92,7 +91,6 @@ class CachingTPESampler(TPESampler):
         self, study: Study, trials: Sequence[FrozenTrial], n_below: int
     ) -> tuple[list[FrozenTrial], list[FrozenTrial]]:
         """Optuna's ``_split_trials``, with each finished trial's scores kept."""
-        self._remember_for(study)
         infeasibility, pruned_keys = self._infeasibility, self._pruned_keys
         complete, pruned, running, infeasible = [], [], [], []
         for trial in trials:
@@ -136,7 +134,9 @@ class CachingTPESampler(TPESampler):
     def _sample(
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
-        # Optuna's TPESampler._sample, line for line, but for the split.
+        # Optuna's TPESampler._sample, line for line, but for the split. Both of its uses
+        # of what is kept (the split, the internal representation) happen in here.
+        self._remember_for(study)
         states = [_COMPLETE, _PRUNED, _RUNNING] if self._constant_liar else [_COMPLETE, _PRUNED]
         use_cache = not self._constant_liar
         trials = study._get_trials(deepcopy=False, states=states, use_cache=use_cache)

@@ -119,7 +119,7 @@ def latency(trials: int = 1000, steps: int = 100, calls: int = 1000) -> dict[str
             history
         )
         for name, storage in (
-            ("StudyStorage", StudyStorage(db, db.optuna_storage())),
+            ("StudyStorage", StudyStorage(db, backend)),
             ("RDBStorage", backend),
         ):
             durations, new_trials, pruned = _time_should_prune(storage, steps, calls)
