@@ -163,6 +163,54 @@ def test_nested_runs_with_params_metrics_tags(store: TrackingStore, tmp_path: Pa
         store.get_run("0" * 32)
 
 
+def test_rows_written_in_one_statement_end_as_if_written_one_by_one(
+    db: Database, store: TrackingStore, tmp_path: Path
+) -> None:
+    # PostgreSQL gets many rows as one statement of arrays; the outcome must be that of
+    # writing them one after the other, as SQLite does.
+    from sweep.storage._sql import insert_rows, upsert
+    from sweep.tracking._store import _LATEST_METRIC_TABLE, _METRIC_TABLE, _TAG_TABLE
+
+    experiment = store.get_or_create_experiment("exp", tmp_path / "artifacts")
+    run_id = store.create_run(experiment, "trial-0").run_id
+    point = {"run_id": run_id, "key": "acc", "timestamp": 1000}
+    with db.session() as session:
+        tags = [("k", "first"), ("other", "x"), ("k", "second"), ("quote", "a'b\"c{},")]
+        upsert(
+            session,
+            _TAG_TABLE,
+            [{"run_id": run_id, "key": k, "value": v} for k, v in tags],
+            ("run_id", "key"),
+        )
+        # The latest point: the highest step, the last given among equal steps.
+        steps = [(5, 0.5), (3, 0.3), (5, 0.55), (4, 0.4)]
+        upsert(
+            session,
+            _LATEST_METRIC_TABLE,
+            [{**point, "step": s, "value": v} for s, v in steps],
+            ("run_id", "key"),
+            only_if_step_not_lower=True,
+        )
+        # A float column given ints and floats together.
+        values = [1, 2.5, -3]
+        insert_rows(
+            session, _METRIC_TABLE, [{**point, "step": i, "value": v} for i, v in enumerate(values)]
+        )
+    with db.session() as session:  # a later, lower step leaves the latest as it is
+        upsert(
+            session,
+            _LATEST_METRIC_TABLE,
+            [{**point, "step": 4, "value": 0.9}],
+            ("run_id", "key"),
+            only_if_step_not_lower=True,
+        )
+    run = store.get_run(run_id)
+    assert run.tags == {"k": "second", "other": "x", "quote": "a'b\"c{},"}
+    assert run.metrics == {"acc": 0.55}
+    history = [(p.step, p.value) for p in store.metric_history(run_id, "acc")]
+    assert history == [(0, 1.0), (1, 2.5), (2, -3.0)]
+
+
 def test_running_children_end_killed(store: TrackingStore, tmp_path: Path) -> None:
     experiment = store.get_or_create_experiment("exp", tmp_path)
     parent = store.create_run(experiment, "sweep")

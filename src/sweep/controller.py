@@ -397,6 +397,7 @@ class _Launch:
             it that had not started end as killed (they use no budget)."""
             queue = queues.pop(worker.worker_id, [])
             waiting = [f for f in (in_flight.pop(ref, None) for ref in queue) if f is not None]
+            ledger.leave(worker.worker_id)
             if worker in pool.workers:
                 fresh = pool.replace(worker)
                 ledger.join(fresh.worker_id)

@@ -47,6 +47,7 @@ from sqlalchemy.orm import Session
 from sweep.errors import NotFoundError
 from sweep.storage import Database
 from sweep.storage._schema import SweepRow, TrialLeaseRow, WorkerRow
+from sweep.storage._sql import insert_rows
 from sweep.storage._study_storage import SYSTEM_ATTRS, TRIALS, local_time, utc_now
 from sweep.study import ERROR_ATTR, KILLED_ATTR, RUN_ID_ATTR, SUPERSEDED_ATTR
 from sweep.tracking import RunStatus, TrackingStore
@@ -470,8 +471,8 @@ class Coordinator:
                     artifact_uri=artifact_uri,
                 )
             )
-        session.execute(SYSTEM_ATTRS.insert(), id_rows)
-        session.execute(_LEASE_TABLE.insert(), lease_rows)
+        insert_rows(session, SYSTEM_ATTRS, id_rows)
+        insert_rows(session, _LEASE_TABLE, lease_rows)
         self.tracking.insert_runs(session, runs)
         return claims
 

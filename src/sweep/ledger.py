@@ -33,6 +33,9 @@ from sweep.trial import TrialOutcome, discarded
 
 #: Seconds between reads of the store for trials that other processes finished.
 POLL_S = 0.5
+#: The log of finished trials drops the ones every worker has been told about once
+#: this many have piled up (dropping them one by one would shift the list each time).
+TRIM_AFTER = 256
 
 
 class TrialLedger:
@@ -47,24 +50,45 @@ class TrialLedger:
         self.tracking = tracking
         self.study_id = study_id
         # Finished trials in the order the ledger learned of them, and who ran each
-        # (None: another process).
+        # (None: another process); the first ``_dropped`` are gone (every worker was
+        # told of them), so a position in the log is ``_dropped`` + an index in ``_log``.
         self._log: list[tuple[FrozenTrial, str | None]] = []
+        self._dropped = 0
         self._known: set[int] = set()
-        self._told: dict[str, int] = {}
+        self._told: dict[str, int] = {}  # worker id -> the position it was told up to
         self._polled_at = 0.0
         self.poll()
 
     def join(self, worker_id: str) -> None:
         """A new worker reads the study itself as it starts: tell it only what follows."""
-        self._told[worker_id] = len(self._log)
+        self._told[worker_id] = self._end()
+
+    def leave(self, worker_id: str) -> None:
+        """A worker that is gone: what it was not told no longer needs keeping for it."""
+        self._told.pop(worker_id, None)
+        self._trim()
 
     def news_for(self, worker_id: str) -> list[FrozenTrial]:
         """Trials finished elsewhere that ``worker_id`` has not been told about."""
         if time.monotonic() - self._polled_at >= POLL_S:
             self.poll()
-        start = self._told.get(worker_id, len(self._log))
-        self._told[worker_id] = len(self._log)
-        return [trial for trial, ran_by in self._log[start:] if ran_by != worker_id]
+        end = self._end()
+        start = self._told.get(worker_id, end) - self._dropped
+        self._told[worker_id] = end
+        news = [trial for trial, ran_by in self._log[start:] if ran_by != worker_id]
+        self._trim()
+        return news
+
+    def _end(self) -> int:
+        return self._dropped + len(self._log)
+
+    def _trim(self) -> None:
+        """Drop the trials every worker has been told about, so that the log does not
+        grow with the sweep."""
+        told = min(self._told.values(), default=self._end()) - self._dropped
+        if told >= TRIM_AFTER:
+            del self._log[:told]
+            self._dropped += told
 
     def poll(self) -> None:
         """Learn of the trials other processes finished."""

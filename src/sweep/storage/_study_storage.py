@@ -51,7 +51,7 @@ from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from sweep.storage._retrying import retry_transient
-from sweep.storage._sql import upsert
+from sweep.storage._sql import insert_rows, upsert
 
 if TYPE_CHECKING:
     from optuna.storages import RDBStorage
@@ -734,7 +734,7 @@ def write_trials(session: Session, writes: Sequence[TrialWrites]) -> set[int]:
         )
     params = [row for w in writes for row in w.params]
     if params:
-        session.execute(PARAMS.insert(), params)
+        insert_rows(session, PARAMS, params)
     to_stored = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr
     steps: list[dict[str, Any]] = []
     for w in writes:

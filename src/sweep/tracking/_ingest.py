@@ -8,12 +8,13 @@ session writes (the latest-metric upsert). Elsewhere, one batched ``INSERT``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert
+from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
 from sweep.storage._schema import MetricRow
+from sweep.storage._sql import insert_rows
 
 #: A metric point as the ingest path carries it: (key, value, step, timestamp ms).
 PointTuple = tuple[str, float, int, int]
@@ -52,7 +53,7 @@ def insert_points(session: Session, run_id: str, points: Sequence[PointTuple]) -
     if copy is not None:
         copy(run_id, points)
         return
-    session.execute(insert(MetricRow), point_rows(run_id, points))
+    insert_rows(session, cast(Table, MetricRow.__table__), point_rows(run_id, points))
 
 
 def _copier(session: Session) -> Any:

@@ -34,7 +34,7 @@ from sweep.storage._schema import (
     RunRow,
     TagRow,
 )
-from sweep.storage._sql import upsert
+from sweep.storage._sql import insert_rows, upsert
 from sweep.tracking._artifacts import join_location
 from sweep.tracking._entities import (
     ArtifactInfo,
@@ -221,8 +221,9 @@ class TrackingStore:
         if not records:
             return started
         # Core inserts, not the ORM: a nested run is created in about a millisecond.
-        session.execute(
-            _RUN_TABLE.insert(),
+        insert_rows(
+            session,
+            _RUN_TABLE,
             [
                 {
                     "run_id": r.run_id,
@@ -238,10 +239,10 @@ class TrackingStore:
         )
         params = [row for r in records for row in _param_rows(r.run_id, r.params)]
         if params:
-            session.execute(_PARAM_TABLE.insert(), params)
+            insert_rows(session, _PARAM_TABLE, params)
         tags = [row for r in records for row in _tag_rows(r.run_id, r.tags)]
         if tags:
-            session.execute(_TAG_TABLE.insert(), tags)
+            insert_rows(session, _TAG_TABLE, tags)
         return started
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
@@ -364,7 +365,7 @@ class TrackingStore:
                 few.extend(point_rows(end.run_id, end.points))
             latest.extend(point_rows(end.run_id, latest_points(end.points)))
         if few:
-            session.execute(_METRIC_TABLE.insert(), few)
+            insert_rows(session, _METRIC_TABLE, few)
         latest.sort(key=lambda row: (row["run_id"], row["key"]))  # one lock order
         _upsert_latest(session, latest)
         return closed
