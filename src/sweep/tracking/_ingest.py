@@ -1,8 +1,9 @@
 """Bulk writing of metric points into ``sweep_metrics``.
 
-On PostgreSQL with psycopg 3 a batch goes through ``COPY ... FROM STDIN`` on the
-session's own connection, so they commit (or roll back) together with whatever else the
-session writes (the latest-metric upsert). Elsewhere, one batched ``INSERT``.
+On PostgreSQL with psycopg 3 a batch of ``COPY_THRESHOLD`` points or more goes through
+``COPY ... FROM STDIN`` on the session's own connection, so they commit (or roll back)
+together with whatever else the session writes (the latest-metric upsert). A smaller
+batch, or any on another backend, is one ``INSERT`` (:func:`sweep.storage._sql.insert_rows`).
 """
 
 from __future__ import annotations
