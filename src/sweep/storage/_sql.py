@@ -90,8 +90,6 @@ def _statement(
         stmt = postgresql.insert(table).from_select(
             list(columns), select(*(given.c[c] for c in columns))
         )
-    elif keys is None:
-        return table.insert()
     else:
         stmt = sqlite.insert(table)
     if keys is None:
