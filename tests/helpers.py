@@ -12,6 +12,12 @@ import sqlalchemy
 import yaml
 from sqlalchemy.engine import make_url
 
+from sweep.spec import load_spec_from_dict
+from sweep.storage import Database
+from sweep.study import open_study, open_sweep_record
+from sweep.tracking import TrackingStore
+from sweep.trial import SweepContext
+
 OBJECTIVES_DIR = Path(__file__).parent / "objectives"
 PG_URL = os.environ.get(
     "SWEEP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -118,3 +124,30 @@ def sweep_invariants(url: str, name: str) -> dict[str, int]:
         ]
         assert len(counting) <= 1, f"lineage {chain} counted {len(counting)} times"
     return {"counted": counted, "retried": retried, "killed": killed, "runs": len(runs)}
+
+
+def sweep_context(url: str, root: Path, name: str, objective: str) -> SweepContext:
+    """What a launch sets up before its workers start (the study, the experiment with
+    its artifacts under ``root``, the sweep's parent run), for a worker's runner."""
+    spec = load_spec_from_dict(
+        {
+            "name": name,
+            "objective": objective,
+            "code_dir": str(OBJECTIVES_DIR),
+            "metric": {"name": "score", "direction": "maximize"},
+            "sampler": {"name": "tpe", "seed": 7},
+            "pruner": "none",
+            "budget": {"n_trials": 4},
+            "parallelism": 1,
+        }
+    )
+    database = Database(url)
+    database.ensure_schema()
+    tracking = TrackingStore(database)
+    open_study(spec, database, database.optuna_storage())
+    experiment = tracking.get_or_create_experiment(name, str(root))
+    record = open_sweep_record(
+        spec, database, tracking, experiment, spec_text="", parent_tags={}, parent_params={}
+    )
+    database.dispose()
+    return SweepContext(spec, url, experiment.experiment_id, record.parent_run_id, "test")

@@ -35,16 +35,14 @@ from sweep.errors import (
     StorageError,
 )
 from sweep.registry import ModelRegistry
-from sweep.spec import load_spec_from_dict
 from sweep.storage import Database, _retrying
-from sweep.study import open_study, open_sweep_record
 from sweep.tracking import RunStatus, TrackingStore
 from sweep.tracking._artifacts import load_model_dir
 from sweep.tracking._datasets import digest_dataset
 from sweep.tracking._environment import clear_caches, environment_tags, gpu_tags
 from sweep.tracking._lineage import forget_written
-from sweep.trial import SweepContext, TrialRunner
-from tests.helpers import OBJECTIVES_DIR
+from sweep.trial import TrialRunner
+from tests.helpers import OBJECTIVES_DIR, sweep_context
 
 sys.path.insert(0, str(OBJECTIVES_DIR))
 from logging_probe import POINTS  # noqa: E402
@@ -208,29 +206,7 @@ def test_no_gpu_tags_without_nvidia_smi(tmp_path: Path, monkeypatch: pytest.Monk
 
 def trial_runner(url: str, root: Path, name: str, objective: str, worker_index: int) -> TrialRunner:
     """A sweep's study, parent run and a worker's runner, as a launch sets them up."""
-    spec = load_spec_from_dict(
-        {
-            "name": name,
-            "objective": objective,
-            "code_dir": str(OBJECTIVES_DIR),
-            "metric": {"name": "score", "direction": "maximize"},
-            "sampler": {"name": "tpe", "seed": 7},
-            "pruner": "none",
-            "budget": {"n_trials": 4},
-            "parallelism": 1,
-        }
-    )
-    database = Database(url)
-    database.ensure_schema()
-    tracking = TrackingStore(database)
-    open_study(spec, database, database.optuna_storage())
-    experiment = tracking.get_or_create_experiment(name, str(root))
-    record = open_sweep_record(
-        spec, database, tracking, experiment, spec_text="", parent_tags={}, parent_params={}
-    )
-    database.dispose()
-    context = SweepContext(spec, url, experiment.experiment_id, record.parent_run_id, "test")
-    return TrialRunner(context, worker_index)
+    return TrialRunner(sweep_context(url, root, name, objective), worker_index)
 
 
 @pytest.mark.parametrize("objective", ["log_then_return", "log_then_raise"])

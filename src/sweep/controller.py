@@ -28,7 +28,7 @@ from ray.exceptions import RayActorError, RayError, RayTaskError
 from sqlalchemy.orm import Session
 
 from sweep.coordination import Claim, Coordinator, Heartbeat, RunSeed, SweepState
-from sweep.errors import NotFoundError, RegistrationError
+from sweep.errors import NotFoundError, RegistrationError, first_line
 from sweep.ledger import TrialLedger
 from sweep.planner import Planner
 from sweep.registry import CHAMPION, ModelRegistry, ModelVersion
@@ -54,7 +54,7 @@ from sweep.tracking import (
 from sweep.tracking._artifacts import artifact_location, is_url
 from sweep.tracking._store import now_ms
 from sweep.trial import SweepContext, TrialOutcome, lease_settings
-from sweep.worker import RayWorker, RayWorkerPool
+from sweep.worker import RayWorker, RayWorkerPool, TrialCrash
 
 #: Environment variable naming a shared artifact root (a path every worker can reach).
 ARTIFACT_ROOT_ENV = "SWEEP_ARTIFACT_ROOT"
@@ -68,10 +68,15 @@ CLAIM_AHEAD_WINDOW_S = 0.08
 #: Trials shorter than this on average are sampled by their workers, not planned by the
 #: controller (see ``_Pace.plans``).
 PLAN_ABOVE_S = 0.05
-#: Trials sent to a worker at once when trials are short (one runs, the others wait in
-#: its Ray queue, so that it never waits for the controller between two trials); long
-#: trials are sent one at a time.
-QUEUE_SHORT = 3
+#: Calls sent to a worker at once when trials are short (one runs, the other waits in
+#: its Ray queue, so that it never waits for the controller between two); long trials
+#: are sent one at a time.
+QUEUE_SHORT = 2
+#: When trials are short, each call carries about this many seconds of a worker's
+#: trials, at most ``BATCH_MAX``: a Ray call costs about 0.8 ms of CPU between the two
+#: ends, as much as a short trial's own bookkeeping.
+BATCH_WINDOW_S = 0.02
+BATCH_MAX = 4
 #: Ended trials are written with the next claims, or once this many wait, or the
 #: oldest has waited this long (or nothing else runs).
 WRITE_BATCH = 8
@@ -102,17 +107,20 @@ class SweepResult:
 
 @dataclass
 class _InFlight:
+    """One call to a worker: the trials it runs, in this order."""
+
     worker: RayWorker
-    trial_id: int
-    sent: int  # the order trials were sent in, across workers
+    trial_ids: list[int]
+    sent: int  # the order calls were sent in, across workers
     started: float | None  # None while it waits in its worker's queue
 
 
 class _Pace:
     """How long the sweep's trials take (a moving mean), and so how many to claim ahead."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, batches: bool) -> None:
         self.mean_s: float | None = None
+        self.batches = batches  # whether short trials may share a call
 
     def add(self, duration_s: float) -> None:
         self.mean_s = duration_s if self.mean_s is None else 0.8 * self.mean_s + 0.2 * duration_s
@@ -126,9 +134,16 @@ class _Pace:
         return self.mean_s is None or self.mean_s >= PLAN_ABOVE_S
 
     def queue(self) -> int:
-        """Trials to send each worker at once: ``QUEUE_SHORT`` when it samples for
+        """Calls to send each worker at once: ``QUEUE_SHORT`` when it samples for
         itself, else 1 (a plan is made as its trial starts, on all that is known)."""
         return 1 if self.plans() else QUEUE_SHORT
+
+    def batch(self) -> int:
+        """Trials per call: when the worker samples for itself, about
+        ``BATCH_WINDOW_S`` of them (it tells of them all once the last has ended)."""
+        if not self.batches or self.plans() or self.mean_s is None:
+            return 1
+        return max(1, min(BATCH_MAX, int(BATCH_WINDOW_S / max(self.mean_s, 1e-6))))
 
     def depth(self) -> int:
         """Trials to hold per worker: 1 until trials have been seen to be short."""
@@ -152,9 +167,10 @@ class _Claimed:
     def add(self, worker_id: str, claim: Claim) -> None:
         self._by_worker.setdefault(worker_id, deque()).append(claim)
 
-    def next(self, worker_id: str) -> Claim | None:
+    def take(self, worker_id: str, most: int) -> list[Claim]:
+        """Up to ``most`` of the claims held for ``worker_id``, oldest first."""
         held = self._by_worker.get(worker_id)
-        return held.popleft() if held else None
+        return [held.popleft() for _ in range(min(most, len(held)))] if held else []
 
     def wanted(self, worker_id: str, depth: int, sent: int) -> int:
         """How many to claim for ``worker_id`` (``sent``: trials sent to it and not back)
@@ -351,9 +367,10 @@ class _Launch:
         stopped or cancelled; kill trials past ``trial_timeout``; recover trials whose
         lease expired, wherever they ran.
 
-        Each worker runs one trial at a time and gets the next as soon as it returns
-        (short trials: the next waits in its queue), with the trials finished elsewhere
-        since its last one, so that it samples on everything known. The database work
+        Each worker runs one trial at a time and gets the next as soon as it returns,
+        with the trials finished elsewhere since its last one, so that it samples on
+        everything known. Short trials go several to a call (``_Pace.batch``), and the
+        next call waits in the worker's queue (``QUEUE_SHORT``). The database work
         is batched: each worker's next trials are claimed a few at a time
         (:class:`_Claimed`), and the trials that ended are written with those claims,
         or once ``WRITE_BATCH`` of them wait, or ``WRITE_DELAY_S`` after the first came
@@ -380,7 +397,8 @@ class _Launch:
         )
         ended: list[tuple[TrialOutcome, str]] = []  # come back, not yet written
         ended_since = 0.0  # when the oldest of them came back
-        pace = _Pace()
+        # A call's trials are timed as one: with a trial_timeout, one trial per call.
+        pace = _Pace(batches=not self.spec.trial_timeout)
         exhausted = False  # the last claim got fewer trials than asked
 
         def report(outcome: TrialOutcome, counted_as: str) -> None:
@@ -392,6 +410,10 @@ class _Launch:
         def queued(worker: RayWorker) -> int:
             return len(queues.get(worker.worker_id, ()))
 
+        def sent_to(worker: RayWorker) -> int:
+            """Trials sent to ``worker`` that have not come back."""
+            return sum(len(in_flight[ref].trial_ids) for ref in queues.get(worker.worker_id, ()))
+
         def replace(worker: RayWorker) -> None:
             """A fresh worker for a dead or killed one; the trials claimed or queued for
             it that had not started end as killed (they use no budget)."""
@@ -402,7 +424,7 @@ class _Launch:
                 fresh = pool.replace(worker)
                 ledger.join(fresh.worker_id)
             release(
-                [f.trial_id for f in waiting] + claimed.take_all(worker.worker_id),
+                [t for f in waiting for t in f.trial_ids] + claimed.take_all(worker.worker_id),
                 "its worker was replaced",
             )
 
@@ -410,20 +432,21 @@ class _Launch:
             for trial_id in trial_ids:
                 coordinator.fail_lost(trial_id, f"not started: {why}", retry=False, killed=True)
 
-        def lose(flight: _InFlight, reason: str, *, retry: bool) -> None:
-            """A trial that did not come back: fail it (retry by policy) and let the
-            planner read it as the database has it."""
+        def lose(trial_ids: list[int], reason: str, *, retry: bool) -> None:
+            """Trials that did not come back: fail them (retry by policy) and let the
+            planner read them as the database has them."""
             nonlocal exhausted
-            report(*self._lost(coordinator, flight.trial_id, reason, retry=retry))
-            planner.lost(flight.trial_id)
+            for trial_id in trial_ids:
+                report(*self._lost(coordinator, trial_id, reason, retry=retry))
+                planner.lost(trial_id)
             if retry:
-                exhausted = False  # its retry waits to be claimed
+                exhausted = False  # their retries wait to be claimed
 
         def wants(worker: RayWorker) -> int:
             """How many trials to claim for ``worker`` now."""
             if not pool.started(worker):
                 return 0
-            return claimed.wanted(worker.worker_id, pace.depth(), queued(worker))
+            return claimed.wanted(worker.worker_id, pace.depth(), sent_to(worker))
 
         def book(claiming: bool) -> None:
             """One transaction: write the trials that ended, and top up the claims of
@@ -475,18 +498,19 @@ class _Launch:
                     now = time.monotonic()
                     for worker in pool.workers:
                         while queued(worker) < pace.queue():
-                            claim = claimed.next(worker.worker_id)
-                            if claim is None:
+                            claims = claimed.take(worker.worker_id, pace.batch())
+                            if not claims:
                                 break
-                            plan = planner.plan(claim) if pace.plans() else None
+                            plan = planner.plan(claims[0]) if pace.plans() else None
                             ref = worker.actor.run.remote(
-                                claim, ledger.news_for(worker.worker_id), plan
+                                claims, ledger.news_for(worker.worker_id), plan
                             )
                             sent += 1
                             started = None if queued(worker) else now
-                            in_flight[ref] = _InFlight(worker, claim.trial_id, sent, started)
+                            trial_ids = [c.trial_id for c in claims]
+                            in_flight[ref] = _InFlight(worker, trial_ids, sent, started)
                             queues.setdefault(worker.worker_id, []).append(ref)
-                            dispatched += 1
+                            dispatched += len(claims)
                 short = running and any(wants(w) for w in pool.workers)
                 due = bool(ended) and (
                     len(ended) >= WRITE_BATCH
@@ -539,32 +563,40 @@ class _Launch:
                         if queue:
                             in_flight[queue[0]].started = now  # the next starts now
                         try:
-                            outcome = ray.get(ref)
+                            results = ray.get(ref)
                         except RayActorError as exc:
                             # Which of the trials sent to it it was running is not
                             # known (a finished one's result can die with it too):
                             # each is failed and retried by policy.
-                            why = f"worker died during the trial: {_first_line(exc)}"
-                            lose(flight, why, retry=True)
+                            why = f"worker died during the trial: {first_line(exc)}"
+                            lose(flight.trial_ids, why, retry=True)
                             for later in queues.pop(worker.worker_id, []):
                                 queued_flight = in_flight.pop(later, None)
                                 if queued_flight is not None:
-                                    lose(queued_flight, f"{why} (or before it)", retry=True)
+                                    lose(
+                                        queued_flight.trial_ids, f"{why} (or before it)", retry=True
+                                    )
                             replace(worker)
                             continue
                         except RayTaskError as exc:
-                            lose(flight, f"trial execution failed: {_task_error(exc)}", retry=True)
+                            why = f"trial execution failed: {_task_error(exc)}"
+                            lose(flight.trial_ids, why, retry=True)
                             continue
-                        ledger.arrived(outcome, worker.worker_id)
-                        if outcome.trial is not None:
-                            planner.ended([outcome.trial])
-                        if not ended:
-                            ended_since = now
-                        ended.append((outcome, worker.worker_id))
+                        for outcome in results:
+                            if isinstance(outcome, TrialCrash):
+                                why = f"trial execution failed: {outcome.error}"
+                                lose([outcome.trial_id], why, retry=True)
+                                continue
+                            ledger.arrived(outcome, worker.worker_id)
+                            if outcome.trial is not None:
+                                planner.ended([outcome.trial])
+                            if not ended:
+                                ended_since = now
+                            ended.append((outcome, worker.worker_id))
                     for flight in self._timed_out(in_flight):
                         limit = self.spec.trial_timeout
                         lose(
-                            flight,
+                            flight.trial_ids,
                             f"trial_timeout: ran longer than {limit:g} s and was killed",
                             retry=False,
                         )
@@ -622,7 +654,8 @@ class _Launch:
         if in_flight:
             ray.wait(list(in_flight), num_returns=len(in_flight), timeout=KILL_GRACE_S)
         for flight in in_flight.values():
-            coordinator.fail_lost(flight.trial_id, reason, retry=False, killed=True)
+            for trial_id in flight.trial_ids:
+                coordinator.fail_lost(trial_id, reason, retry=False, killed=True)
 
     # -- the end ------------------------------------------------------------------------
 
@@ -790,11 +823,6 @@ def agent_spec_json(spec: SweepSpec) -> str:
     return json.dumps(data)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 def _task_error(exc: RayTaskError) -> str:
     cause = exc.cause if isinstance(exc, RayError) and getattr(exc, "cause", None) else exc
-    return f"{type(cause).__name__}: {_first_line(cause)}"
+    return f"{type(cause).__name__}: {first_line(cause)}"

@@ -116,3 +116,9 @@ class RegistrationError(RegistryError):
 
 class ExecutionError(SweepError):
     """Raised when the trial executors (Ray or local workers) cannot be started or reached."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name if it has none)."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -20,7 +20,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from sweep.coordination import Claim, Heartbeat, RunSeed
-from sweep.errors import ExecutionError
+from sweep.errors import ExecutionError, first_line
 from sweep.planner import Plan
 from sweep.trial import SweepContext, TrialOutcome, TrialRunner
 
@@ -32,6 +32,15 @@ class WorkerInfo:
     pid: int
     cuda_visible_devices: str | None
     run_seed: RunSeed | None = None  # what its trials' runs start with
+
+
+@dataclass(frozen=True)
+class TrialCrash:
+    """A trial of a call that raised out of :meth:`TrialRunner.run` (not the objective's
+    own failure, which its outcome records): the others of the call still ran."""
+
+    trial_id: int
+    error: str  # "ExceptionType: first line of its message"
 
 
 @dataclass(frozen=True)
@@ -77,8 +86,21 @@ class TrialWorker:
             self.runner.run_seed,
         )
 
-    def run(self, claim: Claim, finished_elsewhere: list[Any], plan: Plan | None) -> TrialOutcome:
-        return self.runner.run(claim, finished_elsewhere, plan)
+    def run(
+        self, claims: list[Claim], finished_elsewhere: list[Any], plan: Plan | None
+    ) -> list[TrialOutcome | TrialCrash]:
+        """Run ``claims`` one after the other (several short trials per call spare a Ray
+        round trip each); ``plan`` is the first one's, and only a lone claim gets one."""
+        results: list[TrialOutcome | TrialCrash] = []
+        for claim in claims:
+            try:
+                results.append(self.runner.run(claim, finished_elsewhere, plan))
+            except Exception as exc:
+                results.append(
+                    TrialCrash(claim.trial_id, f"{type(exc).__name__}: {first_line(exc)}")
+                )
+            finished_elsewhere, plan = [], None  # the news is absorbed once
+        return results
 
 
 class RayWorkerPool:
