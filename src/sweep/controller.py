@@ -68,15 +68,17 @@ CLAIM_AHEAD_WINDOW_S = 0.08
 #: Trials shorter than this on average are sampled by their workers, not planned by the
 #: controller (see ``_Pace.plans``).
 PLAN_ABOVE_S = 0.05
-#: Calls sent to a worker at once when trials are short (one runs, the other waits in
-#: its Ray queue, so that it never waits for the controller between two); long trials
-#: are sent one at a time.
-QUEUE_SHORT = 2
+#: Trials sent to a worker at once when trials are short, in calls of ``_Pace.batch``
+#: trials (one call runs, the others wait in its Ray queue, so that it never waits for
+#: the controller between two); long trials are sent one at a time. Each trial samples
+#: on what was known when its call was sent, so more would make sampling staler.
+QUEUE_SHORT = 4
 #: When trials are short, each call carries about this many seconds of a worker's
 #: trials, at most ``BATCH_MAX``: a Ray call costs about 0.8 ms of CPU between the two
-#: ends, as much as a short trial's own bookkeeping.
+#: ends, as much as a short trial's own bookkeeping. (Four per call spared a little more
+#: CPU, but with two calls queued it left trials sampling on news twice as old.)
 BATCH_WINDOW_S = 0.02
-BATCH_MAX = 4
+BATCH_MAX = 2
 #: Ended trials are written with the next claims, or once this many wait, or the
 #: oldest has waited this long (or nothing else runs).
 WRITE_BATCH = 8
@@ -134,9 +136,10 @@ class _Pace:
         return self.mean_s is None or self.mean_s >= PLAN_ABOVE_S
 
     def queue(self) -> int:
-        """Calls to send each worker at once: ``QUEUE_SHORT`` when it samples for
-        itself, else 1 (a plan is made as its trial starts, on all that is known)."""
-        return 1 if self.plans() else QUEUE_SHORT
+        """Calls to send each worker at once: ``QUEUE_SHORT`` trials' worth when it
+        samples for itself, else 1 (a plan is made as its trial starts, on all that is
+        known)."""
+        return 1 if self.plans() else max(1, QUEUE_SHORT // self.batch())
 
     def batch(self) -> int:
         """Trials per call: when the worker samples for itself, about

@@ -78,7 +78,7 @@ FLAGS: dict[str, list[tuple[str, type, Any, Any, str]]] = {
         ("--pays-workloads", str, "quickstart,mlp", "quickstart,mlp", "sweeps/ specs to run"),
     ],
     "parallel-efficiency": [
-        ("--parallel-seeds", int, 5, 2, "seeds"),
+        ("--parallel-seeds", int, 9, 2, "seeds"),
         ("--parallel-workers", int, 4, 4, "the workers compared with 1"),
         ("--parallel-trials", int, 200, 60, "budget per sweep"),
         ("--parallel-target", float, 0.05, 0.5, "the value to reach (minimizing)"),

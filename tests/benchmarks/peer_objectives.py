@@ -22,10 +22,13 @@ def trivial_space(trial: Any) -> None:
 
 
 def trivial_trainable(config: dict[str, Any]) -> None:
-    """A Ray Tune function trainable that reports one result."""
+    """A Ray Tune function trainable that reports one result (and the process it ran in,
+    so that the harness can tell how many of Ray Tune's actors ran trials)."""
+    import os
+
     from ray import tune
 
-    tune.report({"value": trivial_value(config["x"], config["y"], config["c"])})
+    tune.report({"value": trivial_value(config["x"], config["y"], config["c"]), "pid": os.getpid()})
 
 
 def optuna_process(url: str, study_name: str, n_trials: int, seed: int) -> None:
