@@ -28,7 +28,7 @@ from ray.exceptions import RayActorError, RayError, RayTaskError
 from sqlalchemy.orm import Session
 
 from sweep.coordination import Claim, Coordinator, Heartbeat, RunSeed, SweepState
-from sweep.errors import NotFoundError, RegistrationError, first_line
+from sweep.errors import NotFoundError, RegistrationError, first_line, summary
 from sweep.ledger import TrialLedger
 from sweep.planner import Planner
 from sweep.registry import CHAMPION, ModelRegistry, ModelVersion
@@ -828,4 +828,4 @@ def agent_spec_json(spec: SweepSpec) -> str:
 
 def _task_error(exc: RayTaskError) -> str:
     cause = exc.cause if isinstance(exc, RayError) and getattr(exc, "cause", None) else exc
-    return f"{type(cause).__name__}: {first_line(cause)}"
+    return summary(cause)

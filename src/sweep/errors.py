@@ -122,3 +122,8 @@ def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (its type's name if it has none)."""
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def summary(exc: BaseException) -> str:
+    """``"ExceptionType: first line of its message"``, for a one-line failure report."""
+    return f"{type(exc).__name__}: {first_line(exc)}"

@@ -20,7 +20,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from sweep.coordination import Claim, Heartbeat, RunSeed
-from sweep.errors import ExecutionError, first_line
+from sweep.errors import ExecutionError, summary
 from sweep.planner import Plan
 from sweep.trial import SweepContext, TrialOutcome, TrialRunner
 
@@ -40,7 +40,7 @@ class TrialCrash:
     own failure, which its outcome records): the others of the call still ran."""
 
     trial_id: int
-    error: str  # "ExceptionType: first line of its message"
+    error: str  # errors.summary of what it raised
 
 
 @dataclass(frozen=True)
@@ -96,9 +96,7 @@ class TrialWorker:
             try:
                 results.append(self.runner.run(claim, finished_elsewhere, plan))
             except Exception as exc:
-                results.append(
-                    TrialCrash(claim.trial_id, f"{type(exc).__name__}: {first_line(exc)}")
-                )
+                results.append(TrialCrash(claim.trial_id, summary(exc)))
             finished_elsewhere, plan = [], None  # the news is absorbed once
         return results
 
