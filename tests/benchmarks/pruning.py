@@ -14,7 +14,8 @@ timed.
 
 Pays: two workloads of real training on the digits, each launched with Hyperband (the
 spec's) and without pruning, for each seed: the best validation accuracy and the
-training steps (epochs) spent in all trials. ``quickstart`` is
+training steps (epochs) spent in all trials. The same four runs on Optuna alone (the
+peer) tell whether a shortfall is ours or Hyperband's on that workload. ``quickstart`` is
 ``sweeps/quickstart.yaml`` (a linear model, SGDClassifier, 30 epochs; its curves level
 off within a few epochs); ``mlp`` is ``sweeps/mlp.yaml`` (a one-hidden-layer network,
 50 epochs).
@@ -26,10 +27,13 @@ import math
 import time
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import optuna
 import yaml
 
+import sweep
+from sweep.spec import load_spec_from_dict, resolve_objective
 from sweep.storage import Database, StudyStorage
 from tests.benchmarks.report import median, percentile, row
 from tests.benchmarks.sweeps import launch_fresh
@@ -184,6 +188,31 @@ def _workload(
     return data
 
 
+def optuna_alone(data: dict[str, Any]) -> list[optuna.trial.FrozenTrial]:
+    """The workload of spec ``data`` on Optuna alone, parallel as its users run it on one
+    machine: an in-memory study, ``optimize(n_jobs=parallelism)``, Optuna's own sampler
+    with the spec's options and the spec's pruner. Optuna has no tracking, so the
+    objective's ``sweep.log_*`` calls do nothing here."""
+    spec = load_spec_from_dict(data, check_objective=True)
+    function = resolve_objective(spec)
+    study = optuna.create_study(
+        direction=spec.metric.direction,
+        sampler=spec.sampler.optuna_class(**spec.sampler.options),
+        pruner=spec.pruner.build(),
+    )
+
+    def objective(trial: optuna.Trial) -> Any:
+        spec.suggest_parameters(trial)  # as a sweep does before the objective runs
+        return function(trial)
+
+    def nothing(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    with mock.patch.multiple(sweep, log_metric=nothing, log_model=nothing):
+        study.optimize(objective, n_trials=spec.budget.n_trials, n_jobs=spec.parallelism)
+    return study.get_trials(deepcopy=False)
+
+
 def pays(
     seeds: int = 10,
     trials: int = 60,
@@ -205,28 +234,43 @@ def _pays(workload: str, seeds: int, trials: int, workers: int) -> dict[str, Any
     per_seed = []
     for seed in range(seeds):
         entry: dict[str, Any] = {"seed": seed}
-        # Alternate which goes first.
-        order = [True, False] if seed % 2 == 0 else [False, True]
-        for prune in order:
-            key = "hyperband" if prune else "no_pruning"
+        # Alternate which goes first, between the tools and between the pruners.
+        tools = ("", "_optuna") if seed % 2 == 0 else ("_optuna", "")
+        order = (True, False) if seed % 2 == 0 else (False, True)
+        for tool, prune in [(tool, prune) for tool in tools for prune in order]:
+            key = ("hyperband" if prune else "no_pruning") + tool
             spec = _workload(
                 WORKLOADS[workload], f"bench-pays-{workload}-{key}", seed, trials, workers, prune
             )
-            launched = launch_fresh(spec)
-            finished = [t for t in launched.trials if t.state.is_finished()]
+            started = time.perf_counter()
+            done = launch_fresh(spec).trials if tool == "" else optuna_alone(spec)
+            finished = [t for t in done if t.state.is_finished()]
             entry[key] = {
                 "best": round(max(t.value for t in finished if t.value is not None), 4),
                 "steps": sum(len(t.intermediate_values) for t in finished),
                 "pruned": sum(1 for t in finished if t.state == optuna.trial.TrialState.PRUNED),
-                "wall_s": round(launched.wall_s, 1),
+                "wall_s": round(time.perf_counter() - started, 1),
             }
             print(f"  pruning pays {workload} seed {seed} {key}: {entry[key]}", flush=True)
         per_seed.append(entry)
-    best_hb = median(e["hyperband"]["best"] for e in per_seed)
-    best_none = median(e["no_pruning"]["best"] for e in per_seed)
-    steps_hb = median(e["hyperband"]["steps"] for e in per_seed)
-    steps_none = median(e["no_pruning"]["steps"] for e in per_seed)
-    saving = steps_none / steps_hb if steps_hb else 0.0
+
+    def medians(tool: str) -> tuple[float, float, float, float, float]:
+        """Median best with and without Hyperband, their steps, and the saving."""
+        best_hb, best_none, steps_hb, steps_none = (
+            median(e[key + tool][figure] for e in per_seed)
+            for figure, key in (
+                ("best", "hyperband"),
+                ("best", "no_pruning"),
+                ("steps", "hyperband"),
+                ("steps", "no_pruning"),
+            )
+        )
+        return best_hb, best_none, steps_hb, steps_none, steps_none / steps_hb if steps_hb else 0.0
+
+    best_hb, best_none, steps_hb, steps_none, saving = medians("")
+    best_hb_optuna, best_none_optuna, steps_hb_optuna, steps_none_optuna, saving_optuna = medians(
+        "_optuna"
+    )
     judged = seeds >= 3 and trials >= 60
     return {
         "per_seed": per_seed,
@@ -237,20 +281,24 @@ def _pays(workload: str, seeds: int, trials: int, workers: int) -> dict[str, Any
                 "",
                 "higher",
                 round(best_hb, 4),
+                {"Optuna": round(best_hb_optuna, 4)},
                 target="≥ TPE alone",
                 met=best_hb >= best_none,
                 judged=judged,
-                note=f"TPE alone {best_none:.4f}",
+                note=f"TPE alone {best_none:.4f}; on Optuna alone, TPE alone "
+                f"{best_none_optuna:.4f}",
             ),
             row(
                 f"Pruning pays ({workload}): training steps (epochs), TPE+Hyperband vs TPE alone",
                 "epochs",
                 "lower",
                 steps_hb,
+                {"Optuna": steps_hb_optuna},
                 target="≥3x fewer",
                 met=saving >= 3,
                 judged=judged,
-                note=f"TPE alone {steps_none:.0f}, {saving:.2f}x fewer",
+                note=f"TPE alone {steps_none:.0f}, {saving:.2f}x fewer; on Optuna alone, "
+                f"{saving_optuna:.2f}x fewer than its TPE alone ({steps_none_optuna:.0f})",
             ),
         ],
     }
