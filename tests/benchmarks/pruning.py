@@ -254,23 +254,19 @@ def _pays(workload: str, seeds: int, trials: int, workers: int) -> dict[str, Any
             print(f"  pruning pays {workload} seed {seed} {key}: {entry[key]}", flush=True)
         per_seed.append(entry)
 
-    def medians(tool: str) -> tuple[float, float, float, float, float]:
-        """Median best with and without Hyperband, their steps, and the saving."""
-        best_hb, best_none, steps_hb, steps_none = (
-            median(e[key + tool][figure] for e in per_seed)
-            for figure, key in (
-                ("best", "hyperband"),
-                ("best", "no_pruning"),
-                ("steps", "hyperband"),
-                ("steps", "no_pruning"),
-            )
-        )
-        return best_hb, best_none, steps_hb, steps_none, steps_none / steps_hb if steps_hb else 0.0
+    def medians(key: str) -> tuple[float, float]:
+        """The median best value and steps of the runs under ``key``."""
+        runs = [e[key] for e in per_seed]
+        return median(r["best"] for r in runs), median(r["steps"] for r in runs)
 
-    best_hb, best_none, steps_hb, steps_none, saving = medians("")
-    best_hb_optuna, best_none_optuna, steps_hb_optuna, steps_none_optuna, saving_optuna = medians(
-        "_optuna"
-    )
+    def saving(hyperband_steps: float, no_pruning_steps: float) -> float:
+        return no_pruning_steps / hyperband_steps if hyperband_steps else 0.0
+
+    best_hb, steps_hb = medians("hyperband")
+    best_none, steps_none = medians("no_pruning")
+    best_hb_optuna, steps_hb_optuna = medians("hyperband_optuna")
+    best_none_optuna, steps_none_optuna = medians("no_pruning_optuna")
+    fewer, fewer_optuna = saving(steps_hb, steps_none), saving(steps_hb_optuna, steps_none_optuna)
     judged = seeds >= 3 and trials >= 60
     return {
         "per_seed": per_seed,
@@ -295,10 +291,10 @@ def _pays(workload: str, seeds: int, trials: int, workers: int) -> dict[str, Any
                 steps_hb,
                 {"Optuna": steps_hb_optuna},
                 target="≥3x fewer",
-                met=saving >= 3,
+                met=fewer >= 3,
                 judged=judged,
-                note=f"TPE alone {steps_none:.0f}, {saving:.2f}x fewer; on Optuna alone, "
-                f"{saving_optuna:.2f}x fewer than its TPE alone ({steps_none_optuna:.0f})",
+                note=f"TPE alone {steps_none:.0f}, {fewer:.2f}x fewer; on Optuna alone, "
+                f"{fewer_optuna:.2f}x fewer than its TPE alone ({steps_none_optuna:.0f})",
             ),
         ],
     }
