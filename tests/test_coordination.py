@@ -141,8 +141,9 @@ def test_nothing_is_claimed_unless_the_sweep_runs(
 def test_an_attempt_back_after_its_trial_was_recovered_leaves_no_run_open(
     storage_url: str, tmp_path: Path
 ) -> None:
+    from sweep.ends import TrialEnd
     from sweep.ledger import TrialLedger
-    from sweep.storage import StudyStorage
+    from sweep.storage import StudyStorage, TrialWrites
     from sweep.tracking import RunEnd, RunStatus
     from sweep.trial import TrialOutcome
 
@@ -165,7 +166,10 @@ def test_an_attempt_back_after_its_trial_was_recovered_leaves_no_run_open(
         1.0,
         claim.run_id,
         0.1,
-        run_end=RunEnd(claim.run_id, RunStatus.FINISHED, tags={"sweep.state": "COMPLETE"}),
+        end=TrialEnd(
+            TrialWrites(claim.trial_id, state=TrialState.COMPLETE, values=[1.0]),
+            RunEnd(claim.run_id, RunStatus.FINISHED, tags={"sweep.state": "COMPLETE"}),
+        ),
     )
     storage = StudyStorage(coord.db, coord.storage)
     ledger = TrialLedger(coord.db, storage, tracking, coord.study_id)

@@ -11,9 +11,10 @@ import pytest
 from optuna.trial import TrialState
 from sqlalchemy import event
 
-from sweep.storage import Database, StudyStorage
+from sweep.ends import EndSink, HandBack, WriteNow
+from sweep.storage import Database, StudyStorage, TrialWrites, write_trials
 from sweep.storage import _study_storage as study_storage
-from sweep.storage._study_storage import write_trials
+from sweep.tracking import TrackingStore
 
 
 @pytest.fixture
@@ -26,10 +27,10 @@ def db(storage_url: str) -> Iterator[Database]:
 
 
 def held_study(
-    db: Database, pruner: optuna.pruners.BasePruner | None = None, **options: bool
+    db: Database, pruner: optuna.pruners.BasePruner | None = None, end_sink: EndSink | None = None
 ) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = StudyStorage(db, db.optuna_storage(), **options)
+    storage = StudyStorage(db, db.optuna_storage(), end_sink)
     return optuna.load_study(
         study_name="held",
         storage=storage,
@@ -197,11 +198,16 @@ def test_a_pruner_sees_what_other_workers_recorded_since_the_trial_read_the_stud
 
 
 def test_a_trial_ended_elsewhere_is_left_as_it_was(db: Database) -> None:
-    study = held_study(db)
+    ended: list[bool] = []
+
+    class RecordingSink(WriteNow):
+        def end(self, writes: TrialWrites) -> bool:
+            ended.append(super().end(writes))
+            return ended[-1]
+
+    study = held_study(db, end_sink=RecordingSink(db, TrackingStore(db)))
     trial = study.ask()
     trial.suggest_float("x", 0.0, 1.0)
-    ended: list[bool] = []
-    study._storage.on_finish(trial._trial_id, lambda _session, written: ended.append(written))
     # A recovery (another process) fails the trial while this one still runs it.
     db.optuna_storage().set_trial_state_values(trial._trial_id, TrialState.FAIL)
     study.tell(trial, 1.0)
@@ -229,15 +235,16 @@ def test_reads_see_what_other_processes_finished(
 
 
 def test_ends_handed_over_are_written_in_one_transaction(db: Database) -> None:
-    """A Ray worker's storage defers its trials' ends; the controller writes many."""
-    worker = held_study(db, defer_ends=True)
+    """A Ray worker's storage hands its trials' ends back; the controller writes many."""
+    sink = HandBack()
+    worker = held_study(db, end_sink=sink)
     ends = []
     for value in (1.0, 2.0, 3.0):
         trial = worker.ask()
         trial.suggest_float("x", 0.0, 1.0)
         trial.report(value, 0)  # the first report is written by the worker itself
         worker.tell(trial, value)
-        ends.append(worker._storage.take_ended(trial._trial_id))
+        ends.append(sink.take(trial._trial_id).writes)
     # The worker's study already sees its trials finished; the database does not.
     assert [t.state for t in worker.trials] == [TrialState.COMPLETE] * 3
     assert in_database(db, 2).state == TrialState.RUNNING

@@ -34,7 +34,7 @@ def test_a_trial_that_raises_out_of_its_runner_fails_alone_in_its_call(
     for outcome, claim in ((ran_first, first), (ran_second, second)):
         assert isinstance(outcome, TrialOutcome)
         assert (outcome.trial_id, outcome.state) == (claim.trial_id, "COMPLETE")
-        assert outcome.writes is not None and outcome.run_end is not None  # for the controller
+        assert outcome.end is not None and outcome.end.run_end is not None  # for the controller
     assert set(ran_second.params) == {"x", "y", "c"}
 
 

@@ -475,7 +475,7 @@ class _Launch:
                 written = ledger.record(ended)
             for outcome, _ in ended:
                 pace.add(outcome.duration_s)
-                if outcome.writes is None or outcome.trial_id in written:
+                if outcome.end is None or outcome.trial_id in written:
                     report(outcome, outcome.state)
                 else:
                     # A stop or a recovery ended the trial while it ran: its result was

@@ -39,18 +39,18 @@ from typing import Any, cast
 
 import optuna
 from filelock import FileLock
-from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
-from sqlalchemy import Table, delete, select, text, update
+from sqlalchemy import Table, select, text, update
 from sqlalchemy.orm import Session
 
+from sweep.ends import TrialEnd, release_leases, write_ends
 from sweep.errors import NotFoundError
-from sweep.storage import Database
+from sweep.storage import Database, TrialWrites
 from sweep.storage._schema import SweepRow, TrialLeaseRow, WorkerRow
 from sweep.storage._sql import insert_rows
 from sweep.storage._study_storage import SYSTEM_ATTRS, TRIALS, local_time, utc_now
 from sweep.study import ERROR_ATTR, KILLED_ATTR, RUN_ID_ATTR, SUPERSEDED_ATTR
-from sweep.tracking import RunStatus, TrackingStore
+from sweep.tracking import RunEnd, RunStatus, TrackingStore
 from sweep.tracking._store import RunRecord, now_ms
 
 logger = logging.getLogger(__name__)
@@ -476,22 +476,14 @@ class Coordinator:
         self.tracking.insert_runs(session, runs)
         return claims
 
-    def release(self, trial_id: int, session: Session | None = None) -> None:
-        """Drop a finished trial's lease (in ``session``'s transaction, if given)."""
-        if session is not None:
-            self.release_many(session, [trial_id])
-            return
+    def release(self, trial_id: int) -> None:
+        """Drop a finished trial's lease."""
 
         def drop() -> None:
-            with self.db.session() as own_session:
-                self.release(trial_id, own_session)
+            with self.db.session() as session:
+                release_leases(session, [trial_id])
 
         self.db.retrying(drop, "releasing a lease")
-
-    @staticmethod
-    def release_many(session: Session, trial_ids: Sequence[int]) -> None:
-        """Drop the leases of finished trials, in ``session``'s transaction."""
-        session.execute(delete(TrialLeaseRow).where(TrialLeaseRow.trial_id.in_(trial_ids)))
 
     def recover_stale(self) -> list[LostTrial]:
         """Fail (and retry, by policy) every trial whose lease expired or that has none.
@@ -503,14 +495,13 @@ class Coordinator:
     def _recover_once(self) -> list[LostTrial]:
         cutoff = now_ms() - int(self.settings.timeout * 1000)
         lost: list[LostTrial] = []
-        with self._locked():
-            with self.db.session() as session:
-                leases = {
-                    r.trial_id: r
-                    for r in session.scalars(
-                        select(TrialLeaseRow).where(TrialLeaseRow.sweep_name == self.sweep_name)
-                    )
-                }
+        with self._locked() as (session, _, _):
+            leases = {
+                r.trial_id: r
+                for r in session.scalars(
+                    select(TrialLeaseRow).where(TrialLeaseRow.sweep_name == self.sweep_name)
+                )
+            }
             for trial_id, state in self.unfinished():
                 lease = leases.pop(trial_id, None)
                 if state != TrialState.RUNNING.name:
@@ -526,16 +517,13 @@ class Coordinator:
                     )
                 else:
                     continue
-                found = self._fail(trial_id, reason, retry=True, killed=False)
+                found = self._fail(session, trial_id, reason, retry=True, killed=False)
                 if found is not None:
                     lost.append(found)
             # Leases left are of trials that finished but whose worker died before
             # releasing them.
             if leases:
-                with self.db.session() as session:
-                    session.execute(
-                        delete(TrialLeaseRow).where(TrialLeaseRow.trial_id.in_(list(leases)))
-                    )
+                release_leases(session, list(leases))
         return lost
 
     def fail_lost(
@@ -550,52 +538,64 @@ class Coordinator:
     def _fail_locked(
         self, trial_id: int, reason: str, retry: bool, killed: bool
     ) -> LostTrial | None:
-        with self._locked():
-            return self._fail(trial_id, reason, retry=retry, killed=killed)
+        with self._locked() as (session, _, _):
+            return self._fail(session, trial_id, reason, retry=retry, killed=killed)
 
-    def _fail(self, trial_id: int, reason: str, *, retry: bool, killed: bool) -> LostTrial | None:
+    def _fail(
+        self, session: Session, trial_id: int, reason: str, *, retry: bool, killed: bool
+    ) -> LostTrial | None:
+        """End a lost trial FAIL, its run FAILED (KILLED when ``killed``) and, by policy,
+        queue its retry, all in ``session``'s transaction (under the claim lock)."""
         trial = self.storage.get_trial(trial_id)
-        run_id = trial.system_attrs.get(RUN_ID_ATTR)
-        retry_number: int | None = None
         if trial.state.is_finished():
-            self.release(trial_id)
+            release_leases(session, [trial_id])
             return None
         attempt = int(trial.system_attrs.get(ATTEMPT_ATTR, 0))
         retry = retry and not killed and attempt < self.settings.max_retries
-        try:
-            # The marks first: a finished trial's attributes can no longer be changed.
-            self.storage.set_trial_system_attr(trial_id, ERROR_ATTR, reason[:2000])
-            if killed:
-                self.storage.set_trial_system_attr(trial_id, KILLED_ATTR, True)
-            if retry:
-                self.storage.set_trial_system_attr(trial_id, SUPERSEDED_ATTR, True)
-            self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
-        except UpdateFinishedTrialError:
-            # Its worker finished it a moment ago after all.
-            self.release(trial_id)
-            return None
+        marks: dict[str, Any] = {ERROR_ATTR: reason[:2000]}
+        if killed:
+            marks[KILLED_ATTR] = True
         if retry:
-            template = optuna.trial.create_trial(
-                state=TrialState.WAITING,
-                system_attrs={
-                    FIXED_PARAMS_ATTR: dict(trial.params),
-                    RETRY_OF_ATTR: trial.number,
-                    ATTEMPT_ATTR: attempt + 1,
-                },
-            )
-            retry_id = self.storage.create_new_trial(self.study_id, template_trial=template)
-            retry_number = self.storage.get_trial_number_from_id(retry_id)
-        self.release(trial_id)
+            marks[SUPERSEDED_ATTR] = True
+        # The retry takes the study's next number (exact under the claim lock).
+        retry_number = self._slots(session, lock=True)[0] if retry else None
+        run_id = trial.system_attrs.get(RUN_ID_ATTR)
         if run_id and not self.tracking.run_exists(run_id):
             run_id = None  # its worker died before it could open the run
+        run_end = None
         if run_id:
             tags: dict[str, object] = {"sweep.state": "FAIL", "sweep.error": reason}
             if retry_number is not None:
                 tags["sweep.retried_as_trial"] = retry_number
-            self.tracking.set_tags(run_id, tags)
-            self.tracking.end_run(run_id, RunStatus.KILLED if killed else RunStatus.FAILED)
+            status = RunStatus.KILLED if killed else RunStatus.FAILED
+            run_end = RunEnd(run_id, status, tags=tags)
+        end = TrialEnd(TrialWrites(trial_id, system_attrs=marks, state=TrialState.FAIL), run_end)
+        if not write_ends(session, self.tracking, [end]):
+            return None  # its worker finished it a moment ago after all
+        if retry_number is not None:
+            self._queue_retry(session, trial, attempt + 1, retry_number)
         logger.warning("trial %d failed: %s", trial.number, reason)
         return LostTrial(trial_id, trial.number, run_id, reason, retry_number)
+
+    def _queue_retry(
+        self, session: Session, trial: optuna.trial.FrozenTrial, attempt: int, number: int
+    ) -> None:
+        """A WAITING trial with ``trial``'s params, numbered ``number``, that the next
+        claim hands out before any new trial (as Optuna's ``enqueue_trial`` makes one)."""
+        retry_id = session.execute(
+            TRIALS.insert().returning(TRIALS.c.trial_id),
+            {"number": number, "study_id": self.study_id, "state": TrialState.WAITING},
+        ).scalar_one()
+        attrs = {FIXED_PARAMS_ATTR: dict(trial.params), RETRY_OF_ATTR: trial.number}
+        attrs[ATTEMPT_ATTR] = attempt
+        insert_rows(
+            session,
+            SYSTEM_ATTRS,
+            [
+                {"trial_id": retry_id, "key": key, "value_json": json.dumps(value)}
+                for key, value in attrs.items()
+            ],
+        )
 
 
 def retry_tags(attrs: dict[str, Any], retry_of_run: str | None) -> dict[str, Any]:

@@ -23,13 +23,11 @@ from collections.abc import Sequence
 from optuna.trial import FrozenTrial
 from sqlalchemy.orm import Session
 
-from sweep.coordination import Coordinator
-from sweep.storage import Database, StudyStorage
-from sweep.storage._retrying import retry_transient
-from sweep.storage._study_storage import write_trials
+from sweep.ends import write_ends
+from sweep.storage import Database, StudyStorage, retry_transient
 from sweep.study import FINISHED_STATES
 from sweep.tracking import TrackingStore
-from sweep.trial import TrialOutcome, discarded
+from sweep.trial import TrialOutcome
 
 #: Seconds between reads of the store for trials that other processes finished.
 POLL_S = 0.5
@@ -120,18 +118,7 @@ class TrialLedger:
         """Write the ends of ``(outcome, worker_id)`` pairs and release their leases, in
         ``session``'s transaction; returns the ids of the trials written (a trial a stop
         or a recovery ended meanwhile is not)."""
-        ends = [outcome for outcome, _ in outcomes]
-        written = write_trials(session, [o.writes for o in ends if o.writes is not None])
-        self.tracking.finish_runs(
-            session,
-            [
-                o.run_end if o.trial_id in written else discarded(o.run_end)
-                for o in ends
-                if o.run_end
-            ],
-        )
-        Coordinator.release_many(session, [o.trial_id for o in ends])
-        return written
+        return write_ends(session, self.tracking, [o.end for o, _ in outcomes if o.end is not None])
 
     def _learn(self, trial: FrozenTrial, ran_by: str | None) -> None:
         if trial._trial_id not in self._known:

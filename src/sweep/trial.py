@@ -22,19 +22,18 @@ import resource
 import time
 import traceback
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
-from sqlalchemy.orm import Session
 
 from sweep.coordination import Claim, Coordinator, LeaseSettings, RunSeed, retry_tags
+from sweep.ends import HandBack, TrialEnd, WriteNow
 from sweep.errors import MetricFlushError, StorageError
 from sweep.planner import Plan, PlannedSampler
 from sweep.spec import SweepSpec, resolve_objective
 from sweep.storage import Database, StudyStorage
-from sweep.storage._study_storage import TrialWrites
 from sweep.study import ERROR_ATTR
 from sweep.tracking import (
     ActiveRun,
@@ -77,10 +76,9 @@ class TrialOutcome:
     duration_s: float
     error: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
-    # A Ray worker's trial end, for the controller to write (with others' in a batch):
-    # the study's rows, the run's end, and the trial as it ended (for other workers).
-    writes: TrialWrites | None = None
-    run_end: RunEnd | None = None
+    # A Ray worker's trial end, for the controller to write with others' in a batch
+    # (None where the runner wrote it), and the trial as it ended (for other workers).
+    end: TrialEnd | None = None
     trial: optuna.trial.FrozenTrial | None = None
 
 
@@ -116,10 +114,11 @@ class TrialRunner:
     """Runs trials of one sweep in this process."""
 
     def __init__(
-        self, context: SweepContext, worker_index: int = 0, *, defer_ends: bool = False
+        self, context: SweepContext, worker_index: int = 0, *, hand_back: bool = False
     ) -> None:
-        """``defer_ends``: the trial's end is returned in its outcome for the caller
-        (the controller) to write, instead of being written here."""
+        """``hand_back``: each trial's end is returned in its outcome for the caller
+        (the controller) to write, instead of being written here (see
+        :mod:`sweep.ends`)."""
         self.context = context
         spec = context.spec
         self.db = Database(context.storage_url)
@@ -127,7 +126,10 @@ class TrialRunner:
         self.experiment = self.tracking.get_experiment(context.experiment_id)
         self.objective = resolve_objective(spec)
         backend = self.db.optuna_storage()
-        self.storage = StudyStorage(self.db, backend, defer_ends=defer_ends)
+        self.ends: HandBack | WriteNow = (
+            HandBack() if hand_back else WriteNow(self.db, self.tracking)
+        )
+        self.storage = StudyStorage(self.db, backend, self.ends)
         # Distinct seeds per worker, or parallel workers would draw identical samples.
         seed_offset = worker_index + 1
         # The controller may plan a trial's relative params (see sweep.planner).
@@ -281,12 +283,7 @@ class TrialRunner:
             points=active.take_points(),
         )
 
-        def end_run(session: Session, ended: bool) -> None:
-            self.tracking.finish_runs(session, [run_end if ended else discarded(run_end)])
-            self.coordinator.release(trial_id, session)
-
-        if not self.storage.defer_ends:
-            self.storage.on_finish(trial_id, end_run)
+        self.ends.expect(trial_id, run_end)
         try:
             # Study.tell takes the trial number; the sampler's after_trial runs in it.
             self.study.tell(
@@ -302,7 +299,7 @@ class TrialRunner:
                 f"trial {claim.number} and its run {run_id} could not be written to "
                 f"{self.db.display_url} ({exc}); check that the database is up and writable"
             ) from exc
-        outcome = TrialOutcome(
+        return TrialOutcome(
             trial_id=trial_id,
             number=claim.number,
             state=state.name,
@@ -311,37 +308,13 @@ class TrialRunner:
             duration_s=time.monotonic() - started,
             error=error,
             params=params,
+            end=self.ends.take(trial_id) if isinstance(self.ends, HandBack) else None,
+            trial=self.storage.get_trial(trial_id),
         )
-        if self.storage.defer_ends:
-            outcome = replace(
-                outcome,
-                writes=self.storage.take_ended(trial_id),
-                run_end=run_end,
-                trial=self.storage.get_trial(trial_id),
-            )
-        return outcome
 
     def close(self) -> None:
         flusher().unregister(self._study_writes)
         self.db.dispose()
-
-
-def discarded(run_end: RunEnd) -> RunEnd:
-    """The end of a run whose trial a stop or a recovery ended while it ran. Whoever
-    ended the trial ended its run too (``finish_runs`` then leaves it as it is), unless
-    the run was opened after that: then this ends it, saying why its result does not
-    count."""
-    return RunEnd(
-        run_end.run_id,
-        RunStatus.FAILED,
-        params=run_end.params,
-        tags={
-            "sweep.state": "FAIL",
-            "sweep.error": "its trial was ended elsewhere (a stop, or a recovery after its "
-            "lease expired) before this attempt came back; its result was not counted",
-        },
-        points=run_end.points,
-    )
 
 
 class _DueStudyWrites:

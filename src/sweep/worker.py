@@ -70,7 +70,7 @@ class TrialWorker:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.index = worker_index
         # Its trials' ends go back to the controller, which writes them in batches.
-        self.runner = TrialRunner(context, worker_index, defer_ends=True)
+        self.runner = TrialRunner(context, worker_index, hand_back=True)
         coordinator = self.runner.coordinator
         coordinator.register_worker(
             "ray", gpus=os.environ.get("CUDA_VISIBLE_DEVICES"), worker_id=worker_id

@@ -2,7 +2,9 @@
 study tables and sweep's own tracking and registry tables."""
 
 from sweep.storage._database import Database
-from sweep.storage._study_storage import StudyStorage
+from sweep.storage._retrying import retry_transient
+from sweep.storage._schema import TrialLeaseRow
+from sweep.storage._study_storage import StudyStorage, TrialWrites, write_trials
 from sweep.storage._url import (
     DATABASE_URL_ENV,
     default_home,
@@ -16,9 +18,13 @@ __all__ = [
     "DATABASE_URL_ENV",
     "Database",
     "StudyStorage",
+    "TrialLeaseRow",
+    "TrialWrites",
     "default_home",
     "mask_url",
     "normalise_url",
     "redact",
     "resolve_storage_url",
+    "retry_transient",
+    "write_trials",
 ]

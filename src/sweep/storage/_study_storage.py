@@ -31,9 +31,9 @@ import datetime
 import json
 import threading
 import time
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, Protocol, overload
 
 from optuna.distributions import (
     BaseDistribution,
@@ -91,9 +91,12 @@ INTERMEDIATE_VALUES = models.TrialIntermediateValueModel.__table__
 USER_ATTRS = models.TrialUserAttributeModel.__table__
 SYSTEM_ATTRS = models.TrialSystemAttributeModel.__table__
 
-#: ``write(session, ended)`` run inside the transaction that ends a trial; ``ended`` is
-#: False when another process had already ended it.
-FinishWrite = Callable[[Session, bool], None]
+
+class EndSink(Protocol):
+    """Takes the end of a trial this process runs (see :mod:`sweep.ends`); returns
+    whether the trial counts as ended here (False: another process had ended it)."""
+
+    def end(self, writes: TrialWrites) -> bool: ...
 
 
 def utc_now() -> datetime.datetime:
@@ -152,7 +155,6 @@ class _OwnTrial:
     study_id: int
     trial: FrozenTrial
     pending: TrialWrites
-    on_finish: list[FinishWrite] = field(default_factory=list)
     # Whether a read may have handed ``trial`` out since it was last copied; a write
     # then goes to a new copy (see StudyStorage._revise).
     handed_out: bool = False
@@ -182,17 +184,15 @@ class StudyStorage(BaseStorage):
     trials. Study-level operations go to ``backend`` (Optuna's RDB storage on the same
     database). Thread-safe.
 
-    A Ray worker's storage is made with ``defer_ends``: the end of its trial is taken
-    (:meth:`take_ended`) and handed to the controller, which writes the ends of all its
-    workers' trials in batches (:func:`write_trials`)."""
+    When Optuna ends a trial this process runs, its writes go to ``end_sink``
+    (:class:`EndSink`): a trial runner's sink writes them with the trial's run end and
+    lease release (:mod:`sweep.ends`), at once or through the controller. Without one,
+    the study rows alone are written at once."""
 
-    def __init__(self, db: Database, backend: RDBStorage, *, defer_ends: bool = False) -> None:
+    def __init__(self, db: Database, backend: RDBStorage, end_sink: EndSink | None = None) -> None:
         self.db = db
         self.backend = backend
-        # With defer_ends, an own trial's end is kept for the caller to write
-        # (take_ended) instead of being written here.
-        self.defer_ends = defer_ends
-        self._ended: dict[int, TrialWrites] = {}
+        self.end_sink = end_sink or _WriteStudyRows(db)
         self._lock = threading.RLock()
         self._studies: dict[int, _StudyCache] = {}
         self._trial_ids: dict[int, tuple[int, int]] = {}  # trial id -> (study id, number)
@@ -286,17 +286,12 @@ class StudyStorage(BaseStorage):
             if own is not None:
                 self._forget(own.trial)
 
-    def on_finish(self, trial_id: int, write: FinishWrite) -> None:
-        """Run ``write`` inside the transaction that ends own trial ``trial_id``."""
-        with self._lock:
-            self._owned(trial_id).on_finish.append(write)
-
     def flush_due(self) -> None:
         """Write the buffered writes of own trials whose oldest is ``FLUSH_AFTER_S`` old."""
         with self._lock:
             due = [own for own in self._own.values() if own.pending.age() >= FLUSH_AFTER_S]
             for own in due:
-                self._write(own, None, None)
+                self._write(own)
 
     def _revise(self, own: _OwnTrial, *fields: str) -> list[dict[Any, Any]]:
         """``own``'s dicts ``fields`` (``params``, ``system_attrs``...), for the caller to
@@ -379,7 +374,7 @@ class StudyStorage(BaseStorage):
             # A trial that reports is training: its params and progress go out with its
             # first report (a retry after a crash reuses them) and then each second.
             if first_report or own.pending.age() >= FLUSH_AFTER_S:
-                self._write(own, None, None)
+                self._write(own)
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
         self._set_attr(trial_id, "user_attrs", key, value)
@@ -399,7 +394,7 @@ class StudyStorage(BaseStorage):
             getattr(own.pending, kind)[key] = value
             own.pending.touch()
             if kind == "system_attrs" and key.startswith(RUNG_ATTR_PREFIX):
-                self._write(own, None, None)
+                self._write(own)
 
     def set_trial_state_values(
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
@@ -407,19 +402,11 @@ class StudyStorage(BaseStorage):
         with self._lock:
             own = self._running_own(trial_id)
             if own is not None and state.is_finished():
-                if self.defer_ends:
-                    own.pending.state = state
-                    own.pending.values = list(values) if values is not None else None
-                    own.pending.ended_at = utc_now()
-                    self._ended[trial_id] = own.pending
-                    self._own.pop(trial_id)
-                    self._ended_here(own.trial, state, values)
-                    return True
-                return self._write(own, state, values)
+                return self._end(own, state, values)
             if own is not None:
                 # Back to WAITING (or RUNNING again): rare; write through.
-                self._write(own, None, None)
-                self._own.pop(trial_id)
+                self._write(own)
+                self._own.pop(trial_id, None)
         changed = self.backend.set_trial_state_values(trial_id, state, values)
         if changed and state == TrialState.RUNNING:
             # A waiting trial this process popped (Optuna's ask): it runs here.
@@ -437,45 +424,37 @@ class StudyStorage(BaseStorage):
                 ).scalar_one()
             )
 
-    def take_ended(self, trial_id: int) -> TrialWrites:
-        """The end of own trial ``trial_id`` (``defer_ends``), for the caller to write."""
-        with self._lock:
-            return self._ended.pop(trial_id)
-
-    def _write(
-        self, own: _OwnTrial, state: TrialState | None, values: Sequence[float] | None
-    ) -> bool:
-        """Write ``own``'s buffered writes, and with ``state`` end it, in one transaction
-        (retried while the database is briefly unreachable). False, and the writes
-        dropped, when another process has ended the trial."""
-        trial = own.trial
+    def _end(self, own: _OwnTrial, state: TrialState, values: Sequence[float] | None) -> bool:
+        """Hand own trial ``own``'s end to the end sink. If the sink fails the trial is
+        no longer this process's to write: its lease decides. False when another
+        process had ended it."""
         writes = own.pending
         writes.state = state
         writes.values = list(values) if values is not None else None
+        writes.ended_at = utc_now()
+        self._own.pop(own.trial._trial_id, None)
+        if self.end_sink.end(writes):
+            self._ended_here(own.trial, state, values)
+            return True
+        self._forget(own.trial)  # ended elsewhere: read it back as that process left it
+        return False
+
+    def _write(self, own: _OwnTrial) -> None:
+        """Write ``own``'s buffered writes in one transaction (retried while the database
+        is briefly unreachable). If another process has ended the trial, the writes are
+        dropped and the trial read back as that process left it."""
+        trial = own.trial
+        writes = own.pending
 
         def transaction() -> bool:
             with self.db.session() as session:
-                written = bool(write_trials(session, [writes]))
-                if state is not None:
-                    for write in own.on_finish:
-                        write(session, written)
-                return written
+                return bool(write_trials(session, [writes]))
 
-        try:
-            written = retry_transient(transaction, what=f"writing trial {trial.number}")
-        except BaseException:
-            writes.state = writes.values = None
-            if state is not None:  # not ours to write any more: the lease decides
-                self._own.pop(trial._trial_id, None)
-            raise
+        written = retry_transient(transaction, what=f"writing trial {trial.number}")
         own.pending = TrialWrites(trial._trial_id)
-        if state is not None or not written:
+        if not written:
             self._own.pop(trial._trial_id, None)
-        if written and state is not None:
-            self._ended_here(trial, state, values)
-        elif not written:
-            self._forget(trial)  # ended elsewhere: read it back as that process left it
-        return written
+            self._forget(trial)
 
     def _ended_here(
         self, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
@@ -777,3 +756,17 @@ def write_trials(session: Session, writes: Sequence[TrialWrites]) -> set[int]:
             )
     upsert(session, VALUES, values, ("trial_id", "objective"))
     return running
+
+
+class _WriteStudyRows:
+    """The end sink of a storage used without a trial runner: the study rows alone."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def end(self, writes: TrialWrites) -> bool:
+        def transaction() -> bool:
+            with self.db.session() as session:
+                return bool(write_trials(session, [writes]))
+
+        return retry_transient(transaction, what=f"ending trial {writes.trial_id}")
