@@ -46,9 +46,9 @@ from sqlalchemy.orm import Session
 from sweep.ends import TrialEnd, release_leases, write_ends
 from sweep.errors import NotFoundError
 from sweep.storage import Database, TrialWrites
+from sweep.storage._optuna_tables import SYSTEM_ATTRS, TRIALS, local_time, utc_now
 from sweep.storage._schema import SweepRow, TrialLeaseRow, WorkerRow
 from sweep.storage._sql import insert_rows
-from sweep.storage._study_storage import SYSTEM_ATTRS, TRIALS, local_time, utc_now
 from sweep.study import ERROR_ATTR, KILLED_ATTR, RUN_ID_ATTR, SUPERSEDED_ATTR
 from sweep.tracking import RunEnd, RunStatus, TrackingStore
 from sweep.tracking._store import RunRecord, now_ms

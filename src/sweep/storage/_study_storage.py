@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, overload
+from typing import TYPE_CHECKING, Any, Protocol
 
 from optuna.distributions import (
     BaseDistribution,
@@ -50,6 +50,16 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
+from sweep.storage._optuna_tables import (
+    INTERMEDIATE_VALUES,
+    PARAMS,
+    SYSTEM_ATTRS,
+    TRIALS,
+    USER_ATTRS,
+    VALUES,
+    local_time,
+    utc_now,
+)
 from sweep.storage._retrying import retry_transient
 from sweep.storage._sql import insert_rows, upsert
 
@@ -84,35 +94,11 @@ def _with_own_dicts(trial: FrozenTrial) -> FrozenTrial:
     return copied
 
 
-TRIALS = models.TrialModel.__table__
-PARAMS = models.TrialParamModel.__table__
-VALUES = models.TrialValueModel.__table__
-INTERMEDIATE_VALUES = models.TrialIntermediateValueModel.__table__
-USER_ATTRS = models.TrialUserAttributeModel.__table__
-SYSTEM_ATTRS = models.TrialSystemAttributeModel.__table__
-
-
 class EndSink(Protocol):
     """Takes the end of a trial this process runs (see :mod:`sweep.ends`); returns
     whether the trial counts as ended here (False: another process had ended it)."""
 
     def end(self, writes: TrialWrites) -> bool: ...
-
-
-def utc_now() -> datetime.datetime:
-    """Now, as Optuna's tables store it: naive UTC."""
-    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
-
-
-@overload
-def local_time(stored: datetime.datetime) -> datetime.datetime: ...
-@overload
-def local_time(stored: None) -> None: ...
-def local_time(stored: datetime.datetime | None) -> datetime.datetime | None:
-    """A stored naive-UTC datetime as Optuna's trials carry it: naive local time."""
-    if stored is None:
-        return None
-    return stored.replace(tzinfo=datetime.timezone.utc).astimezone().replace(tzinfo=None)
 
 
 @dataclass
