@@ -16,15 +16,12 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import optuna
-import ray
-from ray.exceptions import RayActorError, RayError, RayTaskError
 from sqlalchemy.orm import Session
 
-from sweep.coordination import Coordinator, Heartbeat, RunSeed, SweepState
-from sweep.errors import first_line, summary
+from sweep.coordination import Claim, Coordinator, Heartbeat, RunSeed, SweepState
 from sweep.failures import CANCELLED, STOPPED, FailurePolicy
 from sweep.ledger import TrialLedger
 from sweep.pacing import WRITE_BATCH, WRITE_DELAY_S, Call, Calls, ClaimedTrials, Pace
@@ -34,12 +31,30 @@ from sweep.storage import Database, StudyStorage
 from sweep.study import TrialCounts, counted_as
 from sweep.tracking import TrackingStore
 from sweep.trial import TrialOutcome
-from sweep.worker import RayWorker, RayWorkerPool, TrialCrash
+from sweep.worker import CallLost, RayWorker, TrialCrash
 
 #: Seconds to wait for killed workers to go away on Ctrl-C before marking their trials.
 KILL_GRACE_S = 10.0
 
 TrialCallback = Callable[[TrialOutcome, TrialCounts], None]
+
+
+class WorkerPool(Protocol):
+    """The workers a dispatcher feeds: :class:`~sweep.worker.RayWorkerPool`, or any pool
+    that runs calls of trials the same way (the tests drive one without Ray)."""
+
+    workers: list[RayWorker]
+
+    def started(self, worker: RayWorker) -> bool: ...
+    def run_seed(self, worker: RayWorker) -> RunSeed | None: ...
+    def replace(self, worker: RayWorker) -> RayWorker: ...
+    def kill_all(self) -> None: ...
+    def send(
+        self, worker: RayWorker, claims: list[Claim], finished_elsewhere: list[Any], plan: Any
+    ) -> Any: ...
+    def wait(self, calls: list[Any], timeout: float) -> list[Any]: ...
+    def wait_all(self, calls: list[Any], timeout: float) -> None: ...
+    def result(self, call: Any) -> list[TrialOutcome | TrialCrash]: ...
 
 
 class Dispatcher:
@@ -52,7 +67,7 @@ class Dispatcher:
         self,
         spec: SweepSpec,
         db: Database,
-        pool: RayWorkerPool,
+        pool: WorkerPool,
         coordinator: Coordinator,
         heartbeat: Heartbeat,
         *,
@@ -138,7 +153,7 @@ class Dispatcher:
                     break
                 plan = self.planner.plan(claims[0]) if self.pace.plans() else None
                 news = self.ledger.news_for(worker.worker_id)
-                ref = worker.actor.run.remote(claims, news, plan)
+                ref = self.pool.send(worker, claims, news, plan)
                 self.calls.add(ref, worker.worker_id, [c.trial_id for c in claims], now)
                 self.dispatched += len(claims)
 
@@ -215,9 +230,7 @@ class Dispatcher:
         wait_s = min(1.0, self.policy.interval)
         if self.ended:  # ends not yet written are written within WRITE_DELAY_S
             wait_s = min(wait_s, max(0.0, self.ended_since + WRITE_DELAY_S - now))
-        done, rest = ray.wait(self.calls.refs(), num_returns=1, timeout=wait_s)
-        if done and rest:
-            done += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
+        done = self.pool.wait(self.calls.refs(), wait_s)
         now = time.monotonic()
         for ref in self.calls.in_send_order(done):
             call = self.calls.returned(ref, now)
@@ -233,12 +246,12 @@ class Dispatcher:
     def _returned(self, ref: Any, call: Call, now: float) -> None:
         """Take in a call that came back: its trials' outcomes, or its worker's death."""
         try:
-            results = ray.get(ref)
-        except RayActorError as exc:
-            self._worker_died(call, f"worker died during the trial: {first_line(exc)}")
-            return
-        except RayTaskError as exc:
-            self._lose(call.trial_ids, f"trial execution failed: {_task_error(exc)}")
+            results = self.pool.result(ref)
+        except CallLost as exc:
+            if exc.worker_died:
+                self._worker_died(call, exc.reason)
+            else:
+                self._lose(call.trial_ids, exc.reason)
             return
         for outcome in results:
             if isinstance(outcome, TrialCrash):
@@ -318,12 +331,5 @@ class Dispatcher:
         """Kill the workers, then end their trials (FAIL, marked killed: they use no
         budget) and runs (KILLED)."""
         self.pool.kill_all()
-        refs = self.calls.refs()
-        if refs:
-            ray.wait(refs, num_returns=len(refs), timeout=KILL_GRACE_S)
+        self.pool.wait_all(self.calls.refs(), KILL_GRACE_S)
         self.policy.killed([t for call in self.calls for t in call.trial_ids], reason)
-
-
-def _task_error(exc: RayTaskError) -> str:
-    cause = exc.cause if isinstance(exc, RayError) and getattr(exc, "cause", None) else exc
-    return summary(cause)

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayError
+from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 
 from sweep.coordination import Claim, Heartbeat, RunSeed
-from sweep.errors import ExecutionError, summary
+from sweep.errors import ExecutionError, first_line, summary
 from sweep.planner import Plan
 from sweep.trial import SweepContext, TrialOutcome, TrialRunner
 
@@ -41,6 +41,16 @@ class TrialCrash:
 
     trial_id: int
     error: str  # errors.summary of what it raised
+
+
+class CallLost(ExecutionError):
+    """A call to a worker did not come back with its trials' outcomes; ``worker_died``:
+    because the worker's process or node died (its queued calls die with it)."""
+
+    def __init__(self, reason: str, *, worker_died: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.worker_died = worker_died
 
 
 @dataclass(frozen=True)
@@ -241,6 +251,37 @@ class RayWorkerPool:
             ray.kill(worker.actor, no_restart=True)
         self.workers[position] = self._new_worker()
         return self.workers[position]
+
+    # -- calls: what the dispatcher sends and waits for ----------------------------------
+
+    def send(
+        self, worker: RayWorker, claims: list[Claim], finished_elsewhere: list[Any], plan: Any
+    ) -> Any:
+        """Send ``worker`` a call running ``claims``; returns the call's handle."""
+        return worker.actor.run.remote(claims, finished_elsewhere, plan)
+
+    def wait(self, calls: list[Any], timeout: float) -> list[Any]:
+        """The calls that came back within ``timeout`` (waiting for the first only)."""
+        done, rest = ray.wait(calls, num_returns=1, timeout=timeout)
+        if done and rest:
+            done += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
+        return done
+
+    def wait_all(self, calls: list[Any], timeout: float) -> None:
+        """Wait up to ``timeout`` for every one of ``calls`` to come back."""
+        if calls:
+            ray.wait(calls, num_returns=len(calls), timeout=timeout)
+
+    def result(self, call: Any) -> list[TrialOutcome | TrialCrash]:
+        """What a call that came back returned; raises :class:`CallLost` if it failed."""
+        try:
+            return ray.get(call)
+        except RayActorError as exc:
+            reason = f"worker died during the trial: {first_line(exc)}"
+            raise CallLost(reason, worker_died=True) from exc
+        except RayTaskError as exc:
+            cause = exc.cause if getattr(exc, "cause", None) else exc
+            raise CallLost(f"trial execution failed: {summary(cause)}", worker_died=False) from exc
 
     def info(self) -> list[WorkerInfo]:
         return ray.get([w.actor.info.remote() for w in self.workers], timeout=60)

@@ -99,7 +99,7 @@ def summarize(folder: Path) -> str:
         if path.name.startswith("worker"):
             roots = [("TrialRunner.run", "sweep/trial.py")]
         else:
-            roots = [("_Launch._dispatch", "sweep/controller.py")]
+            roots = [("Dispatcher.run", "sweep/dispatcher.py")]
         lines.append(f"== {path.stem}: {samples} samples (all threads, wall clock)")
         for func, file_part in roots:
             total, children, inclusive, calls = _below(stacks, func, file_part)
