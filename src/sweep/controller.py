@@ -28,7 +28,7 @@ from sweep.errors import RegistrationError
 from sweep.registration import register_best
 from sweep.registry import ModelRegistry, ModelVersion
 from sweep.spec import SweepSpec, load_spec
-from sweep.storage import Database, default_home, redact, resolve_storage_url
+from sweep.storage import Database, redact, resolve_storage_url
 from sweep.study import (
     SPEC_ATTR,
     TrialCounts,
@@ -38,19 +38,17 @@ from sweep.study import (
     set_sweep_status,
 )
 from sweep.tracking import (
+    Experiment,
     MetricPoint,
     RunStatus,
     TrackingStore,
+    artifact_root,
     command_line,
     environment_tags,
 )
-from sweep.tracking._artifacts import is_url
 from sweep.tracking._store import now_ms
 from sweep.trial import SweepContext, lease_settings
 from sweep.worker import RayWorkerPool
-
-#: Environment variable naming a shared artifact root (a path every worker can reach).
-ARTIFACT_ROOT_ENV = "SWEEP_ARTIFACT_ROOT"
 
 
 @dataclass(frozen=True)
@@ -123,27 +121,7 @@ class _Launch:
         storage = db.optuna_storage()
         study = open_study(spec, db, storage)
         study_id = storage.get_study_id_from_name(spec.name)
-        experiment = self.tracking.get_or_create_experiment(
-            spec.experiment_name, self._artifact_root()
-        )
-        record = open_sweep_record(
-            spec,
-            db,
-            self.tracking,
-            experiment,
-            spec_text=self._spec_text(),
-            parent_tags={
-                **environment_tags(str(spec.code_path)),
-                "sweep.sweep": spec.name,
-                "sweep.command": command_line(),
-                "sweep.storage": db.display_url,
-            },
-            parent_params=self._parent_params(),
-        )
-        parent_run_id = record.parent_run_id
-        if not record.created:
-            # A relaunch (or `sweep resume`) continues the same parent run.
-            self.tracking.end_run(parent_run_id, RunStatus.RUNNING, force=True)
+        experiment, parent_run_id = self._open_parent_run()
         set_sweep_status(db, spec.name, SweepState.RUNNING.value)
         # Agents that join build their trial runner from this.
         storage.set_study_system_attr(study_id, SPEC_ATTR, agent_spec_json(spec))
@@ -167,19 +145,49 @@ class _Launch:
             heartbeat.stop()
             coordinator.unregister_worker(controller_id)
 
-        counts = count_trials(db, study_id)
         result = SweepResult(
             name=spec.name,
             storage=db.display_url,
             experiment=experiment.name,
             parent_run_id=parent_run_id,
-            counts=counts,
+            counts=count_trials(db, study_id),
             trials_this_launch=launched,
             elapsed_s=time.monotonic() - started,
             interrupted=interrupted,
             state=state.value,
         )
-        result = self._with_best(study, result)
+        return self._end(study, self._with_best(study, result), state)
+
+    def _open_parent_run(self) -> tuple[Experiment, str]:
+        """The sweep's experiment and parent run: opened on the first launch, continued
+        (RUNNING again) by a relaunch or `sweep resume`."""
+        spec = self.spec
+        experiment = self.tracking.get_or_create_experiment(
+            spec.experiment_name, artifact_root(spec.tracking.artifact_root)
+        )
+        record = open_sweep_record(
+            spec,
+            self.db,
+            self.tracking,
+            experiment,
+            spec_text=self._spec_text(),
+            parent_tags={
+                **environment_tags(str(spec.code_path)),
+                "sweep.sweep": spec.name,
+                "sweep.command": command_line(),
+                "sweep.storage": self.db.display_url,
+            },
+            parent_params=self._parent_params(),
+        )
+        if not record.created:
+            self.tracking.end_run(record.parent_run_id, RunStatus.RUNNING, force=True)
+        return experiment, record.parent_run_id
+
+    def _end(self, study: optuna.Study, result: SweepResult, state: SweepState) -> SweepResult:
+        """Register the best model (if the sweep ran to its end or was stopped) and
+        close the parent run; raises RegistrationError when a required model could
+        not be registered."""
+        spec = self.spec
         registration_failed = False
         if state in (SweepState.FINISHED, SweepState.STOPPED) and spec.registry is not None:
             registered = register_best(spec, study, self.tracking, self.registry)
@@ -187,7 +195,7 @@ class _Launch:
             result = replace(
                 result, model_version=registered.version, registration=registered.message
             )
-        self._close_parent(result, parent_run_id, state)
+        self._close_parent(result, result.parent_run_id, state)
         if registration_failed and spec.registry is not None and spec.registry.required:
             error = RegistrationError(
                 f"{result.registration}; the spec sets registry.required: true"
@@ -284,13 +292,6 @@ class _Launch:
         set_sweep_status(self.db, self.spec.name, state.value)
 
     # -- helpers ------------------------------------------------------------------------
-
-    def _artifact_root(self) -> str:
-        root = self.spec.tracking.artifact_root or os.environ.get(ARTIFACT_ROOT_ENV)
-        if root:
-            # An fsspec URL (s3://bucket/prefix) is kept as it is; a path is made absolute.
-            return root if is_url(root) else str(Path(root).expanduser().resolve())
-        return str(default_home() / "artifacts")
 
     def _spec_text(self) -> str:
         if self.spec.source_path is not None:

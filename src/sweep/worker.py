@@ -26,7 +26,7 @@ from sweep.trial import SweepContext, TrialOutcome, TrialRunner
 
 
 @dataclass(frozen=True)
-class WorkerInfo:
+class ActorInfo:
     index: int
     host: str
     pid: int
@@ -61,7 +61,7 @@ class RayWorker:
     worker_id: str
 
 
-class TrialWorker:
+class TrialActor:
     """The actor body; wrapped with ``ray.remote`` in :class:`RayWorkerPool`.
 
     It registers itself as a worker of the sweep and renews the leases of the trials
@@ -87,8 +87,8 @@ class TrialWorker:
         )
         self.heartbeat = Heartbeat(coordinator, worker_id).start()
 
-    def info(self) -> WorkerInfo:
-        return WorkerInfo(
+    def info(self) -> ActorInfo:
+        return ActorInfo(
             self.index,
             socket.gethostname(),
             os.getpid(),
@@ -135,7 +135,7 @@ class RayWorkerPool:
         self.code_path = str(context.spec.code_path)
         self.workers: list[RayWorker] = []
         # Each worker's info, once it has started (asked for as it is created).
-        self._infos: dict[str, WorkerInfo] = {}
+        self._infos: dict[str, ActorInfo] = {}
         self._info_refs: dict[str, Any] = {}
         self._started_ray = False
         self._next_index = 0
@@ -144,7 +144,7 @@ class RayWorkerPool:
     def start(self) -> None:
         self._init_ray()
         self._check_resources()
-        self._actor_class = ray.remote(TrialWorker)
+        self._actor_class = ray.remote(TrialActor)
         self.workers = [self._new_worker() for _ in range(self.size)]
         # Fail fast, with the real reason, if workers cannot start (e.g. bad objective).
         try:
@@ -283,7 +283,7 @@ class RayWorkerPool:
             cause = exc.cause if getattr(exc, "cause", None) else exc
             raise CallLost(f"trial execution failed: {summary(cause)}", worker_died=False) from exc
 
-    def info(self) -> list[WorkerInfo]:
+    def info(self) -> list[ActorInfo]:
         return ray.get([w.actor.info.remote() for w in self.workers], timeout=60)
 
     def kill_all(self) -> None:

@@ -1,5 +1,5 @@
 """The Dispatcher driven without Ray: a pool that runs each call at once in this
-process, through the same TrialWorker body a Ray actor runs, against the real store
+process, through the same TrialActor body a Ray actor runs, against the real store
 (every backend). Worker deaths and hangs are staged by trial number."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from sweep.dispatcher import Dispatcher
 from sweep.storage import Database
 from sweep.study import TrialCounts, count_trials, set_sweep_status
 from sweep.trial import SweepContext, TrialOutcome, lease_settings
-from sweep.worker import CallLost, RayWorker, TrialCrash, TrialWorker
+from sweep.worker import CallLost, RayWorker, TrialActor, TrialCrash
 from tests.helpers import OBJECTIVES_DIR, sweep_context, sweep_invariants
 
 #: What a staged call holds instead of its results: it never comes back.
@@ -49,7 +49,7 @@ class InProcessPool:
 
     def _new_worker(self) -> RayWorker:
         worker_id = uuid.uuid4().hex
-        body = TrialWorker(self.context, next(self._index), str(OBJECTIVES_DIR), worker_id)
+        body = TrialActor(self.context, next(self._index), str(OBJECTIVES_DIR), worker_id)
         return RayWorker(body, worker_id)
 
     def started(self, worker: RayWorker) -> bool:

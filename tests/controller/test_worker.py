@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sweep.pacing import BATCH_MAX, QUEUE_SHORT, Pace
 from sweep.trial import TrialOutcome
-from sweep.worker import TrialCrash, TrialWorker
+from sweep.worker import TrialActor, TrialCrash
 from tests.helpers import OBJECTIVES_DIR, sweep_context
 
 
@@ -17,7 +17,7 @@ def test_a_trial_that_raises_out_of_its_runner_fails_alone_in_its_call(
     # Not the objective's failure (its outcome records that) but the runner's: here the
     # second attempt at a claim whose run the first attempt opened.
     context = sweep_context(storage_url, tmp_path / "art", "crash-in-call", "toy:trivial")
-    worker = TrialWorker(context, 0, str(OBJECTIVES_DIR), uuid.uuid4().hex)
+    worker = TrialActor(context, 0, str(OBJECTIVES_DIR), uuid.uuid4().hex)
     try:
         coordinator = worker.runner.coordinator
         first = coordinator.claim(worker.heartbeat.worker_id)

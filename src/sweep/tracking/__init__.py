@@ -1,6 +1,7 @@
 """Experiment tracking: runs nested under a sweep's parent run, with params, step
 metrics, tags, datasets, artifacts, status and the lineage that produced them."""
 
+from sweep.tracking._artifact_root import ARTIFACT_ROOT_ENV, artifact_root
 from sweep.tracking._entities import (
     ArtifactInfo,
     Experiment,
@@ -31,6 +32,7 @@ from sweep.tracking._query import search_runs
 from sweep.tracking._store import RunEnd, TrackingStore
 
 __all__ = [
+    "ARTIFACT_ROOT_ENV",
     "ActiveRun",
     "ArtifactInfo",
     "Experiment",
@@ -42,6 +44,7 @@ __all__ = [
     "TrackingStore",
     "activate",
     "active_run",
+    "artifact_root",
     "command_line",
     "environment_tags",
     "log_artifact",
