@@ -148,9 +148,16 @@ _SEPARATORS = {"&&", "||", ";", "|", "exec", "srun", "then", "do"}
 
 
 def _sweep_calls(tokens: list[str]) -> Iterator[tuple[str, ...]]:
-    """The argument lists of `sweep` in a tokenised shell line (after a separator)."""
+    """The argument lists of `sweep` in a tokenised shell line: where it starts a command
+    (first, or after a separator), or anywhere it is followed by one of its commands
+    (`kubectl exec POD -- sweep status`, `docker compose run controller sweep ...`)."""
+    from sweep.cli import cli
+
     for i, token in enumerate(tokens):
-        if Path(token).name == "sweep" and (i == 0 or tokens[i - 1] in _SEPARATORS):
+        if Path(token).name != "sweep":
+            continue
+        starts = i == 0 or tokens[i - 1] in _SEPARATORS
+        if starts or (i + 1 < len(tokens) and tokens[i + 1] in {*cli.commands, "ui"}):
             end = next((j for j in range(i + 1, len(tokens)) if tokens[j] in _SEPARATORS), None)
             yield tuple(tokens[i + 1 : end])
 

@@ -104,9 +104,12 @@ def ray_node(rehearsal: Rehearsal, processes: Processes, name: str, *extra: str)
     start-up deadline), as compose's `restart: unless-stopped` would."""
     for attempt in range(2):
         agent_port = free_port()
-        argv = [a for a in rehearsal.command(name) if not a.startswith("--port=")]
+        # The dashboard (for people watching) is left out: it costs this shared machine
+        # a dozen processes, and nothing here needs it.
+        argv = [a for a in rehearsal.command(name)
+                if not a.startswith(("--port=", "--dashboard-host="))]
         if "--head" in argv:
-            argv += [f"--port={rehearsal.ray_port}", f"--dashboard-port={free_port()}",
+            argv += [f"--port={rehearsal.ray_port}", "--include-dashboard=false",
                      f"--temp-dir={rehearsal.temp_dir}"]
         argv += [f"--dashboard-agent-listen-port={agent_port}", *extra]
         argv += [f"--{flag}={free_port()}" for flag in RAY_NODE_PORTS]
@@ -119,7 +122,7 @@ def ray_node(rehearsal: Rehearsal, processes: Processes, name: str, *extra: str)
                 return True  # gave up: see below
             return subprocess.run(check, env=env, capture_output=True, timeout=30).returncode == 0
 
-        wait_for(up, 120, f"the {name} healthcheck")
+        wait_for(up, 120, f"the {name} healthcheck", interval=1.0)
         if node.popen.poll() is None:
             return node
         assert attempt == 0, f"{name} exited twice:\n{node.output()[-3000:]}"
@@ -151,22 +154,33 @@ def test_the_compose_topology_runs_a_sweep_to_its_registered_challenger(tmp_path
     db = recipes.service_environment(config["services"]["db"])
     password = dotenv["POSTGRES_PASSWORD"]
     processes = Processes(tmp_path)
+    started = time.monotonic()
+
+    def phase(what: str) -> None:  # shown with the logs when the test fails
+        print(f"[{time.monotonic() - started:5.1f}s] {what}")
+
     with password_postgres(db["POSTGRES_USER"], db["POSTGRES_DB"], password) as pg_port:
         rehearsal = Rehearsal(tmp_path, config, pg_port)
         url = make_url(rehearsal.environment("controller")["SWEEP_DATABASE_URL"])
         assert url.password is None
         _assert_the_server_wants_the_password(url.render_as_string())
+        phase("db up")
         try:
             ray_node(rehearsal, processes, "ray-head")
+            phase("ray-head healthy")
             ray_node(rehearsal, processes, "ray-worker", "--num-cpus=1")
+            phase("ray-worker healthy")
             controller = processes.start("controller", rehearsal.command("controller"),
                                          rehearsal.environment("controller"), tmp_path / "work")
             agent_env = {**rehearsal.environment("agent"), "CUDA_VISIBLE_DEVICES": "0"}
             deadline = time.monotonic() + 240
             agent = run_agent_with_restarts(rehearsal, processes, agent_env, deadline)
+            phase("agent done")
             assert controller.wait(deadline - time.monotonic()) == 0, controller.output()
+            phase("controller done")
             _assert_finished_with_challenger(rehearsal, controller, agent, url, password)
             _assert_slurm_and_systemd_agents_join(rehearsal, processes, url, password)
+            phase("slurm and systemd agents done")
         except BaseException:
             print(processes.logs_text())
             raise
@@ -215,7 +229,6 @@ def _assert_slurm_and_systemd_agents_join(rehearsal: Rehearsal, processes: Proce
     env = {**base, "HOME": str(home), "SWEEP_DATABASE_URL": url.render_as_string()}
     slurm = processes.start("slurm", ["bash", str(recipes.SBATCH), "deploy-rehearsal"], env,
                             rehearsal.tmp / "work")
-    assert slurm.wait(120) == 0 and "agent done: 0 trials" in slurm.output(), slurm.output()
     # systemd: EnvironmentFile, and the password file as a credential (PGPASSFILE=%d/pgpass).
     unit = recipes.systemd_unit()["Service"]
     credentials = rehearsal.tmp / "credentials"
@@ -231,5 +244,5 @@ def _assert_slurm_and_systemd_agents_join(rehearsal: Rehearsal, processes: Proce
     argv = unit["execstart"].replace("%i", "deploy-rehearsal").split()
     argv[0] = Path(argv[0]).name  # /opt/sweep/bin/sweep: the installed one, on PATH here
     systemd = processes.start("systemd", argv, env, rehearsal.tmp / "work")
-    assert systemd.wait(120) == 0 and "agent done: 0 trials" in systemd.output(), \
-        systemd.output()
+    for agent in (slurm, systemd):
+        assert agent.wait(120) == 0 and "agent done: 0 trials" in agent.output(), agent.output()

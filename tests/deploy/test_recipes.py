@@ -69,7 +69,7 @@ def test_every_sweep_command_line_parses_with_the_real_cli(command: CommandLine)
         return
     except click.ClickException as exc:
         pytest.fail(f"{command}\n{exc.format_message()}")
-    assert ctx.command.name in command.args
+    assert not isinstance(ctx.command, click.Group)  # parsed down to a command that runs
 
 
 def test_the_cli_parser_used_above_refuses_what_sweep_would() -> None:
