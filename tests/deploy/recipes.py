@@ -294,7 +294,8 @@ def recipe_environment() -> list[tuple[str, str]]:
 @cache
 def sweep_reads() -> frozenset[str]:
     """The environment variables sweep's own code reads (os.environ.get / [] / in,
-    os.getenv), names resolved through module constants like DATABASE_URL_ENV."""
+    os.getenv, click's envvar=), names resolved through module constants like
+    DATABASE_URL_ENV."""
     trees = [ast.parse(p.read_text()) for p in (REPO / "src" / "sweep").rglob("*.py")]
     constants = {
         target.id: node.value.value
@@ -329,6 +330,8 @@ def sweep_reads() -> frozenset[str]:
                     names.add(name_of(node.slice))
             elif isinstance(node, ast.Compare) and any(is_environ(c) for c in node.comparators):
                 names.add(name_of(node.left))
+            elif isinstance(node, ast.keyword) and node.arg == "envvar" and node.value:
+                names.add(name_of(node.value))  # a click option's variable
     return frozenset(n for n in names if n)
 
 
