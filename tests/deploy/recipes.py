@@ -178,19 +178,27 @@ def _calls_in_shell(source: str, text: str) -> Iterator[CommandLine]:
             yield CommandLine(source, args)
 
 
+def _calls_in_argv(source: str, argv: list[str]) -> Iterator[CommandLine]:
+    """`sweep` in an exec-form command, or in the script of `sh -c SCRIPT`."""
+    if len(argv) >= 3 and Path(argv[0]).name in ("sh", "bash") and argv[1] == "-c":
+        yield from _calls_in_shell(source, argv[2])
+    else:
+        yield from (CommandLine(source, args) for args in _sweep_calls(argv))
+
+
 def sweep_commands() -> list[CommandLine]:
     """Every `sweep ...` command line in every recipe and in deploy/README.md."""
     rel = lambda path: str(path.relative_to(REPO))  # noqa: E731
     found: list[CommandLine] = []
     compose = compose_config(example_env())
     for name, service in compose["services"].items():
-        for args in _sweep_calls(service_command(service)):
-            found.append(CommandLine(f"{rel(COMPOSE_FILE)}: services.{name}", args))
+        source = f"{rel(COMPOSE_FILE)}: services.{name}"
+        found += _calls_in_argv(source, service_command(service))
     for path, obj in kubernetes_objects():
         where = f"{rel(path)}: {obj['kind']} {obj['metadata']['name']}"
         for cpath, container in containers(obj):
             argv = [*container.get("command", []), *container.get("args", [])]
-            found += [CommandLine(f"{where} {cpath}", a) for a in _sweep_calls(argv)]
+            found += _calls_in_argv(f"{where} {cpath}", argv)
         if obj["kind"] == "RayJob":
             tokens = shlex.split(obj["spec"]["entrypoint"])
             found += [CommandLine(f"{where} entrypoint", a) for a in _sweep_calls(tokens)]

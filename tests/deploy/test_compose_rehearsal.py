@@ -6,9 +6,10 @@
   machine needs (free ports, a temp dir, one CPU for the worker); their own healthchecks
   tell when they are up;
 - `controller` and `agent`: exactly the compose commands and environment, with service
-  hosts replaced by 127.0.0.1 and container paths by folders here; the agent restarted
-  on failure as compose's `restart: on-failure` does, its GPU reservation standing as
-  CUDA_VISIBLE_DEVICES=0.
+  hosts replaced by 127.0.0.1 and container paths by folders here (and free ports for
+  the controller's own Ray node); the controller in a PID namespace of its own, as in a
+  container; the agent restarted on failure as compose's `restart: on-failure` does,
+  its GPU reservation standing as CUDA_VISIBLE_DEVICES=0.
 
 Each process gets the environment compose gives it and nothing from this one but PATH
 (the image's) and HOME, so a password or token the compose file forgets is missed here
@@ -75,11 +76,12 @@ class Rehearsal:
         return mapping
 
     def localize(self, value: str, name: str, extra: dict[str, str] | None = None) -> str:
+        """Service hosts -> 127.0.0.1 (and their ports here); container paths, also
+        inside a shell script, -> the folders standing for the service's volumes."""
         for old, new in {**self.hosts, **(extra or {})}.items():
             value = value.replace(old, new)
         for target, host in sorted(self.paths(name).items(), key=lambda p: -len(p[0])):
-            if value == target or value.startswith(target + "/"):
-                value = host + value[len(target):]
+            value = re.sub(rf"(?<![\w/.]){re.escape(target)}(?=/|\s|$)", host, value)
         return value
 
     def environment(self, name: str) -> dict[str, str]:
@@ -129,6 +131,21 @@ def ray_node(rehearsal: Rehearsal, processes: Processes, name: str, *extra: str)
     raise AssertionError("unreachable")
 
 
+def controller_command(rehearsal: Rehearsal) -> list[str]:
+    """The controller's `sh -c` script, its `ray start` on ports of its own, in a PID
+    namespace when this machine allows one: like a container, it then sees no Ray
+    process but its own, so `sweep launch` finds the Ray node it needs only if the
+    script starts one (a driver without a local node cannot connect)."""
+    argv = rehearsal.command("controller")
+    assert argv[:2] == ["sh", "-c"] and argv[2].startswith("ray start ")
+    ports = " ".join(f"--{flag}={free_port()}" for flag in (*RAY_NODE_PORTS,
+                                                             "dashboard-agent-listen-port"))
+    argv[2] = argv[2].replace("ray start ", f"ray start {ports} ", 1)
+    if os.geteuid() == 0 and shutil.which("unshare"):
+        return ["unshare", "--pid", "--fork", "--mount-proc", *argv]
+    return argv
+
+
 def run_agent_with_restarts(rehearsal: Rehearsal, processes: Processes, env: dict[str, str],
                             until: float) -> Process:
     """compose's `restart: on-failure`: start again after a non-zero exit (here: 6, the
@@ -170,7 +187,7 @@ def test_the_compose_topology_runs_a_sweep_to_its_registered_challenger(tmp_path
             phase("ray-head healthy")
             ray_node(rehearsal, processes, "ray-worker", "--num-cpus=1")
             phase("ray-worker healthy")
-            controller = processes.start("controller", rehearsal.command("controller"),
+            controller = processes.start("controller", controller_command(rehearsal),
                                          rehearsal.environment("controller"), tmp_path / "work")
             agent_env = {**rehearsal.environment("agent"), "CUDA_VISIBLE_DEVICES": "0"}
             deadline = time.monotonic() + 240
