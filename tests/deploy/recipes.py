@@ -361,8 +361,7 @@ def reader_of(name: str) -> str | None:
     """What reads the variable ``name``, checked in the installed code; None if nothing."""
     if name in sweep_reads():
         return "sweep"
-    if name.startswith("PG") and re.search(rb"\b%s\b" % name.encode(),
-                                           _binary_strings(libpq_library())):
+    if name.startswith("PG") and _c_string(name) in _binary_strings(libpq_library()):
         return "libpq (psycopg)"
     if name.startswith("RAY_") and _ray_reads(name):
         return "Ray"
@@ -383,4 +382,9 @@ def _ray_reads(name: str) -> bool:
     import ray
 
     core = Path(ray.__file__).parent / "_raylet.so"
-    return re.search(rb"\b%s\b" % name.encode(), _binary_strings(core)) is not None
+    return _c_string(name) in _binary_strings(core)
+
+
+def _c_string(name: str) -> bytes:
+    """``name`` as a whole C string constant, as getenv("NAME") leaves it in a binary."""
+    return b"\0" + name.encode() + b"\0"

@@ -97,6 +97,13 @@ class Process:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def kill(self) -> None:
+        """SIGKILL its process group, also when the leader has exited and children
+        (a raylet, a GCS) live on."""
+        with suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(timeout=30)
+
     def wait(self, timeout: float) -> int:
         try:
             return self.popen.wait(timeout=timeout)
@@ -124,10 +131,7 @@ class Processes:
     def kill_all(self) -> None:
         # Not `ray stop`: it would stop every Ray on this machine, other tests' too.
         for process in reversed(self.started):
-            if process.popen.poll() is None:
-                with suppress(ProcessLookupError):
-                    os.killpg(process.popen.pid, signal.SIGKILL)
-                process.popen.wait(timeout=30)
+            process.kill()
 
     def logs_text(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.output()[-3000:]}" for p in self.started)

@@ -128,6 +128,7 @@ def ray_node(rehearsal: Rehearsal, processes: Processes, name: str, *extra: str)
         if node.popen.poll() is None:
             return node
         assert attempt == 0, f"{name} exited twice:\n{node.output()[-3000:]}"
+        node.kill()  # what it left behind holds its ports
     raise AssertionError("unreachable")
 
 
