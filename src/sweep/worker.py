@@ -187,7 +187,7 @@ class RayWorkerPool:
         self._started_ray = True
 
     def _check_resources(self) -> None:
-        total = ray.cluster_resources()
+        total: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
         if self._started_ray and not self.address:
             # A local Ray will never grow: refuse now rather than wait for workers that
             # cannot be placed.
@@ -275,7 +275,8 @@ class RayWorkerPool:
     def result(self, call: Any) -> list[TrialOutcome | TrialCrash]:
         """What a call that came back returned; raises :class:`CallLost` if it failed."""
         try:
-            return ray.get(call)
+            results: list[TrialOutcome | TrialCrash] = ray.get(call)
+            return results
         except RayActorError as exc:
             reason = f"worker died during the trial: {first_line(exc)}"
             raise CallLost(reason, worker_died=True) from exc
