@@ -28,7 +28,11 @@ from sweep.spec._common import (
 from sweep.spec._model import SweepSpec
 from sweep.spec._optuna import _OptunaComponentSpec
 from sweep.spec._parameters import _PARAM_BY_TYPE, PARAMETER_TYPES
+from sweep.spec._wandb import is_wandb_config, translate_wandb
 from sweep.spec._yaml import _nearest_line, _read_yaml
+
+#: ``SweepSpec.dialect`` of a spec read from a W&B sweep config.
+WANDB = "wandb"
 
 # ---------------------------------------------------------------------------------------
 # Validation errors
@@ -135,18 +139,40 @@ def _convert_validation_error(
 
 
 def _validate(data: Any, file: str, lines: Mapping[str, int] | None) -> SweepSpec:
+    """Validate a native spec, or translate a W&B sweep config and validate the result."""
     if not isinstance(data, Mapping):
         raise SpecError(
             f"a spec must be a mapping of keys to values, got {_yaml_type(data)}",
             file=file,
             line=1 if lines is not None else None,
         )
+    origin: dict[str, str] | None = None
+    if is_wandb_config(data):
+        data, origin = translate_wandb(data, file, lines)
     try:
-        return SweepSpec.model_validate(dict(data))
+        spec = SweepSpec.model_validate(dict(data))
     except ValidationError as exc:
-        errors = _convert_validation_error(exc, file, lines)
+        errors = _convert_validation_error(exc, file, None if origin is not None else lines)
+        if origin is not None:
+            errors = [_to_wandb_key(e, origin, lines) for e in errors]
+    else:
+        if origin is not None:
+            spec._dialect = WANDB
+        return spec
     # Raised outside the except block so tracebacks do not drag pydantic's error along.
     _raise_all(errors)
+
+
+def _to_wandb_key(
+    error: SpecError, origin: Mapping[str, str], lines: Mapping[str, int] | None
+) -> SpecError:
+    """A native spec's error located at the W&B key it was translated from."""
+    parts = (error.key_path or "").split(".")
+    while parts and ".".join(parts) not in origin:
+        parts.pop()
+    key_path = origin[".".join(parts)] if parts else error.key_path
+    line = _nearest_line(lines, key_path) if lines is not None else None
+    return SpecError(error.reason, file=error.file, key_path=key_path, line=line)
 
 
 # ---------------------------------------------------------------------------------------
@@ -181,8 +207,24 @@ def load_spec(path: str | os.PathLike[str], *, check_objective: bool = True) -> 
     spec._base_dir = source_path.parent
     spec._lines = lines
     if check_objective:
-        resolve_objective(spec)
+        _check_runnable(spec)
     return spec
+
+
+def _check_runnable(spec: SweepSpec) -> None:
+    """Import the objective, or check that a command-mode spec's program exists."""
+    if not spec.is_command:
+        resolve_objective(spec)
+        return
+    if spec.program is not None:
+        path = spec.code_path / Path(spec.program).expanduser()
+        if not path.is_file():
+            raise spec.error_at(
+                "program",
+                f"program {spec.program!r} not found: looked for {path}; put the script there "
+                "or set code_dir (relative to the spec file) to its directory",
+                cls=ObjectiveImportError,
+            )
 
 
 def load_spec_from_dict(
@@ -198,7 +240,7 @@ def load_spec_from_dict(
     spec._source = source
     spec._base_dir = Path.cwd()
     if check_objective:
-        resolve_objective(spec)
+        _check_runnable(spec)
     return spec
 
 
@@ -207,6 +249,13 @@ def resolve_objective(spec: SweepSpec) -> Callable[..., Any]:
 
     Raises ObjectiveImportError pointing at the spec's ``objective`` (or ``code_dir``) key.
     """
+    if spec.objective is None:
+        raise spec.error_at(
+            "program" if spec.program is not None else "command",
+            f"this sweep runs a {spec.runs}, not a Python objective; there is no function "
+            "to import",
+            cls=ObjectiveImportError,
+        )
     module_name, function_name = spec.objective_module, spec.objective_function
     code_path = spec.code_path
 
