@@ -99,7 +99,47 @@ def open_study(spec: SweepSpec, db: Database, storage: optuna.storages.BaseStora
             key_path="metric.direction",
             line=spec.line_of("metric.direction"),
         )
+    if spec.sampler.is_grid:
+        enqueue_grid(study, spec)
     return study
+
+
+def enqueue_grid(study: optuna.Study, spec: SweepSpec) -> int:
+    """Enqueue each grid point that no trial of ``study`` holds yet as a WAITING trial
+    with Optuna's ``fixed_params``, while the budget has room; return how many.
+
+    Claims hand out WAITING trials first, one claim per trial, so every point runs once
+    however many workers and agents claim (see :mod:`sweep.spec._grid`). A point is held
+    by any trial with its params (running, finished, failed, or a retry waiting), except
+    a trial killed by a stop, which used no budget: its point is enqueued again. Calling
+    this again (a relaunch, a larger budget) adds only what is missing.
+    """
+    from sweep.spec._grid import covers, stored_point
+
+    trials = study.get_trials(deepcopy=False)
+    held = [
+        t.system_attrs.get("fixed_params", t.params)
+        for t in trials
+        if not t.system_attrs.get(KILLED_ATTR)
+    ]
+    used = sum(
+        1
+        for t in trials
+        if not (t.system_attrs.get(KILLED_ATTR) or t.system_attrs.get(SUPERSEDED_ATTR))
+    )
+    n_trials = spec.budget.n_trials
+    room = None if n_trials is None else max(0, n_trials - used)
+    added = 0
+    for point in spec.grid_points():
+        if room is not None and added >= room:
+            break
+        stored = stored_point(spec.parameters, point)
+        if covers(held, stored):
+            continue
+        study.enqueue_trial(stored)
+        held.append(stored)
+        added += 1
+    return added
 
 
 def counted_as(trial: FrozenTrial) -> str:

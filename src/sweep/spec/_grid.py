@@ -68,17 +68,9 @@ def grid_points(parameters: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def stored_point(parameters: Mapping[str, Any], point: Mapping[str, Any]) -> dict[str, Any]:
-    """A grid point as Optuna stores it (``fixed_params``): choices that are lists or
-    mappings as their JSON text, the rest as they are."""
-    stored: dict[str, Any] = {}
-    for name, value in point.items():
-        distribution = parameters[name].distribution()
-        if isinstance(distribution, optuna.distributions.CategoricalDistribution):
-            encoded = [c for c in distribution.choices if parameters[name].value_of(c) == value]
-            stored[name] = encoded[0] if encoded else value
-        else:
-            stored[name] = value
-    return stored
+    """A grid point as Optuna stores it (``fixed_params``): lists and mappings as their
+    JSON text, quantile types as their quantile (each parameter's ``to_stored``)."""
+    return {name: parameters[name].to_stored(value) for name, value in point.items()}
 
 
 class GridSampler(optuna.samplers.BaseSampler):

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import BaseModel, ValidationError
 
 from sweep.errors import ObjectiveImportError, SpecError
@@ -158,6 +159,9 @@ def _validate(data: Any, file: str, lines: Mapping[str, int] | None) -> SweepSpe
     else:
         if origin is not None:
             spec._dialect = WANDB
+            if lines is not None:
+                # Later checks (line_of) ask by native key: point them at the W&B lines.
+                spec._lines = {**lines, **{n: lines[w] for n, w in origin.items() if w in lines}}
         return spec
     # Raised outside the except block so tracebacks do not drag pydantic's error along.
     _raise_all(errors)
@@ -180,13 +184,8 @@ def _to_wandb_key(
 # ---------------------------------------------------------------------------------------
 
 
-def load_spec(path: str | os.PathLike[str], *, check_objective: bool = True) -> SweepSpec:
-    """Read, interpolate and validate the YAML spec at ``path``.
-
-    With ``check_objective`` the objective is also imported (see :func:`resolve_objective`).
-    Raises SpecError (SpecErrors for several problems) or ObjectiveImportError.
-    """
-    file = os.fspath(path)
+def _read_spec_file(file: str) -> tuple[dict[str, Any], dict[str, int]]:
+    """Read the YAML spec at ``file``: its data and key path -> line map."""
     spec_path = Path(file)
     if not spec_path.exists():
         raise SpecError(f"spec file not found: {spec_path.absolute()}", file=file)
@@ -199,13 +198,60 @@ def load_spec(path: str | os.PathLike[str], *, check_objective: bool = True) -> 
     except OSError as exc:
         raise SpecError(f"cannot read spec file: {exc.strerror or exc}", file=file) from None
 
-    data, lines = _read_yaml(text, file)
+    return _read_yaml(text, file)
+
+
+def native_yaml(path: str | os.PathLike[str]) -> tuple[str, SweepSpec]:
+    """The native YAML spec that the spec at ``path`` is read as, and the spec: a W&B
+    sweep config's translation (``sweep convert``), or a native spec unchanged.
+
+    The text is validated: loading it gives the same spec. Raises SpecError.
+    """
+    file = os.fspath(path)
+    data, lines = _read_spec_file(file)
+    spec = load_spec(file, check_objective=False)
+    if is_wandb_config(data):
+        data, _ = translate_wandb(data, file, lines)
+        header = f"# {Path(file).name}, a W&B sweep config, as a native sweep spec\n"
+    else:
+        header = ""
+    return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True), spec
+
+
+def check_launchable(spec: SweepSpec) -> None:
+    """Refuse, before anything is created, a spec that the execution path cannot run
+    yet: command-mode trials (program/command) and ``metric.target``."""
+    if spec.is_command:
+        raise spec.error_at(
+            "program" if spec.program is not None else "command",
+            f"command-mode trials are not supported yet: this sweep runs a {spec.runs}; "
+            "give an objective (module.path:function) instead, or validate the spec with "
+            "`sweep validate` until the command runner lands",
+        )
+    if spec.metric.target is not None:
+        raise spec.error_at(
+            "metric.target",
+            "metric.target is not enforced yet (the sweep would run its whole budget); "
+            "remove it and stop the sweep with `sweep stop` when a trial is good enough",
+        )
+
+
+def load_spec(path: str | os.PathLike[str], *, check_objective: bool = True) -> SweepSpec:
+    """Read, interpolate and validate the YAML spec at ``path``.
+
+    With ``check_objective`` the objective is also imported (see :func:`resolve_objective`).
+    Raises SpecError (SpecErrors for several problems) or ObjectiveImportError.
+    """
+    file = os.fspath(path)
+    spec_path = Path(file)
+    data, lines = _read_spec_file(file)
     spec = _validate(data, file, lines)
     source_path = spec_path.resolve()
     spec._source = file
     spec._source_path = source_path
     spec._base_dir = source_path.parent
-    spec._lines = lines
+    if spec.dialect != WANDB:
+        spec._lines = lines
     if check_objective:
         _check_runnable(spec)
     return spec

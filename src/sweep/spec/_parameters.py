@@ -95,6 +95,10 @@ class FloatParam(_SpecModel):
         """The value a stored Optuna param of this parameter stands for."""
         return stored
 
+    def to_stored(self, value: Any) -> Any:
+        """What Optuna stores for ``value`` (the inverse of :meth:`value_of`)."""
+        return value
+
     def grid_values(self) -> list[Any]:
         """``low, low + step, ...`` up to ``high``; a float without step has no grid."""
         if self.step is None:
@@ -140,6 +144,10 @@ class IntParam(_SpecModel):
     def value_of(self, stored: Any) -> Any:
         """The value a stored Optuna param of this parameter stands for."""
         return stored
+
+    def to_stored(self, value: Any) -> Any:
+        """What Optuna stores for ``value`` (the inverse of :meth:`value_of`)."""
+        return value
 
     def grid_values(self) -> list[Any]:
         """``low, low + step, ...`` up to ``high``."""
@@ -220,6 +228,16 @@ class CategoricalParam(_SpecModel):
                 return choice
         return stored
 
+    def to_stored(self, value: Any) -> Any:
+        """What Optuna stores for choice ``value``: its JSON text for a list or mapping,
+        the middle of its quantile band with weights."""
+        index = next(i for i, c in enumerate(self.choices) if c == value and type(c) is type(value))
+        if self.weights is None:
+            return self._encoded()[index]
+        total = sum(self.weights)
+        below = sum(self.weights[:index]) / total
+        return below + self.weights[index] / total / 2
+
     def grid_values(self) -> list[Any]:
         """Every choice (weights only shape random draws)."""
         return list(self.choices)
@@ -243,6 +261,10 @@ class ConstantParam(_SpecModel):
     def value_of(self, stored: Any) -> Any:
         """The constant, whatever was stored."""
         return self.value
+
+    def to_stored(self, value: Any) -> Any:
+        """What Optuna stores for the constant."""
+        return _encode_choice(self.value)
 
     def grid_values(self) -> list[Any]:
         """The one value."""

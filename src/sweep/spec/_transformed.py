@@ -9,6 +9,7 @@ multiple within its bounds.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import optuna
@@ -49,6 +50,10 @@ class _QuantileParam(_SpecModel):
     def value_of(self, stored: Any) -> int | float:
         """The value a stored quantile stands for."""
         return self.ppf(float(stored))
+
+    def to_stored(self, value: Any) -> float:
+        """The quantile of ``value``; only grid types (q_log_uniform) have one."""
+        raise NotGriddable(f"a {getattr(self, 'type', 'quantile')} parameter has no grid")
 
     def grid_values(self) -> list[Any]:
         """Unbounded or continuous: no grid."""
@@ -153,6 +158,11 @@ class QLogUniformParam(_QuantileParam):
         value = log_uniform_ppf(u, self.low, self.high)
         first, last = multiples_within(self.low, self.high, self.step)
         return quantise(value, self.step, lo=first, hi=last)
+
+    def to_stored(self, value: Any) -> float:
+        """The quantile that maps to grid value ``value``."""
+        u = (math.log(value) - math.log(self.low)) / (math.log(self.high) - math.log(self.low))
+        return min(max(u, EPS), 1 - EPS)
 
     def grid_values(self) -> list[Any]:
         """Every multiple of ``step`` in ``[low, high]``."""
