@@ -32,10 +32,10 @@ from typing import Any
 STEP_KEYS: tuple[str, ...] = ("step", "epoch", "iteration")
 
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:inf|nan)"
+# A pair stands alone: after the start, a space or , ; | ( [ {, before the end or their mates.
 _PAIR = re.compile(
-    r"(?:^|(?<=[\s,;|]))(?P<name>[A-Za-z_][\w./-]*)\s*[=:]\s*(?P<value>"
-    + _NUMBER
-    + r")(?=$|[\s,;|])"
+    r"(?:^|(?<=[\s,;|(\[{]))(?P<name>[A-Za-z_][\w./-]*)\s*[=:]\s*"
+    r"(?P<value>" + _NUMBER + r")(?=$|[\s,;|)\]}])"
 )
 
 

@@ -232,12 +232,12 @@ class CollectorSpec(_SpecModel):
             raise _spec_error(f"pattern is not a valid regex: {exc}", "pattern") from None
         groups = set(compiled.groupindex)
         step = {self.step_key} if self.step_key else {"step", "epoch", "iteration"}
+        if ("name" in groups) != ("value" in groups):
+            raise _spec_error("groups name and value go together; give both", "pattern")
         if not groups - step - {"name", "value"} and not {"name", "value"} <= groups:
             raise _spec_error(
                 "pattern needs named groups: one per metric, e.g. (?P<val_loss>[-+.\\deE]+), "
                 "or (?P<name>...) and (?P<value>...)",
                 "pattern",
             )
-        if ("name" in groups) != ("value" in groups):
-            raise _spec_error("groups name and value go together; give both", "pattern")
         return self

@@ -171,10 +171,16 @@ def _to_wandb_key(
     error: SpecError, origin: Mapping[str, str], lines: Mapping[str, int] | None
 ) -> SpecError:
     """A native spec's error located at the W&B key it was translated from."""
-    parts = (error.key_path or "").split(".")
+    full = (error.key_path or "").split(".")
+    parts = list(full)
     while parts and ".".join(parts) not in origin:
         parts.pop()
-    key_path = origin[".".join(parts)] if parts else error.key_path
+    prefix = ".".join(parts)
+    key_path = origin[prefix] if parts else error.key_path
+    written = lines is not None and ".".join(full) in lines
+    if parts and origin[prefix] == prefix and (written or not prefix.startswith("parameters")):
+        # Keys W&B and native specs share (command.1, a normal's sigma) keep their sub-path.
+        key_path = ".".join(full)
     line = _nearest_line(lines, key_path) if lines is not None else None
     return SpecError(error.reason, file=error.file, key_path=key_path, line=line)
 
