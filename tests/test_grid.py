@@ -150,10 +150,14 @@ def test_grid_sampler_refuses_a_trial_that_carries_no_point() -> None:
 
 @pytest.mark.ray
 @pytest.mark.usefixtures("local_ray")
-@pytest.mark.parametrize("workers", [1, 2, 4])
+@pytest.mark.parametrize(
+    ("workers", "backend"),
+    [(1, "sqlite"), (2, "sqlite"), (4, "sqlite"), (2, "postgresql")],
+)
 def test_a_grid_sweep_runs_every_combination_once(
-    workers: int, sqlite_url: str, tmp_path: Path
+    workers: int, backend: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
+    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "postgres_url")
     path = write_toy_spec(
         tmp_path,
         name=f"grid-{workers}",
@@ -161,14 +165,20 @@ def test_a_grid_sweep_runs_every_combination_once(
             "x": {"type": "float", "low": 0.0, "high": 1.0, "step": 0.25},
             "y": {"type": "categorical", "choices": ["a", "b"]},
         },
-        sampler={"name": "grid"},
+        sampler={"name": "bruteforce"},  # read as grid: it once failed and repeated points
         pruner={"name": "none"},
         budget=None,
         parallelism=workers,
         registry=None,
     )
-    result = sweep.launch(sweep.load_spec(path), storage=sqlite_url)
+    result = sweep.launch(sweep.load_spec(path), storage=url)
     assert result.counts.complete == 10 and result.counts.failed == 0
-    study = optuna.load_study(study_name=f"grid-{workers}", storage=sqlite_url)
+    study = optuna.load_study(study_name=f"grid-{workers}", storage=url)
     points = sorted((t.params["x"], t.params["y"]) for t in study.trials)
     assert points == sorted((x, y) for x in (0.0, 0.25, 0.5, 0.75, 1.0) for y in "ab")
+    # Launching again finds every point taken: nothing is enqueued, nothing runs.
+    again = sweep.launch(sweep.load_spec(path), storage=url)
+    assert (
+        again.trials_this_launch == 0
+        and len(optuna.load_study(study_name=f"grid-{workers}", storage=url).trials) == 10
+    )
