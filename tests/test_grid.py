@@ -14,6 +14,8 @@ from optuna.trial import TrialState
 import sweep
 from sweep.errors import SpecError
 from sweep.spec import GridSampler, load_spec_from_dict
+from sweep.spec._grid import stored_point
+from sweep.storage import Database
 from sweep.study import KILLED_ATTR, enqueue_grid
 from tests.helpers import write_toy_spec
 
@@ -138,6 +140,39 @@ def test_a_killed_trial_gives_its_point_back_and_the_budget_is_respected(tmp_pat
     killed_point = study.trials[first.number].system_attrs["fixed_params"]
     waiting = [t for t in study.trials if t.state == TrialState.WAITING]
     assert [t.system_attrs["fixed_params"] for t in waiting][-1] == killed_point
+
+
+def test_the_store_takes_the_grid_in_one_transaction_numbered_after_its_trials(
+    storage_url: str,
+) -> None:
+    spec = load_spec_from_dict(grid_spec(PARAMS))
+    db = Database(storage_url)
+    db.ensure_schema()  # as a launch does (it makes the SQLite file's folder)
+    study = optuna.create_study(storage=storage_url, study_name="g")
+    study.enqueue_trial({"lr": 0.2, "layers": 2, "act": "relu", "epochs": 5})  # a point held
+    try:
+        assert enqueue_grid(study, spec, db) == 11
+        assert enqueue_grid(optuna.load_study(study_name="g", storage=storage_url), spec, db) == 0
+    finally:
+        db.dispose()
+    trials = optuna.load_study(study_name="g", storage=storage_url).trials
+    assert [t.number for t in trials] == list(range(12))
+    assert all(t.state == TrialState.WAITING for t in trials)
+    fixed = [t.system_attrs["fixed_params"] for t in trials]
+    assert fixed[1] == {"lr": 0.1, "layers": 1, "act": "relu", "epochs": 5}
+    assert fixed[2]["act"] == "[1, 2]"  # a list choice, as Optuna stores it
+    # Optuna asks them in order and they carry their points.
+    trial = optuna.load_study(study_name="g", storage=storage_url).ask()
+    assert spec.suggest_parameters(trial)["act"] in ("relu", [1, 2])
+
+
+def test_a_retry_holding_define_by_run_params_still_holds_its_point() -> None:
+    spec = load_spec_from_dict(grid_spec(PARAMS))
+    study = optuna.create_study()
+    point = spec.grid_points()[0]
+    # What a retry carries: the failed trial's params, a define-by-run one included.
+    study.enqueue_trial({**stored_point(spec.parameters, point), "free": 0.5})
+    assert enqueue_grid(study, spec) == 11
 
 
 def test_grid_sampler_refuses_a_trial_that_carries_no_point() -> None:

@@ -20,7 +20,8 @@ is an error rather than a silent random draw.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import optuna
@@ -109,17 +110,14 @@ class GridSampler(optuna.samplers.BaseSampler):
         self._random.reseed_rng()
 
 
-def covers(stored: Sequence[Mapping[str, Any]], point: Mapping[str, Any]) -> bool:
-    """Whether one of the ``stored`` param dicts is ``point`` (floats compared closely)."""
+def point_key(stored: Mapping[str, Any], names: Iterable[str]) -> str:
+    """A hashable key of the grid params ``names`` among stored params (a retry's also
+    hold define-by-run ones): equal for the same point, floats compared to 12
+    significant digits (a float step's multiples carry rounding noise)."""
 
-    def same(a: Any, b: Any) -> bool:
-        if isinstance(a, float) or isinstance(b, float):
-            try:
-                return abs(float(a) - float(b)) <= 1e-12 * max(1.0, abs(float(a)))
-            except (TypeError, ValueError):
-                return False
-        return bool(a == b and type(a) is type(b))
+    def canonical(value: Any) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return f"{float(value):.12g}"
+        return value
 
-    return any(
-        s.keys() == point.keys() and all(same(s[k], v) for k, v in point.items()) for s in stored
-    )
+    return json.dumps({k: canonical(stored.get(k)) for k in names}, sort_keys=True)
