@@ -209,18 +209,18 @@ def _read_spec_file(file: str) -> tuple[dict[str, Any], dict[str, int]]:
 
 def native_yaml(path: str | os.PathLike[str]) -> tuple[str, SweepSpec]:
     """The native YAML spec that the spec at ``path`` is read as, and the spec: a W&B
-    sweep config's translation (``sweep convert``), or a native spec unchanged.
+    sweep config's translation (``sweep convert``), or a native spec's text as written.
 
     The text is validated: loading it gives the same spec. Raises SpecError.
     """
     file = os.fspath(path)
     data, lines = _read_spec_file(file)
     spec = load_spec(file, check_objective=False)
-    if is_wandb_config(data):
-        data, _ = translate_wandb(data, file, lines)
-        header = f"# {Path(file).name}, a W&B sweep config, as a native sweep spec\n"
-    else:
-        header = ""
+    if not is_wandb_config(data):
+        # As written: ${VAR} stays unexpanded (a storage URL may hold a password).
+        return Path(file).read_text(encoding="utf-8"), spec
+    data, _ = translate_wandb(data, file, lines)
+    header = f"# {Path(file).name}, a W&B sweep config, as a native sweep spec\n"
     return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True), spec
 
 
@@ -296,18 +296,21 @@ def load_spec_from_dict(
     return spec
 
 
+def _no_objective(spec: SweepSpec) -> SpecError:
+    return spec.error_at(
+        "program" if spec.program is not None else "command",
+        f"this sweep runs a {spec.runs}, not a Python objective; there is no function to import",
+        cls=ObjectiveImportError,
+    )
+
+
 def resolve_objective(spec: SweepSpec) -> Callable[..., Any]:
     """Import ``spec.objective`` with ``spec.code_path`` first on ``sys.path``.
 
     Raises ObjectiveImportError pointing at the spec's ``objective`` (or ``code_dir``) key.
     """
     if spec.objective is None:
-        raise spec.error_at(
-            "program" if spec.program is not None else "command",
-            f"this sweep runs a {spec.runs}, not a Python objective; there is no function "
-            "to import",
-            cls=ObjectiveImportError,
-        )
+        raise _no_objective(spec)
     module_name, function_name = spec.objective_module, spec.objective_function
     code_path = spec.code_path
 
