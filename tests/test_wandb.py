@@ -125,6 +125,13 @@ def test_grid_method_runs_the_grid_with_run_cap_as_a_cap() -> None:
     assert len(spec.grid_points()) == 6
     capped = load_spec_from_dict(wandb(method="grid", parameters=params, run_cap=4))
     assert capped.budget.n_trials == 4
+    larger = load_spec_from_dict(wandb(method="grid", parameters=params, run_cap=100))
+    assert larger.budget.n_trials == 6
+
+
+def test_a_config_without_method_is_still_recognised_by_its_parameters() -> None:
+    [err] = errors_of(wandb(method=None))
+    assert err.key_path == "method" and "bayes, random or grid, got None" in err.reason
 
 
 def test_custom_method_and_missing_run_cap_are_named() -> None:

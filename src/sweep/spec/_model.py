@@ -321,6 +321,19 @@ def _names_grid(sampler: Any) -> bool:
     return key in ("grid", "gridsampler", "bruteforce", "brute_force", "bruteforcesampler")
 
 
+def raw_grid_size(params: Any) -> int | None:
+    """The grid size of unvalidated ``parameters``, or None if they do not validate."""
+    if not isinstance(params, dict):
+        return None
+    try:
+        models = {
+            name: _PARAM_BY_TYPE[raw["type"]].model_validate(raw) for name, raw in params.items()
+        }
+        return grid_size(models)
+    except Exception:
+        return None  # the parameters' own errors are reported
+
+
 def _grid_budget(data: dict[str, Any]) -> dict[str, Any]:
     """With sampler grid, a missing budget (or one without n_trials) is the grid's size."""
     budget = data.get("budget")
@@ -330,14 +343,7 @@ def _grid_budget(data: dict[str, Any]) -> dict[str, Any]:
         return data
     if budget is not None and not isinstance(budget, dict):
         return data
-    params = data.get("parameters") or {}
-    if not isinstance(params, dict):
-        return data
-    try:
-        models = {
-            name: _PARAM_BY_TYPE[raw["type"]].model_validate(raw) for name, raw in params.items()
-        }
-        size = grid_size(models)
-    except Exception:
-        return data  # the parameters' own errors are reported; n_trials stays unset
+    size = raw_grid_size(data.get("parameters") or {})
+    if size is None:
+        return data  # n_trials stays unset: "missing budget" joins the parameters' errors
     return {**data, "budget": {**(budget or {}), "n_trials": min(size, MAX_GRID_POINTS)}}

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from sweep.errors import SpecError
+from sweep.spec._model import raw_grid_size
 from sweep.spec._wandb_params import (
     _DISTRIBUTIONS,
     _REQUIRED,
@@ -147,6 +148,11 @@ class _Translator:
         else:
             out["pruner"] = {"name": "none"}  # W&B stops no run without early_terminate
         out["budget"] = self._budget(data, method)
+        if method == "grid" and out["budget"] is not None:
+            # run_cap caps a grid; a grid smaller than run_cap simply ends sooner.
+            size = raw_grid_size(params)
+            if size is not None and size < out["budget"]["n_trials"]:
+                out["budget"] = {"n_trials": size}
         return out
 
     def _tags(self, data: Mapping[str, Any]) -> dict[str, str]:
