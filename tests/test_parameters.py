@@ -107,3 +107,32 @@ def test_a_normal_is_normal_and_native_specs_round_trip() -> None:
     assert not any(math.isinf(x) for x in xs)
     again = load_spec_from_dict(spec.model_dump(mode="json"))
     assert again.model_dump() == spec.model_dump()
+
+
+def test_launch_refuses_what_the_trial_path_cannot_hand_an_objective_yet(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from sweep.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.py").write_text("def f(trial):\n    return 0.0\n")
+    base = (
+        "name: n\nobjective: m:f\nmetric: {name: l, direction: minimize}\nbudget: {n_trials: 2}\n"
+    )
+    cases = {
+        "parameters:\n  x: {type: normal}\n": "parameters.x: parameter(s) x reach a function",
+        "parameters:\n  x: {type: categorical, choices: [[1], [2]]}\n": "Optuna's stored form",
+        "metric: {name: l, direction: minimize, target: 0.1}\n": "metric.target is not enforced",
+    }
+    for extra, needle in cases.items():
+        text = (
+            base + extra if "metric" not in extra else base.replace(base.split("\n")[2], "") + extra
+        )
+        (tmp_path / "spec.yaml").write_text(text)
+        validated = CliRunner().invoke(cli, ["validate", "spec.yaml"])
+        assert validated.exit_code == 0, validated.output  # a valid spec...
+        result = CliRunner().invoke(cli, ["launch", "spec.yaml"])
+        assert result.exit_code == 2 and needle in result.output, result.output  # ...not run yet
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["m.py", "spec.yaml"]

@@ -226,13 +226,23 @@ def native_yaml(path: str | os.PathLike[str]) -> tuple[str, SweepSpec]:
 
 def check_launchable(spec: SweepSpec) -> None:
     """Refuse, before anything is created, a spec that the execution path cannot run
-    yet: command-mode trials (program/command) and ``metric.target``."""
+    yet: command-mode trials (program/command), parameters stored in another form than
+    their value (quantile types, list choices) and ``metric.target``."""
     if spec.is_command:
         raise spec.error_at(
             "program" if spec.program is not None else "command",
             f"command-mode trials are not supported yet: this sweep runs a {spec.runs}; "
             "give an objective (module.path:function) instead, or validate the spec with "
             "`sweep validate` until the command runner lands",
+        )
+    encoded = spec.encoded_parameters()
+    if encoded:
+        raise spec.error_at(
+            f"parameters.{encoded[0]}",
+            f"parameter(s) {', '.join(encoded)} reach a function objective's trial.params in "
+            "Optuna's stored form (a quantile, or JSON text), not as values; this needs the "
+            "trial path to hand objectives decoded values (SweepSpec.decode_params) and is "
+            "not supported yet; use float/int/categorical with scalar choices",
         )
     if spec.metric.target is not None:
         raise spec.error_at(

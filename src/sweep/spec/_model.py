@@ -15,7 +15,7 @@ from sweep.spec._command import CollectorSpec, check_command
 from sweep.spec._common import NotGriddable, _show, _spec_error
 from sweep.spec._grid import MAX_GRID_POINTS, grid_points, grid_size
 from sweep.spec._optuna import PRUNERS, SAMPLERS, PrunerSpec, SamplerSpec
-from sweep.spec._parameters import _PARAM_BY_TYPE, ParameterSpec
+from sweep.spec._parameters import _PARAM_BY_TYPE, ParameterSpec, stores_other_form
 from sweep.spec._sections import (
     BudgetSpec,
     LeaseSpec,
@@ -307,6 +307,11 @@ class SweepSpec(_SpecModel):
             name: self.parameters[name].value_of(value) if name in self.parameters else value
             for name, value in stored.items()
         }
+
+    def encoded_parameters(self) -> list[str]:
+        """Parameters whose value Optuna stores in another form (a quantile, JSON text):
+        an objective reading ``trial.params`` would not see the value itself."""
+        return [name for name, param in self.parameters.items() if stores_other_form(param)]
 
     def grid_points(self) -> list[dict[str, Any]]:
         """Every combination of the parameters' values (see :mod:`sweep.spec._grid`)."""

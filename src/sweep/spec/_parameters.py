@@ -296,3 +296,12 @@ _PARAM_BY_TYPE: dict[str, type[_SpecModel]] = {
     "beta": BetaParam,
     "q_log_uniform": QLogUniformParam,
 }
+
+
+def stores_other_form(param: Any) -> bool:
+    """Whether Optuna stores ``param``'s values in another form (a quantile, JSON text)."""
+    if isinstance(param, (NormalParam, LogNormalParam, BetaParam, QLogUniformParam)):
+        return True
+    if isinstance(param, CategoricalParam):
+        return param.weights is not None or not all(_is_scalar(c) for c in param.choices)
+    return isinstance(param, ConstantParam) and not _is_scalar(param.value)
