@@ -118,19 +118,15 @@ def test_launch_refuses_what_the_trial_path_cannot_hand_an_objective_yet(
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "m.py").write_text("def f(trial):\n    return 0.0\n")
-    base = (
-        "name: n\nobjective: m:f\nmetric: {name: l, direction: minimize}\nbudget: {n_trials: 2}\n"
-    )
+    base = "name: n\nobjective: m:f\nbudget: {n_trials: 2}\n"
+    metric = "metric: {name: l, direction: minimize}\n"
     cases = {
-        "parameters:\n  x: {type: normal}\n": "parameters.x: parameter(s) x reach a function",
-        "parameters:\n  x: {type: categorical, choices: [[1], [2]]}\n": "Optuna's stored form",
+        metric + "parameters:\n  x: {type: normal}\n": "parameters.x: parameter(s) x reach",
+        metric + "parameters:\n  x: {type: categorical, choices: [[1], [2]]}\n": "stored form",
         "metric: {name: l, direction: minimize, target: 0.1}\n": "metric.target is not enforced",
     }
     for extra, needle in cases.items():
-        text = (
-            base + extra if "metric" not in extra else base.replace(base.split("\n")[2], "") + extra
-        )
-        (tmp_path / "spec.yaml").write_text(text)
+        (tmp_path / "spec.yaml").write_text(base + extra)
         validated = CliRunner().invoke(cli, ["validate", "spec.yaml"])
         assert validated.exit_code == 0, validated.output  # a valid spec...
         result = CliRunner().invoke(cli, ["launch", "spec.yaml"])
