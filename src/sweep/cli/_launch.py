@@ -36,12 +36,14 @@ def launch(
 ) -> None:
     """Run the sweep in SPEC (or continue it, if its study exists) to the end of its budget."""
     from sweep.controller import launch as launch_sweep
-    from sweep.spec import load_spec
+    from sweep.spec import check_launchable, load_spec
 
     with _errors(ctx.obj["debug"]):
         spec = load_spec(spec_path)
+        _say_dialect(spec_path, spec)
+        check_launchable(spec)  # before anything is created
         _stop_on_signals()
-        console.print(f"[bold]sweep[/] {spec.name}: objective {spec.objective}")
+        console.print(f"[bold]sweep[/] {spec.name}: {escape(spec.runs)}")
         try:
             result = launch_sweep(
                 spec,
@@ -139,14 +141,29 @@ def _fmt(value: Any) -> str:
 @click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
 @click.pass_context
 def validate(ctx: click.Context, spec_path: str) -> None:
-    """Check SPEC (keys, types, ranges, objective import) without running it."""
+    """Check SPEC (keys, types, ranges, objective import) without running it.
+
+    A W&B sweep config is accepted as it is; `sweep convert SPEC` shows the native spec."""
     from sweep.spec import load_spec
 
     with _errors(ctx.obj["debug"]):
         spec = load_spec(spec_path)
+        _say_dialect(spec_path, spec)
         console.print(
             f"{spec_path}: ok — sweep {spec.name!r}, {len(spec.parameters)} declared parameters, "
-            f"objective {spec.objective}"
+            f"{escape(spec.runs)}",
+            soft_wrap=True,
+        )
+
+
+def _say_dialect(spec_path: str, spec: Any) -> None:
+    from sweep.spec import WANDB
+
+    if spec.dialect == WANDB:
+        console.print(
+            f"{spec_path}: read as a W&B sweep config (`sweep convert {spec_path}` shows the "
+            "native spec)",
+            soft_wrap=True,
         )
 
 
