@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 import textwrap
@@ -516,17 +515,6 @@ def test_validate_says_the_file_was_read_as_a_wandb_config() -> None:
     assert result.exit_code == 0, result.output
     assert "read as a W&B sweep config" in result.output
     assert "5 declared parameters" in result.output
-
-
-def test_launch_refuses_command_mode_before_creating_anything(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(cli, ["launch", str(EXAMPLE)])
-    assert result.exit_code == 2, result.output
-    assert "read as a W&B sweep config" in result.output
-    assert "command-mode trials are not supported yet" in result.output
-    assert os.listdir(tmp_path) == []  # no store, no .sweep directory
 
 
 def test_convert_prints_a_native_spec_that_loads_as_the_same_sweep(tmp_path: Path) -> None:

@@ -130,9 +130,10 @@ def run_agent(
         db.ensure_schema()
         optuna_storage = db.optuna_storage()
         context = join_context(db, sweep_name, code_dir, optuna_storage)
-        from sweep.spec import resolve_objective
+        if not context.spec.is_command:  # a command needs only its program on this node
+            from sweep.spec import resolve_objective
 
-        resolve_objective(context.spec)  # a missing module fails here, not in every worker
+            resolve_objective(context.spec)  # a missing module fails here, not per worker
         slots: list[str | None] = [*gpus] if gpus else [None]
         return _Supervisor(db, optuna_storage, context, slots, count, on_trial).run()
     finally:

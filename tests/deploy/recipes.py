@@ -208,8 +208,9 @@ def sweep_commands() -> list[CommandLine]:
     for instruction, value in dockerfile_instructions():
         if instruction in ("CMD", "ENTRYPOINT") and value.startswith("["):
             found += [CommandLine(rel(DOCKERFILE), a) for a in _sweep_calls(json.loads(value))]
-    for block in re.findall(r"```(?:bash|sh|shell|console)\n(.*?)```", DEPLOY_README.read_text(),
-                            flags=re.S):
+    for block in re.findall(
+        r"```(?:bash|sh|shell|console)\n(.*?)```", DEPLOY_README.read_text(), flags=re.S
+    ):
         found += _calls_in_shell(rel(DEPLOY_README), block)
     return found
 
@@ -261,8 +262,9 @@ def _join_repeated_keys(text: str) -> str:
 def dockerfile_instructions() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) pairs, continuations joined, comments dropped."""
     # Comment lines go first, also inside a continued instruction, as Docker drops them.
-    lines = [line for line in DOCKERFILE.read_text().splitlines()
-             if not line.lstrip().startswith("#")]
+    lines = [
+        line for line in DOCKERFILE.read_text().splitlines() if not line.lstrip().startswith("#")
+    ]
     pairs = []
     for line in "\n".join(lines).replace("\\\n", " ").splitlines():
         line = line.strip()

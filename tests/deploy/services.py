@@ -28,8 +28,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, what: str,
-             interval: float = 0.3) -> None:
+def wait_for(
+    condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.3
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
@@ -70,15 +71,36 @@ def password_postgres(user: str, database: str, password: str) -> Iterator[int]:
     ctl = [*as_user, str(bindir / "pg_ctl"), "-D", str(data)]
     try:
         subprocess.run(
-            [*as_user, str(bindir / "initdb"), "-D", str(data), "-U", user,
-             f"--pwfile={root / 'pw'}", "--auth=scram-sha-256", "--no-sync"],
-            check=True, capture_output=True, timeout=120,
+            [
+                *as_user,
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                user,
+                f"--pwfile={root / 'pw'}",
+                "--auth=scram-sha-256",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
         )
         options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        subprocess.run([*ctl, "-o", options, "-l", str(root / "log"), "-w", "start"],
-                       check=True, capture_output=True, timeout=120)
-        with psycopg.connect(host="127.0.0.1", port=port, user=user, password=password,
-                             dbname="postgres", autocommit=True) as conn:
+        subprocess.run(
+            [*ctl, "-o", options, "-l", str(root / "log"), "-w", "start"],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        with psycopg.connect(
+            host="127.0.0.1",
+            port=port,
+            user=user,
+            password=password,
+            dbname="postgres",
+            autocommit=True,
+        ) as conn:
             conn.execute(f'CREATE DATABASE "{database}"')
         yield port
     finally:
@@ -108,8 +130,9 @@ class Process:
         try:
             return self.popen.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"{self.name} still running after {timeout:.0f}s:\n"
-                                 f"{self.output()[-4000:]}") from None
+            raise AssertionError(
+                f"{self.name} still running after {timeout:.0f}s:\n{self.output()[-4000:]}"
+            ) from None
 
 
 class Processes:
@@ -122,8 +145,9 @@ class Processes:
     def start(self, name: str, argv: list[str], env: dict[str, str], cwd: Path) -> Process:
         log = self.logs / f"{name}-{len(self.started)}.log"
         with open(log, "wb") as out:
-            popen = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+            popen = subprocess.Popen(
+                argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
         process = Process(name, popen, log)
         self.started.append(process)
         return process

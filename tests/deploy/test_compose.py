@@ -21,8 +21,10 @@ def services() -> dict[str, Any]:
 def test_postgres_keeps_its_data_and_reports_health(services: dict[str, Any]) -> None:
     db = services["db"]
     assert db["image"].startswith("postgres:")
-    assert any(v.endswith(":/var/lib/postgresql/data") and not v.startswith((".", "/"))
-               for v in db["volumes"])  # a named volume
+    assert any(
+        v.endswith(":/var/lib/postgresql/data") and not v.startswith((".", "/"))
+        for v in db["volumes"]
+    )  # a named volume
     assert "pg_isready" in " ".join(db["healthcheck"]["test"])
     env = recipes.service_environment(db)
     assert env["POSTGRES_PASSWORD"] == recipes.example_env()["POSTGRES_PASSWORD"]

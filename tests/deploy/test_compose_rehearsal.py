@@ -42,8 +42,13 @@ pytestmark = [pytest.mark.postgres, pytest.mark.ray, pytest.mark.timeout(400)]
 
 PROJECT = Path(__file__).parent / "project"
 BIN = str(Path(sys.executable).parent)  # the image's PATH: sweep, ray and python3
-RAY_NODE_PORTS = ("dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port",
-                  "node-manager-port", "object-manager-port")
+RAY_NODE_PORTS = (
+    "dashboard-agent-grpc-port",
+    "metrics-export-port",
+    "runtime-env-agent-port",
+    "node-manager-port",
+    "object-manager-port",
+)
 
 
 class Rehearsal:
@@ -55,9 +60,11 @@ class Rehearsal:
         self.ray_port = free_port()
         # Ray's socket paths live under its temp dir and must stay short (107 bytes).
         self.temp_dir = Path(tempfile.mkdtemp(prefix="raydeploy", dir="/tmp"))
-        self.hosts = {"db:5432": f"127.0.0.1:{pg_port}",
-                      "ray-head:6379": f"127.0.0.1:{self.ray_port}",
-                      "0.0.0.0": "127.0.0.1"}
+        self.hosts = {
+            "db:5432": f"127.0.0.1:{pg_port}",
+            "ray-head:6379": f"127.0.0.1:{self.ray_port}",
+            "0.0.0.0": "127.0.0.1",
+        }
         self.home = tmp / "home"
         self.home.mkdir()
         (tmp / "work").mkdir()  # the image's WORKDIR
@@ -85,19 +92,21 @@ class Rehearsal:
         return value
 
     def environment(self, name: str) -> dict[str, str]:
-        env = {k: self.localize(v, name) for k, v in recipes.service_environment(
-            self.services[name]).items()}
+        env = {
+            k: self.localize(v, name)
+            for k, v in recipes.service_environment(self.services[name]).items()
+        }
         return {**env, "PATH": f"{BIN}:{os.environ['PATH']}", "HOME": str(self.home)}
 
     def command(self, name: str, extra: dict[str, str] | None = None) -> list[str]:
-        return [self.localize(a, name, extra) for a in recipes.service_command(
-            self.services[name])]
+        return [self.localize(a, name, extra) for a in recipes.service_command(self.services[name])]
 
     def healthcheck(self, name: str, agent_port: int) -> list[str]:
         test = self.services[name]["healthcheck"]["test"]
         assert test[0] == "CMD"
-        return [self.localize(a, name, {"127.0.0.1:52365": f"127.0.0.1:{agent_port}"})
-                for a in test[1:]]
+        return [
+            self.localize(a, name, {"127.0.0.1:52365": f"127.0.0.1:{agent_port}"}) for a in test[1:]
+        ]
 
 
 def ray_node(rehearsal: Rehearsal, processes: Processes, name: str, *extra: str) -> Process:
@@ -108,11 +117,15 @@ def ray_node(rehearsal: Rehearsal, processes: Processes, name: str, *extra: str)
         agent_port = free_port()
         # The dashboard (for people watching) is left out: it costs this shared machine
         # a dozen processes, and nothing here needs it.
-        argv = [a for a in rehearsal.command(name)
-                if not a.startswith(("--port=", "--dashboard-host="))]
+        argv = [
+            a for a in rehearsal.command(name) if not a.startswith(("--port=", "--dashboard-host="))
+        ]
         if "--head" in argv:
-            argv += [f"--port={rehearsal.ray_port}", "--include-dashboard=false",
-                     f"--temp-dir={rehearsal.temp_dir}"]
+            argv += [
+                f"--port={rehearsal.ray_port}",
+                "--include-dashboard=false",
+                f"--temp-dir={rehearsal.temp_dir}",
+            ]
         argv += [f"--dashboard-agent-listen-port={agent_port}", *extra]
         argv += [f"--{flag}={free_port()}" for flag in RAY_NODE_PORTS]
         env = rehearsal.environment(name)
@@ -139,16 +152,18 @@ def controller_command(rehearsal: Rehearsal) -> list[str]:
     script starts one (a driver without a local node cannot connect)."""
     argv = rehearsal.command("controller")
     assert argv[:2] == ["sh", "-c"] and argv[2].startswith("ray start ")
-    ports = " ".join(f"--{flag}={free_port()}" for flag in (*RAY_NODE_PORTS,
-                                                             "dashboard-agent-listen-port"))
+    ports = " ".join(
+        f"--{flag}={free_port()}" for flag in (*RAY_NODE_PORTS, "dashboard-agent-listen-port")
+    )
     argv[2] = argv[2].replace("ray start ", f"ray start {ports} ", 1)
     if os.geteuid() == 0 and shutil.which("unshare"):
         return ["unshare", "--pid", "--fork", "--mount-proc", *argv]
     return argv
 
 
-def run_agent_with_restarts(rehearsal: Rehearsal, processes: Processes, env: dict[str, str],
-                            until: float) -> Process:
+def run_agent_with_restarts(
+    rehearsal: Rehearsal, processes: Processes, env: dict[str, str], until: float
+) -> Process:
     """compose's `restart: on-failure`: start again after a non-zero exit (here: 6, the
     controller has not created the sweep yet), stay down after exit 0."""
     assert rehearsal.services["agent"]["restart"] == "on-failure"
@@ -164,10 +179,13 @@ def run_agent_with_restarts(rehearsal: Rehearsal, processes: Processes, env: dic
 def test_the_compose_topology_runs_a_sweep_to_its_registered_challenger(tmp_path: Path) -> None:
     project = tmp_path / "project"  # mounted read-only at /app: a copy keeps caches out
     shutil.copytree(PROJECT, project)
-    dotenv = {"POSTGRES_PASSWORD": secrets.token_urlsafe(16),
-              "RAY_AUTH_TOKEN": secrets.token_hex(32),
-              "SWEEP_PROJECT_DIR": str(project), "SWEEP_SPEC": "rehearsal.yaml",
-              "SWEEP_NAME": "deploy-rehearsal"}
+    dotenv = {
+        "POSTGRES_PASSWORD": secrets.token_urlsafe(16),
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        "SWEEP_PROJECT_DIR": str(project),
+        "SWEEP_SPEC": "rehearsal.yaml",
+        "SWEEP_NAME": "deploy-rehearsal",
+    }
     config = recipes.compose_config(dotenv)
     db = recipes.service_environment(config["services"]["db"])
     password = dotenv["POSTGRES_PASSWORD"]
@@ -188,8 +206,12 @@ def test_the_compose_topology_runs_a_sweep_to_its_registered_challenger(tmp_path
             phase("ray-head healthy")
             ray_node(rehearsal, processes, "ray-worker", "--num-cpus=1")
             phase("ray-worker healthy")
-            controller = processes.start("controller", controller_command(rehearsal),
-                                         rehearsal.environment("controller"), tmp_path / "work")
+            controller = processes.start(
+                "controller",
+                controller_command(rehearsal),
+                rehearsal.environment("controller"),
+                tmp_path / "work",
+            )
             agent_env = {**rehearsal.environment("agent"), "CUDA_VISIBLE_DEVICES": "0"}
             deadline = time.monotonic() + 240
             agent = run_agent_with_restarts(rehearsal, processes, agent_env, deadline)
@@ -213,8 +235,9 @@ def _assert_the_server_wants_the_password(url: str) -> None:
         engine.connect().close()
 
 
-def _assert_finished_with_challenger(rehearsal: Rehearsal, controller: Process, agent: Process,
-                                     url: sqlalchemy.URL, password: str) -> None:
+def _assert_finished_with_challenger(
+    rehearsal: Rehearsal, controller: Process, agent: Process, url: sqlalchemy.URL, password: str
+) -> None:
     import sweep
 
     full_url = url.set(password=password).render_as_string(hide_password=False)
@@ -233,8 +256,9 @@ def _assert_finished_with_challenger(rehearsal: Rehearsal, controller: Process, 
     assert any(artifacts.rglob("*")), "no artifact reached the artifacts volume"
 
 
-def _assert_slurm_and_systemd_agents_join(rehearsal: Rehearsal, processes: Processes,
-                                          url: sqlalchemy.URL, password: str) -> None:
+def _assert_slurm_and_systemd_agents_join(
+    rehearsal: Rehearsal, processes: Processes, url: sqlalchemy.URL, password: str
+) -> None:
     """Against the finished sweep, each exits 0 at once: it connected with the password
     from its own credential flow, found the sweep and nothing left to run."""
     host = f"{url.host}:{url.port}:*:{url.username}:{password}\n"
@@ -245,8 +269,9 @@ def _assert_slurm_and_systemd_agents_join(rehearsal: Rehearsal, processes: Proce
     (home / ".pgpass").write_text(host)
     (home / ".pgpass").chmod(0o600)
     env = {**base, "HOME": str(home), "SWEEP_DATABASE_URL": url.render_as_string()}
-    slurm = processes.start("slurm", ["bash", str(recipes.SBATCH), "deploy-rehearsal"], env,
-                            rehearsal.tmp / "work")
+    slurm = processes.start(
+        "slurm", ["bash", str(recipes.SBATCH), "deploy-rehearsal"], env, rehearsal.tmp / "work"
+    )
     # systemd: EnvironmentFile, and the password file as a credential (PGPASSFILE=%d/pgpass).
     unit = recipes.systemd_unit()["Service"]
     credentials = rehearsal.tmp / "credentials"

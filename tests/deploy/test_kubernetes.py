@@ -32,8 +32,9 @@ EXPECTED = {
 @cache
 def _built() -> tuple[dict[str, Any], ...]:
     kubectl = need_tool("kubectl")
-    result = subprocess.run([kubectl, "kustomize", str(KUBERNETES)], capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [kubectl, "kustomize", str(KUBERNETES)], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
 
@@ -142,15 +143,19 @@ def test_every_reference_names_an_object_or_the_documented_secret(built: dict) -
                 if env["name"] == "SWEEP_DATABASE_URL":
                     url = make_url(env["value"])
                     assert url.password is None
-                    assert (url.host, url.port) == (service["metadata"]["name"],
-                                                    service["spec"]["ports"][0]["port"])
+                    assert (url.host, url.port) == (
+                        service["metadata"]["name"],
+                        service["spec"]["ports"][0]["port"],
+                    )
                     names = {e["name"] for e in container["env"]}
                     assert "PGPASSWORD" in names, where
     postgres = built[("StatefulSet", "sweep-postgres")]["spec"]["template"]["spec"]
     env = {e["name"]: e for e in postgres["containers"][0]["env"]}
     url = make_url(_first_database_url(built))
-    assert (url.username, url.database) == (env["POSTGRES_USER"]["value"],
-                                            env["POSTGRES_DB"]["value"])
+    assert (url.username, url.database) == (
+        env["POSTGRES_USER"]["value"],
+        env["POSTGRES_DB"]["value"],
+    )
 
 
 def _first_database_url(built: dict) -> str:

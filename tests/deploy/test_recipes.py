@@ -63,8 +63,10 @@ def test_every_sweep_command_line_parses_with_the_real_cli(command: CommandLine)
     from sweep.cli import cli
 
     if command.args[:1] == ("ui",) and "ui" not in cli.commands:
-        pytest.skip("`sweep ui` is not in this checkout yet (being built in parallel); "
-                    "its compose service is checked once it is")
+        pytest.skip(
+            "`sweep ui` is not in this checkout yet (being built in parallel); "
+            "its compose service is checked once it is"
+        )
     try:
         ctx = recipes.parse_sweep_command(command.args)
     except click.exceptions.Exit as done:  # --help: parsed, printed, exit 0
@@ -126,8 +128,9 @@ def test_no_password_in_a_url_or_inline_in_a_recipe() -> None:
 
 def test_the_dockerfile_passes_hadolint() -> None:
     hadolint = need_tool("hadolint")
-    result = subprocess.run([hadolint, "--no-color", str(recipes.DOCKERFILE)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [hadolint, "--no-color", str(recipes.DOCKERFILE)], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -167,8 +170,13 @@ def test_the_build_context_holds_what_the_dockerfile_copies_and_nothing_else() -
         assert _kept(source, patterns), f"{source} is copied but excluded from the context"
     for kept in ("src/sweep/cli/__init__.py", "sweeps/digits.py", "pyproject.toml"):
         assert _kept(kept, patterns), kept
-    for dropped in (".venv/bin/python", ".git/HEAD", "tests/conftest.py",
-                    "src/sweep/__pycache__/cli.cpython-312.pyc", "sweeps/.sweep/sweep.db"):
+    for dropped in (
+        ".venv/bin/python",
+        ".git/HEAD",
+        "tests/conftest.py",
+        "src/sweep/__pycache__/cli.cpython-312.pyc",
+        "sweeps/.sweep/sweep.db",
+    ):
         assert not _kept(dropped, patterns), dropped
 
 
@@ -210,12 +218,14 @@ def test_the_systemd_unit_passes_systemd_analyze(tmp_path: Path) -> None:
     analyze = need_tool("systemd-analyze")
     unit = tmp_path / "sweep-agent@quickstart.service"
     unit.write_text(recipes.SYSTEMD_UNIT.read_text())
-    result = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
     output = result.stdout + result.stderr
     # Only what this machine lacks: the installed sweep (/opt/sweep) and its user.
     issues = [
-        line for line in output.splitlines()
+        line
+        for line in output.splitlines()
         if unit.name in line and "/opt/sweep/bin/sweep" not in line and "User" not in line
     ]
     assert not issues, output
@@ -245,9 +255,15 @@ def test_the_slurm_script_is_an_array_of_agents_that_refuses_a_missing_sweep_nam
     assert directives["gres"].startswith("gpu:")
     assert subprocess.run(["bash", "-n", str(recipes.SBATCH)]).returncode == 0
     env = {k: v for k, v in os.environ.items() if k != "SWEEP_DATABASE_URL"}
-    no_name = subprocess.run(["bash", str(recipes.SBATCH)], capture_output=True, text=True,
-                             env=env, timeout=30)
+    no_name = subprocess.run(
+        ["bash", str(recipes.SBATCH)], capture_output=True, text=True, env=env, timeout=30
+    )
     assert no_name.returncode != 0 and "usage: sbatch agents.sbatch SWEEP_NAME" in no_name.stderr
-    no_url = subprocess.run(["bash", str(recipes.SBATCH), "quickstart"], capture_output=True,
-                            text=True, env=env, timeout=30)
+    no_url = subprocess.run(
+        ["bash", str(recipes.SBATCH), "quickstart"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
     assert no_url.returncode != 0 and "export SWEEP_DATABASE_URL" in no_url.stderr

@@ -226,17 +226,10 @@ def native_yaml(path: str | os.PathLike[str]) -> tuple[str, SweepSpec]:
 
 def check_launchable(spec: SweepSpec) -> None:
     """Refuse, before anything is created, a spec that the execution path cannot run
-    yet: command-mode trials (program/command), parameters stored in another form than
-    their value (quantile types, list choices) and ``metric.target``."""
-    if spec.is_command:
-        raise spec.error_at(
-            "program" if spec.program is not None else "command",
-            f"command-mode trials are not supported yet: this sweep runs a {spec.runs}; "
-            "give an objective (module.path:function) instead, or validate the spec with "
-            "`sweep validate` until the command runner lands",
-        )
+    yet: parameters stored in another form than their value (quantile types, list
+    choices) for a function objective, and ``metric.target``."""
     encoded = spec.encoded_parameters()
-    if encoded:
+    if encoded and not spec.is_command:  # a command gets decoded values
         raise spec.error_at(
             f"parameters.{encoded[0]}",
             f"parameter(s) {', '.join(encoded)} reach a function objective's trial.params in "

@@ -108,6 +108,15 @@ class SweepSpec(_SpecModel):
         default_factory=CollectorSpec,
         description="how metrics are read from a command's output (kind auto or regex)",
     )
+    command_grace_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="seconds a command-mode trial's processes get between SIGTERM and SIGKILL",
+    )
+    follow: bool = Field(
+        default=False,
+        description="stream command-mode trials' output to the console, prefixed per trial",
+    )
 
     # Where the spec came from; set by the loaders, not part of the schema.
     _source: str = PrivateAttr(default="<dict>")

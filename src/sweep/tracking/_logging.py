@@ -17,7 +17,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -254,8 +254,19 @@ def activate(active: ActiveRun, *, end: bool = False, flush: bool = True) -> Ite
     active.close(RunStatus.FINISHED if end else None)
 
 
+#: Where the script of a command-mode trial finds its trial's run, which another
+#: process (the trial's runner) opened: installed by :mod:`sweep.script`.
+_attached_run: Callable[[], ActiveRun | None] | None = None
+
+
+def attach_runs_with(find: Callable[[], ActiveRun | None]) -> None:
+    """Have ``active_run`` fall back on ``find()`` where no run is active."""
+    global _attached_run
+    _attached_run = find
+
+
 def active_run() -> ActiveRun:
-    run = _active.get()
+    run = _active.get() or (_attached_run() if _attached_run else None)
     if run is None:
         raise NoActiveRunError(
             "no active run: call sweep.log_* from inside an objective that sweep runs, "
