@@ -9,6 +9,7 @@ Everything here only reads; the tables' format stays Optuna's.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import math
@@ -23,6 +24,7 @@ from sqlalchemy import func, select
 
 from sweep.storage import Database
 from sweep.study import RUN_ID_ATTR
+from sweep.tracking import Run, RunStatus
 
 _TRIALS = models.TrialModel.__table__
 _PARAMS = models.TrialParamModel.__table__
@@ -220,6 +222,20 @@ def params_of_runs(db: Database, run_id_list: Sequence[str]) -> dict[str, dict[s
         trial_of = {keys[v]: t for t, v in session.execute(query) if v in keys}
         params = _params(session, 0, list(trial_of.values())) if trial_of else {}
     return {run: params.get(trial, {}) for run, trial in trial_of.items()}
+
+
+def with_live_params(db: Database, runs: Sequence[Run]) -> list[Run]:
+    """``runs`` with each running trial's params filled in from Optuna's tables."""
+    running = [r.run_id for r in runs if r.status is RunStatus.RUNNING]
+    live = params_of_runs(db, running)
+    return [
+        dataclasses.replace(
+            r, params={**{k: str(v) for k, v in live[r.run_id].items()}, **r.params}
+        )
+        if r.run_id in live
+        else r
+        for r in runs
+    ]
 
 
 def thin(points: Sequence[tuple[int, float]], max_points: int) -> list[tuple[int, float]]:

@@ -89,18 +89,7 @@ class UI:
         name = request.path_params["name"]
         args = request.query_params
         view = queries.sweep_view(self.db, name)
-        params = view.params
-        direction = view.study.direction if view.study else "minimize"
-        x = args.get("x") or (params[0] if params else "")
-        y = args.get("y") or (params[1] if len(params) > 1 else x)
-        figures = {
-            "history": charts.history(view.rows, direction, view.metric),
-            "curves": charts.learning_curves(view.rows, view.curves),
-            "parallel": charts.parallel_coordinates(view.rows, params, direction, view.metric),
-            "slice": charts.slices(view.rows, params, direction, view.metric),
-        }
-        if x and y:
-            figures["contour"] = charts.contour(view.rows, x, y, direction, view.metric)
+        figures, x, y = charts.sweep_figures(view, args.get("x"), args.get("y"))
         order = args.get("order", "")
         filter_ = args.get("filter", "")
         table = queries.trials_page(
@@ -188,10 +177,11 @@ class UI:
     # -- writes -------------------------------------------------------------------------
 
     async def control(self, request: Request) -> Response:
-        name, action = request.path_params["name"], request.path_params["action"]
+        name = request.path_params["name"]
         form, refused = await self.authorised(request)
         if refused is not None:
             return self.page(request, "error.html", 403, title="Refused", message=refused)
+        action = form.get("action", "")
         if action not in _CONTROLS:
             raise NotFoundError(f"no control action {action!r}; use pause, resume, stop or cancel")
         await run_in_threadpool(self._control, name, action, form)
@@ -322,7 +312,7 @@ def create_app(storage: str | None = None, *, write_token: str | None = None) ->
         Route("/", _guarded(ui, ui.sweeps)),
         Route("/sweeps/{name}", _guarded(ui, ui.sweep)),
         Route("/sweeps/{name}/importances", _guarded(ui, ui.importances)),
-        Route("/sweeps/{name}/control/{action}", _guarded(ui, ui.control), methods=["POST"]),
+        Route("/sweeps/{name}/control", _guarded(ui, ui.control), methods=["POST"]),
         Route("/runs/{run_id}", _guarded(ui, ui.run)),
         Route("/runs/{run_id}/artifacts/{path:path}", _guarded(ui, ui.artifact)),
         Route("/compare", _guarded(ui, ui.compare)),

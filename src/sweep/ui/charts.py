@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sweep.trials import TrialRow
+
+if TYPE_CHECKING:
+    from sweep.ui.queries import SweepView
 
 Figure = dict[str, Any]
 
@@ -32,6 +35,11 @@ def _layout(title: str, **extra: Any) -> dict[str, Any]:
     return {"title": {"text": title, "x": 0.01}, "margin": _MARGIN, "height": 380, **extra}
 
 
+def _scatter(points: int) -> str:
+    """WebGL for many points; SVG otherwise (cheaper where WebGL is emulated)."""
+    return "scattergl" if points > 1000 else "scatter"
+
+
 def _finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
 
@@ -47,7 +55,7 @@ def history(rows: Sequence[TrialRow], direction: str, metric: str) -> Figure:
     numbers = [r.number for r in done]
     data = [
         {
-            "type": "scattergl",
+            "type": _scatter(len(done)),
             "mode": "markers",
             "name": metric,
             "x": numbers,
@@ -142,7 +150,8 @@ def parallel_coordinates(
             "line": {"color": values, "colorscale": "Viridis", "showscale": True},
         }
     ]
-    return {"data": data if best else [], "layout": _layout("Parallel coordinates")}
+    layout = _layout("Parallel coordinates", margin={**_MARGIN, "t": 90})
+    return {"data": data if best else [], "layout": layout}
 
 
 def importances(values: Mapping[str, float]) -> Figure:
@@ -175,7 +184,7 @@ def slices(rows: Sequence[TrialRow], params: Sequence[str], direction: str, metr
         have = [r for r in best if param in r.params]
         data.append(
             {
-                "type": "scattergl",
+                "type": _scatter(len(have)),
                 "mode": "markers",
                 "name": param,
                 "x": [r.params[param] for r in have],
@@ -185,7 +194,7 @@ def slices(rows: Sequence[TrialRow], params: Sequence[str], direction: str, metr
                 "marker": {
                     "size": 5,
                     "color": [r.number for r in have],
-                    "colorscale": "Blues",
+                    "colorscale": "Viridis",
                     "opacity": 0.7,
                 },
             }
@@ -281,7 +290,7 @@ def metric(
     data.append(
         {
             "type": "scatter",
-            "mode": "lines",
+            "mode": "lines" if len(steps) > 30 else "lines+markers",
             "name": series_key,
             "x": list(steps),
             "y": list(values),
@@ -305,3 +314,31 @@ def overlay(title: str, series: Sequence[tuple[str, Sequence[float], Sequence[fl
         for name, x, y in series
     ]
     return {"data": data, "layout": _layout(title, height=320, xaxis={"title": {"text": "step"}})}
+
+
+def sweep_figures(
+    view: SweepView, x: str | None = None, y: str | None = None
+) -> tuple[dict[str, Figure], str, str]:
+    """A sweep page's figures (the report's too), and the contour's two params: ``x``
+    and ``y`` if given, else the first two numeric params."""
+    params = view.params
+    direction = view.study.direction if view.study else "minimize"
+    ranked = list(dict.fromkeys([p for p in params if _numeric(view.rows, p)] + params))
+    x = x or (ranked[0] if ranked else "")
+    y = y or (ranked[1] if len(ranked) > 1 else x)
+    figures = {
+        "history": history(view.rows, direction, view.metric),
+        "curves": learning_curves(view.rows, view.curves),
+        "parallel": parallel_coordinates(view.rows, params, direction, view.metric),
+        "slice": slices(view.rows, params, direction, view.metric),
+    }
+    if x and y:
+        figures["contour"] = contour(view.rows, x, y, direction, view.metric)
+    return figures, x, y
+
+
+def _numeric(rows: Sequence[TrialRow], param: str) -> bool:
+    values = [r.params[param] for r in rows[-200:] if param in r.params]
+    return bool(values) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+    )

@@ -204,23 +204,7 @@ def trials_page(
         page = min(max(1, page), pages)
         rows = list(session.scalars(stmt.limit(page_size).offset((page - 1) * page_size)))
         runs = TrackingStore._load_runs(session, rows)
-    return TrialsPage(with_live_params(db, runs), total, page, pages)
-
-
-def with_live_params(db: Database, runs: list[Run]) -> list[Run]:
-    """``runs`` with a running trial's params filled in from Optuna's tables."""
-    import dataclasses
-
-    running = [r.run_id for r in runs if r.status.value == "RUNNING"]
-    live = trial_reads.params_of_runs(db, running)
-    return [
-        dataclasses.replace(
-            r, params={**{k: str(v) for k, v in live[r.run_id].items()}, **r.params}
-        )
-        if r.run_id in live
-        else r
-        for r in runs
-    ]
+    return TrialsPage(trial_reads.with_live_params(db, runs), total, page, pages)
 
 
 def run_view(db: Database, run_id: str) -> RunView:
@@ -277,7 +261,7 @@ def metric_series(db: Database, run_id: str, key: str, points: int = SERIES_POIN
 def compare_runs(db: Database, run_ids: list[str]) -> tuple[list[Run], list[Series]]:
     """Runs side by side, and every metric of theirs as one series per run."""
     tracking = TrackingStore(db)
-    runs = with_live_params(db, [tracking.get_run(r) for r in run_ids])
+    runs = trial_reads.with_live_params(db, [tracking.get_run(r) for r in run_ids])
     keys = sorted({k for run in runs for k in run.metrics})
     series = [
         Series(f"{key}|{run.run_id}", *_xy(metric_series(db, run.run_id, key)))
