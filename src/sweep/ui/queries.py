@@ -340,7 +340,7 @@ def param_importances(db: Database, view: SweepView) -> dict[str, float]:
         result = {
             k: float(v)
             for k, v in optuna.importance.get_param_importances(
-                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
+                study, evaluator=optuna.importance.FanovaImportanceEvaluator(n_trees=16, seed=0)
             ).items()
         }
     except (ValueError, RuntimeError):
