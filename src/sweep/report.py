@@ -40,7 +40,7 @@ def report_html(db: Database, name: str) -> str:
     """The report of ``name`` as one HTML document."""
     view = queries.sweep_view(db, name)
     figures, _, _ = charts.sweep_figures(view)
-    importances = queries.param_importances(db, view)
+    importances = queries.param_importances(db, name)
     if importances:
         figures["importances"] = charts.importances(importances)
     best = _best_runs(db, view)

@@ -20,7 +20,7 @@ from typing import Any
 
 from optuna.distributions import BaseDistribution, json_to_distribution
 from optuna.storages._rdb import models
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 
 from sweep.storage import Database
 from sweep.study import RUN_ID_ATTR
@@ -115,6 +115,8 @@ def trial_rows(
         query = query.where(_TRIALS.c.trial_id.in_(ids))
     with db.session() as session:
         rows = session.execute(query).all()
+        if ids is None and states is not None:
+            ids = [r.trial_id for r in rows]
         by_trial = _params(session, study_id, ids) if params else {}
     return [
         TrialRow(
@@ -128,6 +130,17 @@ def trial_rows(
         )
         for r in rows
     ]
+
+
+def fingerprint(db: Database, study_id: int) -> tuple[Any, ...]:
+    """What changes whenever a trial starts or ends: a cache of :func:`trial_rows` is
+    current while this is unchanged (one aggregate over the study's trials index)."""
+    running = func.sum(case((_TRIALS.c.state == "RUNNING", 1), else_=0))
+    query = select(
+        func.count(), func.max(_TRIALS.c.trial_id), func.max(_TRIALS.c.datetime_complete), running
+    ).where(_TRIALS.c.study_id == study_id)
+    with db.session() as session:
+        return tuple(session.execute(query).one())
 
 
 def _params(session: Any, study_id: int, trial_ids: list[int] | None) -> dict[int, dict[str, Any]]:

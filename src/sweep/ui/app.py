@@ -112,8 +112,7 @@ class UI:
         )
 
     def importances(self, request: Request) -> Response:
-        view = queries.sweep_view(self.db, request.path_params["name"], curves=False)
-        values = queries.param_importances(self.db, view)
+        values = queries.param_importances(self.db, request.path_params["name"])
         return JSONResponse(charts.importances(values) if values else {"data": [], "layout": {}})
 
     def run(self, request: Request) -> Response:

@@ -8,6 +8,7 @@ learning curves for a chosen subset of trials, long metric series downsampled in
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,6 +104,17 @@ class ModelView:
     history: list[RegistryEvent]
 
 
+_storages: weakref.WeakKeyDictionary[Database, Any] = weakref.WeakKeyDictionary()
+
+
+def optuna_storage(db: Database) -> Any:
+    """Optuna's storage on ``db``, opened once per database (opening checks the schema
+    in several queries)."""
+    if db not in _storages:
+        _storages[db] = db.optuna_storage()
+    return _storages[db]
+
+
 def sweep_lines(db: Database) -> list[SweepLine]:
     """Every sweep with its status, then every study that has no sweep record."""
     with db.session() as session:
@@ -110,7 +122,7 @@ def sweep_lines(db: Database) -> list[SweepLine]:
             (r.name, r.study_name, r.status, r.n_trials)
             for r in session.scalars(select(SweepRow).order_by(SweepRow.created_at))
         ]
-    storage = db.optuna_storage()
+    storage = optuna_storage(db)
     lines = []
     for row in rows:
         try:
@@ -133,7 +145,7 @@ def sweep_view(db: Database, name: str, *, curves: bool = True) -> SweepView:
     if record is not None:
         try:
             status = status_of(
-                db, db.optuna_storage(), name, record.study_name, record.status, _budget(db, name)
+                db, optuna_storage(db), name, record.study_name, record.status, _budget(db, name)
             )
         except SweepError as exc:
             problems.append(f"status unavailable: {redact(str(exc))}")
@@ -147,7 +159,7 @@ def sweep_view(db: Database, name: str, *, curves: bool = True) -> SweepView:
             "no sweep record: a plain Optuna study, or a sweep whose launch stopped "
             "half-way; trials are shown, runs are not"
         )
-    rows = trial_reads.trial_rows(db, study.study_id) if study else []
+    rows = _trial_rows(db, study.study_id) if study else []
     chosen = curve_trials(rows, study.direction if study else "minimize") if curves else []
     return SweepView(
         name=name,
@@ -159,6 +171,28 @@ def sweep_view(db: Database, name: str, *, curves: bool = True) -> SweepView:
         curves=trial_reads.reports(db, chosen) if chosen else {},
         problems=problems,
     )
+
+
+#: Studies whose trial rows are kept between requests.
+CACHED_STUDIES = 8
+_rows_cache: dict[tuple[str, int], tuple[tuple[Any, ...], list[TrialRow]]] = {}
+
+
+def _trial_rows(db: Database, study_id: int) -> list[TrialRow]:
+    """The study's trial rows, read again only when a trial started or ended since the
+    last read (a running trial's newly suggested params reach the charts when it ends;
+    the trials table shows them at once)."""
+    key = (db.url, study_id)
+    current = trial_reads.fingerprint(db, study_id)
+    cached = _rows_cache.get(key)
+    if cached is not None and cached[0] == current:
+        return cached[1]
+    rows = trial_reads.trial_rows(db, study_id)
+    _rows_cache.pop(key, None)
+    while len(_rows_cache) >= CACHED_STUDIES:
+        _rows_cache.pop(next(iter(_rows_cache)))
+    _rows_cache[key] = (current, rows)
+    return rows
 
 
 def curve_trials(rows: list[TrialRow], direction: str, limit: int = CURVE_TRIALS) -> list[int]:
@@ -305,27 +339,34 @@ IMPORTANCE_TRIALS = 300
 _importance_cache: dict[tuple[str, int, int], dict[str, float]] = {}
 
 
-def param_importances(db: Database, view: SweepView) -> dict[str, float]:
-    """Optuna's fANOVA param importances over the latest complete trials, cached per
-    sweep and count of complete trials (they change only when a trial completes)."""
+def param_importances(db: Database, name: str) -> dict[str, float]:
+    """Optuna's fANOVA param importances over the latest complete trials of sweep (or
+    study) ``name``, cached per study and count of complete trials (they change only
+    when a trial completes)."""
     import optuna
 
-    if view.study is None:
+    from sweep.study import count_trials
+
+    record = get_sweep_record(db, name)
+    study_info = trial_reads.find_study(db, record.study_name if record else name)
+    if study_info is None:
         return {}
-    done = [r for r in view.rows if r.state == "COMPLETE" and r.value is not None]
-    key = (db.url, view.study.study_id, len(done))
+    complete = count_trials(db, study_info.study_id).complete
+    key = (db.url, study_info.study_id, complete)
     if key in _importance_cache:
         return _importance_cache[key]
-    dists = trial_reads.distributions(db, view.study.study_id)
+    done = trial_reads.trial_rows(db, study_info.study_id, states=["COMPLETE"])
+    done = [r for r in done if r.value is not None][-IMPORTANCE_TRIALS:]
+    dists = trial_reads.distributions(db, study_info.study_id)
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created" line
     try:
         study = optuna.create_study(
-            direction="maximize" if view.study.direction == "maximize" else "minimize"
+            direction="maximize" if study_info.direction == "maximize" else "minimize"
         )
     finally:
         optuna.logging.set_verbosity(verbosity)
-    for row in done[-IMPORTANCE_TRIALS:]:
+    for row in done:
         try:
             study.add_trial(
                 optuna.trial.create_trial(
