@@ -47,7 +47,7 @@ def _open(storage: str | None) -> Database:
     return db
 
 
-def _coordinator(db: Database, name: str, storage: optuna.storages.BaseStorage) -> Coordinator:
+def coordinator_of(db: Database, name: str, storage: optuna.storages.BaseStorage) -> Coordinator:
     """The sweep's coordinator, with the lease settings of its stored spec."""
     from sweep.agent import join_context
 
@@ -101,7 +101,7 @@ def status_of(
         best_value, best_trial = best.value, best.number
     except ValueError:
         pass
-    coordinator = _coordinator(db, sweep_name, storage)
+    coordinator = coordinator_of(db, sweep_name, storage)
     return SweepStatus(
         sweep_name,
         state,

@@ -159,6 +159,25 @@ def _params(session: Any, study_id: int, trial_ids: list[int] | None) -> dict[in
     return out
 
 
+def best_trial(db: Database, study_id: int, direction: str) -> tuple[int, float] | None:
+    """The number and value of the study's best complete trial, in one query."""
+    value = _VALUES.c.value
+    query = (
+        select(_TRIALS.c.number, value)
+        .join(_VALUES, (_VALUES.c.trial_id == _TRIALS.c.trial_id) & (_VALUES.c.objective == 0))
+        .where(
+            _TRIALS.c.study_id == study_id,
+            _TRIALS.c.state == "COMPLETE",
+            _VALUES.c.value_type == "FINITE",
+        )
+        .order_by(value.desc() if direction == "maximize" else value.asc())
+        .limit(1)
+    )
+    with db.session() as session:
+        row = session.execute(query).first()
+    return None if row is None else (int(row[0]), float(row[1]))
+
+
 def distributions(db: Database, study_id: int) -> dict[str, BaseDistribution]:
     """Each param's distribution (the latest trial's, should they differ)."""
     latest = (

@@ -32,7 +32,9 @@ _MARGIN = {"l": 60, "r": 20, "t": 40, "b": 50}
 
 
 def _layout(title: str, **extra: Any) -> dict[str, Any]:
-    return {"title": {"text": title, "x": 0.01}, "margin": _MARGIN, "height": 380, **extra}
+    layout = {"title": {"text": title, "x": 0.01}, "margin": _MARGIN, "height": 380, **extra}
+    layout["xaxis"] = {"zeroline": False, **extra.get("xaxis", {})}
+    return layout
 
 
 def _scatter(points: int) -> str:

@@ -8,6 +8,7 @@ learning curves for a chosen subset of trials, long metric series downsampled in
 
 from __future__ import annotations
 
+import time
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,12 +17,13 @@ import yaml
 from sqlalchemy import func, select
 
 from sweep import trials as trial_reads
-from sweep.control import STUDY_DELETED, SweepStatus, status_of
+from sweep.control import STUDY_DELETED, SweepStatus, coordinator_of
+from sweep.coordination import Coordinator, LeaseSettings
 from sweep.errors import NotFoundError, SweepError
 from sweep.registry import ModelRegistry, ModelVersion, RegisteredModel, RegistryEvent
 from sweep.storage import Database, redact
 from sweep.storage._schema import MetricRow, RunRow, SweepRow
-from sweep.study import SweepRecord, get_sweep_record
+from sweep.study import SweepRecord, TrialCounts, count_trials, get_sweep_record
 from sweep.tracking import ArtifactInfo, Run, TrackingStore
 from sweep.tracking._filter import parse_filter, parse_order_by
 from sweep.tracking._search import build_search
@@ -115,6 +117,40 @@ def optuna_storage(db: Database) -> Any:
     return _storages[db]
 
 
+#: Seconds a sweep's lease settings (from its stored spec) are reused.
+SETTINGS_TTL_S = 60.0
+_settings: dict[tuple[str, str], tuple[float, LeaseSettings]] = {}
+
+
+def sweep_status(
+    db: Database, name: str, study_name: str, state: str, n_trials: int | None
+) -> SweepStatus:
+    """What ``sweep status`` says of a sweep (:func:`sweep.control.status_of`), in three
+    queries: the counts, the best trial and the workers (the lease settings, parsed from
+    the stored spec, are reused for a minute)."""
+    study = trial_reads.find_study(db, study_name)
+    if study is None:
+        return SweepStatus(name, STUDY_DELETED, n_trials, TrialCounts(), None, None, "", 0.0)
+    key = (db.url, name)
+    cached = _settings.get(key)
+    if cached is None or time.monotonic() - cached[0] > SETTINGS_TTL_S:
+        settings = coordinator_of(db, name, optuna_storage(db)).settings
+        _settings[key] = cached = (time.monotonic(), settings)
+    coordinator = Coordinator(db, optuna_storage(db), name, cached[1])
+    best = trial_reads.best_trial(db, study.study_id, study.direction)
+    return SweepStatus(
+        name,
+        state,
+        n_trials,
+        count_trials(db, study.study_id),
+        best[1] if best else None,
+        best[0] if best else None,
+        study.direction,
+        coordinator.settings.timeout,
+        coordinator.workers(),
+    )
+
+
 def sweep_lines(db: Database) -> list[SweepLine]:
     """Every sweep with its status, then every study that has no sweep record."""
     with db.session() as session:
@@ -122,11 +158,10 @@ def sweep_lines(db: Database) -> list[SweepLine]:
             (r.name, r.study_name, r.status, r.n_trials)
             for r in session.scalars(select(SweepRow).order_by(SweepRow.created_at))
         ]
-    storage = optuna_storage(db)
     lines = []
     for row in rows:
         try:
-            lines.append(SweepLine(row[0], status_of(db, storage, *row)))
+            lines.append(SweepLine(row[0], sweep_status(db, *row)))
         except SweepError as exc:
             lines.append(SweepLine(row[0], None, redact(str(exc))))
     known = {r[1] for r in rows}
@@ -144,9 +179,7 @@ def sweep_view(db: Database, name: str, *, curves: bool = True) -> SweepView:
     status = None
     if record is not None:
         try:
-            status = status_of(
-                db, optuna_storage(db), name, record.study_name, record.status, _budget(db, name)
-            )
+            status = sweep_status(db, name, record.study_name, record.status, _budget(db, name))
         except SweepError as exc:
             problems.append(f"status unavailable: {redact(str(exc))}")
     if study is None:
@@ -344,8 +377,6 @@ def param_importances(db: Database, name: str) -> dict[str, float]:
     study) ``name``, cached per study and count of complete trials (they change only
     when a trial completes)."""
     import optuna
-
-    from sweep.study import count_trials
 
     record = get_sweep_record(db, name)
     study_info = trial_reads.find_study(db, record.study_name if record else name)
