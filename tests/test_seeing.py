@@ -177,3 +177,21 @@ def test_trials_are_read_as_columns(sqlite_url: str, tmp_path: Path) -> None:
     assert [r.state for r in rows] == ["COMPLETE"] * 6 + ["RUNNING"]
     assert all(r.value == r.params["x"] for r in rows[:6])
     assert rows[-1].params["kind"] in ("a", "b")
+
+
+def test_long_metric_series_are_bucketed_by_the_database(storage_url: str, tmp_path: Path) -> None:
+    from sweep.ui.queries import metric_series
+
+    _, runs = _sweep(storage_url, tmp_path, trials=1)
+    db = Database(storage_url)
+    TrackingStore(db).log_metrics(
+        runs[0], [MetricPoint("long", float(s % 10), s, 0) for s in range(5000)]
+    )
+    series = metric_series(db, runs[0], "long", points=500)
+    db.dispose()
+    assert series.points == 5000 and len(series.steps) == 500
+    assert series.low is not None and series.high is not None
+    assert series.steps[0] == 4.5 and series.values[0] == 4.5  # steps 0..9: values 0..9
+    assert (series.low[0], series.high[0]) == (0.0, 9.0)
+    short = metric_series(Database(storage_url), runs[0], "loss")
+    assert short.low is None and short.steps == list(range(30))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import mimetypes
 import secrets
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from functools import lru_cache
@@ -35,6 +36,8 @@ from sweep.ui.render import dumps_figure, render
 
 #: Environment variable holding the write token (the CLI's --write-token wins).
 TOKEN_ENV = "SWEEP_UI_TOKEN"
+#: Sweep pages whose figures are kept (see :meth:`UI.figures`).
+FIGURE_CACHE = 32
 _CONTROLS = {"pause": control.pause, "resume": None, "stop": control.stop, "cancel": control.cancel}
 
 
@@ -52,6 +55,8 @@ class UI:
     def __init__(self, db: Database, write_token: str | None) -> None:
         self.db = db
         self.token = write_token or None
+        self._figures: dict[tuple[Any, ...], tuple[dict[str, str], str, str]] = {}
+        self._lock = threading.Lock()
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -89,7 +94,7 @@ class UI:
         name = request.path_params["name"]
         args = request.query_params
         view = queries.sweep_view(self.db, name)
-        figures, x, y = charts.sweep_figures(view, args.get("x"), args.get("y"))
+        figures, x, y = self.figures(view, args.get("x"), args.get("y"))
         order = args.get("order", "")
         filter_ = args.get("filter", "")
         table = queries.trials_page(
@@ -99,7 +104,7 @@ class UI:
             request,
             "sweep.html",
             view=view,
-            figures={k: dumps_figure(v) for k, v in figures.items()},
+            figures=figures,
             table=table,
             filter=filter_,
             order=order,
@@ -110,6 +115,25 @@ class UI:
             refresh=15,
             message=args.get("message"),
         )
+
+    def figures(
+        self, view: queries.SweepView, x: str | None, y: str | None
+    ) -> tuple[dict[str, str], str, str]:
+        """The sweep page's figures as JSON. Those drawn from the trials' rows are kept
+        until a trial starts or ends; the learning curves (running trials report all
+        the time) are drawn afresh."""
+        key = (view.name, view.fingerprint, x, y)
+        cached = self._figures.get(key)
+        if cached is None:
+            figures, x_, y_ = charts.sweep_figures(view, x, y)
+            figures.pop("curves")
+            cached = ({k: dumps_figure(v) for k, v in figures.items()}, x_, y_)
+            with self._lock:
+                while len(self._figures) >= FIGURE_CACHE:
+                    self._figures.pop(next(iter(self._figures)))
+                self._figures[key] = cached
+        curves = dumps_figure(charts.learning_curves(view.rows, view.curves))
+        return {**cached[0], "curves": curves}, cached[1], cached[2]
 
     def importances(self, request: Request) -> Response:
         values = queries.param_importances(self.db, request.path_params["name"])
@@ -132,7 +156,7 @@ class UI:
             raise NotFoundError(f"run {run_id} has no file artifact {path!r}")
         data = _read(artifact_location(run.artifact_uri, path))
         kind = mimetypes.guess_type(path)[0] or "application/octet-stream"
-        name = path.rsplit("/", 1)[-1]
+        name = path.rsplit("/", 1)[-1].replace('"', "").replace("\\", "")
         return Response(
             data, media_type=kind, headers={"Content-Disposition": f'attachment; filename="{name}"'}
         )

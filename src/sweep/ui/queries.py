@@ -8,6 +8,7 @@ learning curves for a chosen subset of trials, long metric series downsampled in
 
 from __future__ import annotations
 
+import threading
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -62,6 +63,8 @@ class SweepView:
     rows: list[TrialRow] = field(default_factory=list)
     curves: dict[int, list[tuple[int, float]]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    #: Changes whenever a trial starts or ends (see :func:`sweep.trials.fingerprint`).
+    fingerprint: tuple[Any, ...] = ()
 
     @property
     def params(self) -> list[str]:
@@ -142,13 +145,32 @@ def sweep_status(
         name,
         state,
         n_trials,
-        count_trials(db, study.study_id),
+        _counts(db, study.study_id),
         best[1] if best else None,
         best[0] if best else None,
         study.direction,
         coordinator.settings.timeout,
         coordinator.workers(),
     )
+
+
+_counts_cache: dict[tuple[str, int], tuple[tuple[Any, ...], TrialCounts]] = {}
+
+
+def _counts(db: Database, study_id: int) -> TrialCounts:
+    """:func:`sweep.study.count_trials`, counted again only when a trial started or
+    ended (killed and retried marks are set as trials end or retries start)."""
+    key = (db.url, study_id)
+    current = trial_reads.fingerprint(db, study_id)
+    cached = _counts_cache.get(key)
+    if cached is not None and cached[0] == current:
+        return cached[1]
+    counts = count_trials(db, study_id)
+    with _lock:
+        if len(_counts_cache) >= 64:
+            _counts_cache.clear()
+        _counts_cache[key] = (current, counts)
+    return counts
 
 
 def sweep_lines(db: Database) -> list[SweepLine]:
@@ -192,7 +214,7 @@ def sweep_view(db: Database, name: str, *, curves: bool = True) -> SweepView:
             "no sweep record: a plain Optuna study, or a sweep whose launch stopped "
             "half-way; trials are shown, runs are not"
         )
-    rows = _trial_rows(db, study.study_id) if study else []
+    fingerprint, rows = _trial_rows(db, study.study_id) if study else ((), [])
     chosen = curve_trials(rows, study.direction if study else "minimize") if curves else []
     return SweepView(
         name=name,
@@ -203,15 +225,17 @@ def sweep_view(db: Database, name: str, *, curves: bool = True) -> SweepView:
         rows=rows,
         curves=trial_reads.reports(db, chosen) if chosen else {},
         problems=problems,
+        fingerprint=fingerprint,
     )
 
 
 #: Studies whose trial rows are kept between requests.
 CACHED_STUDIES = 8
+_lock = threading.Lock()
 _rows_cache: dict[tuple[str, int], tuple[tuple[Any, ...], list[TrialRow]]] = {}
 
 
-def _trial_rows(db: Database, study_id: int) -> list[TrialRow]:
+def _trial_rows(db: Database, study_id: int) -> tuple[tuple[Any, ...], list[TrialRow]]:
     """The study's trial rows, read again only when a trial started or ended since the
     last read (a running trial's newly suggested params reach the charts when it ends;
     the trials table shows them at once)."""
@@ -219,13 +243,14 @@ def _trial_rows(db: Database, study_id: int) -> list[TrialRow]:
     current = trial_reads.fingerprint(db, study_id)
     cached = _rows_cache.get(key)
     if cached is not None and cached[0] == current:
-        return cached[1]
+        return cached
     rows = trial_reads.trial_rows(db, study_id)
-    _rows_cache.pop(key, None)
-    while len(_rows_cache) >= CACHED_STUDIES:
-        _rows_cache.pop(next(iter(_rows_cache)))
-    _rows_cache[key] = (current, rows)
-    return rows
+    with _lock:
+        _rows_cache.pop(key, None)
+        while len(_rows_cache) >= CACHED_STUDIES:
+            _rows_cache.pop(next(iter(_rows_cache)))
+        _rows_cache[key] = (current, rows)
+    return current, rows
 
 
 def curve_trials(rows: list[TrialRow], direction: str, limit: int = CURVE_TRIALS) -> list[int]:
