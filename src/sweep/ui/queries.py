@@ -327,7 +327,7 @@ def metric_series(db: Database, run_id: str, key: str, points: int = SERIES_POIN
             ).all()
             return Series(key, [r[0] for r in rows], [r[1] for r in rows], points=int(n))
         width = max(1, -(-(hi - lo + 1) // points))
-        bucket = ((MetricRow.step - lo) / width).label("bucket")
+        bucket = ((MetricRow.step - lo) // width).label("bucket")
         rows = session.execute(
             select(
                 func.avg(MetricRow.step),
