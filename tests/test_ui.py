@@ -99,18 +99,25 @@ def browser() -> Iterator[Any]:
         chromium.close()
 
 
+@pytest.fixture(scope="module")
+def context(browser: Any) -> Iterator[Any]:
+    """One browser context for the module: plotly.js is fetched and compiled once."""
+    ctx = browser.new_context(viewport={"width": 1400, "height": 900})
+    ctx.set_default_timeout(120_000)  # a loaded 2-core CI machine is slow
+    yield ctx
+    ctx.close()
+
+
 @pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
+def page(context: Any) -> Iterator[Any]:
     """A page that records console errors and uncaught exceptions in ``page.errors``."""
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    context.set_default_timeout(120_000)  # a loaded 2-core CI machine is slow
     tab = context.new_page()
     errors: list[str] = []
     tab.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
     tab.on("pageerror", lambda exc: errors.append(str(exc)))
     tab.errors = errors
     yield tab
-    context.close()
+    tab.close()
 
 
 def _open(page: Any, url: str) -> None:
