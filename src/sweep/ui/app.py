@@ -31,7 +31,7 @@ from sweep.registry import ModelRegistry, acting_user
 from sweep.storage import Database, redact
 from sweep.tracking import TrackingStore
 from sweep.tracking._artifacts import artifact_location
-from sweep.ui import charts, queries
+from sweep.ui import charts, queries, status
 from sweep.ui.render import dumps_figure, render
 
 #: Environment variable holding the write token (the CLI's --write-token wins).
@@ -86,7 +86,7 @@ class UI:
     # -- pages --------------------------------------------------------------------------
 
     def sweeps(self, request: Request) -> Response:
-        lines = queries.sweep_lines(self.db)
+        lines = status.sweep_lines(self.db)
         live = any(line.state in ("RUNNING", "PAUSED") for line in lines)
         return self.page(request, "sweeps.html", lines=lines, live=live, now_ms=_now_ms())
 

@@ -27,7 +27,7 @@ STATE_COLOURS = {
     "WAITING": "#7f7f7f",
 }
 #: Trials drawn in the parallel-coordinate and slice plots (the best ones).
-MAX_PLOTTED_TRIALS = 2000
+MAX_PLOTTED_TRIALS = 1000
 _MARGIN = {"l": 60, "r": 20, "t": 40, "b": 50}
 
 
@@ -47,40 +47,53 @@ def _finite(value: float | None) -> bool:
 
 
 def history(rows: Sequence[TrialRow], direction: str, metric: str) -> Figure:
-    """Each complete trial's value by trial number, with the best so far as a line."""
+    """Each complete trial's value by trial number (at most ``MAX_PLOTTED_TRIALS``,
+    evenly spaced, the improvements always kept), and the best so far as a step line
+    drawn through its improvements only."""
     done = [r for r in rows if r.state == "COMPLETE" and _finite(r.value)]
-    best: list[float] = []
-    pick = max if direction == "maximize" else min
+    better = (lambda a, b: a > b) if direction == "maximize" else (lambda a, b: a < b)
+    steps: list[TrialRow] = []
     for row in done:
-        assert row.value is not None
-        best.append(row.value if not best else pick(best[-1], row.value))
-    numbers = [r.number for r in done]
+        if not steps or better(row.value, steps[-1].value):
+            steps.append(row)
+    shown = _thin_rows(done, MAX_PLOTTED_TRIALS, keep={r.trial_id for r in steps})
+    line_x = [r.number for r in steps] + ([done[-1].number] if done else [])
+    line_y = [r.value for r in steps] + ([steps[-1].value] if steps else [])
     data = [
         {
-            "type": _scatter(len(done)),
+            "type": _scatter(len(shown)),
             "mode": "markers",
             "name": metric,
-            "x": numbers,
-            "y": [r.value for r in done],
+            "x": [r.number for r in shown],
+            "y": [r.value for r in shown],
             "marker": {"size": 5, "color": STATE_COLOURS["COMPLETE"], "opacity": 0.6},
         },
         {
             "type": "scatter",
             "mode": "lines",
             "name": "best so far",
-            "x": numbers,
-            "y": best,
+            "x": line_x,
+            "y": line_y,
             "line": {"shape": "hv", "color": "#111"},
         },
     ]
+    title = "Optimization history" + (
+        f" ({len(shown)} of {len(done)} trials shown)" if len(shown) < len(done) else ""
+    )
     return {
         "data": data,
         "layout": _layout(
-            "Optimization history",
-            xaxis={"title": {"text": "trial"}},
-            yaxis={"title": {"text": metric}},
+            title, xaxis={"title": {"text": "trial"}}, yaxis={"title": {"text": metric}}
         ),
     }
+
+
+def _thin_rows(rows: list[TrialRow], limit: int, keep: set[int]) -> list[TrialRow]:
+    if len(rows) <= limit:
+        return rows
+    stride = len(rows) / limit
+    chosen = {rows[int(i * stride)].trial_id for i in range(limit)} | keep
+    return [r for r in rows if r.trial_id in chosen]
 
 
 def learning_curves(
