@@ -195,3 +195,25 @@ def test_long_metric_series_are_bucketed_by_the_database(storage_url: str, tmp_p
     assert (series.low[0], series.high[0]) == (0.0, 9.0)
     short = metric_series(Database(storage_url), runs[0], "loss")
     assert short.low is None and short.steps == list(range(30))
+
+
+def test_cached_trial_rows_follow_trials_that_end_and_start(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    from sweep.ui.queries import sweep_view
+
+    _sweep(sqlite_url, tmp_path)
+    db = Database(sqlite_url)
+    before = sweep_view(db, "seen").rows
+    assert [r.state for r in before][-1] == "RUNNING"
+    study = optuna.load_study(study_name="seen", storage=sqlite_url)
+    running = study.get_trials(states=[optuna.trial.TrialState.RUNNING])[0]
+    study.tell(running.number, 0.25)
+    new = study.ask()
+    new.suggest_float("x", 0.0, 1.0)
+    after = sweep_view(db, "seen").rows
+    study_id = study._study_id
+    assert after == trial_rows(db, study_id)  # the same as a fresh read of everything
+    assert [r.state for r in after][-2:] == ["COMPLETE", "RUNNING"]
+    assert after[-2].value == 0.25 and "x" in after[-1].params
+    db.dispose()

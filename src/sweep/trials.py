@@ -91,9 +91,11 @@ def trial_rows(
     params: bool = True,
     states: Sequence[str] | None = None,
     trial_ids: Iterable[int] | None = None,
+    after_trial_id: int | None = None,
 ) -> list[TrialRow]:
     """The study's trials in number order with their first objective value and, if
-    ``params``, their params; narrowed to ``states`` or ``trial_ids`` if given."""
+    ``params``, their params; narrowed to ``states``, ``trial_ids`` or the trials
+    created after ``after_trial_id`` if given."""
     query = (
         select(
             _TRIALS.c.trial_id,
@@ -113,9 +115,11 @@ def trial_rows(
     ids = None if trial_ids is None else list(trial_ids)
     if ids is not None:
         query = query.where(_TRIALS.c.trial_id.in_(ids))
+    if after_trial_id is not None:
+        query = query.where(_TRIALS.c.trial_id > after_trial_id)
     with db.session() as session:
         rows = session.execute(query).all()
-        if ids is None and states is not None:
+        if ids is None and (states is not None or after_trial_id is not None):
             ids = [r.trial_id for r in rows]
         by_trial = _params(session, study_id, ids) if params else {}
     return [

@@ -138,20 +138,35 @@ _rows_cache: dict[tuple[str, int], tuple[tuple[Any, ...], list[TrialRow]]] = {}
 
 def _trial_rows(db: Database, study_id: int) -> tuple[tuple[Any, ...], list[TrialRow]]:
     """The study's trial rows, read again only when a trial started or ended since the
-    last read (a running trial's newly suggested params reach the charts when it ends;
-    the trials table shows them at once)."""
+    last read, and then only the trials that can have changed (a running trial's newly
+    suggested params reach the charts when it ends; the trials table shows them at once)."""
     key = (db.url, study_id)
     current = trial_reads.fingerprint(db, study_id)
     cached = _rows_cache.get(key)
     if cached is not None and cached[0] == current:
         return cached
-    rows = trial_reads.trial_rows(db, study_id)
+    rows = _reread(db, study_id, cached[1]) if cached else trial_reads.trial_rows(db, study_id)
     with _lock:
         _rows_cache.pop(key, None)
         while len(_rows_cache) >= CACHED_STUDIES:
             _rows_cache.pop(next(iter(_rows_cache)))
         _rows_cache[key] = (current, rows)
     return current, rows
+
+
+_FINISHED = frozenset({"COMPLETE", "PRUNED", "FAIL"})
+
+
+def _reread(db: Database, study_id: int, old: list[TrialRow]) -> list[TrialRow]:
+    """``old`` brought up to date: finished trials never change, so only the trials
+    unfinished in ``old`` and those created since are read."""
+    kept = [r for r in old if r.state in _FINISHED]
+    pending = [r.trial_id for r in old if r.state not in _FINISHED]
+    last = max((r.trial_id for r in old), default=0)
+    fresh = trial_reads.trial_rows(db, study_id, after_trial_id=last)
+    if pending:
+        fresh += trial_reads.trial_rows(db, study_id, trial_ids=pending)
+    return sorted(kept + fresh, key=lambda r: r.number)
 
 
 def curve_trials(rows: list[TrialRow], direction: str, limit: int = CURVE_TRIALS) -> list[int]:
