@@ -217,3 +217,34 @@ def test_cached_trial_rows_follow_trials_that_end_and_start(
     assert [r.state for r in after][-2:] == ["COMPLETE", "RUNNING"]
     assert after[-2].value == 0.25 and "x" in after[-1].params
     db.dispose()
+
+
+def test_ui_controls_need_the_token_and_are_audited(sqlite_url: str, tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from sweep.study import get_sweep_record
+    from sweep.ui import create_app
+
+    parent, _ = _sweep(sqlite_url, tmp_path)
+    form = {"user": "bob", "token": "t0k", "reason": "GPU maintenance"}
+    with TestClient(create_app(sqlite_url, write_token="t0k")) as client:
+        refused = client.post(
+            "/sweeps/seen/control", data={**form, "token": "no", "action": "stop"}
+        )
+        assert refused.status_code == 403
+        paused = client.post("/sweeps/seen/control", data={**form, "action": "pause"})
+        assert paused.status_code == 200 and "pause requested by bob (sweep ui)" in paused.text
+        db = Database(sqlite_url)
+        record = get_sweep_record(db, "seen")
+        assert record is not None and record.status == "PAUSED"
+        tags = TrackingStore(db).get_run(parent).tags
+        assert [v for k, v in tags.items() if k.startswith("sweep.audit.")] == [
+            "pause by bob (sweep ui): GPU maintenance"
+        ]
+        resumed = client.post("/sweeps/seen/control", data={**form, "action": "resume"})
+        assert resumed.status_code == 200
+        record = get_sweep_record(db, "seen")
+        assert record is not None and record.status == "RUNNING"
+        again = client.post("/sweeps/seen/control", data={**form, "action": "resume"})
+        assert again.status_code == 400 and "sweep resume seen" in again.text
+        db.dispose()
