@@ -44,13 +44,14 @@ def launch(
         check_launchable(spec)  # before anything is created
         _stop_on_signals()
         console.print(f"[bold]sweep[/] {spec.name}: {escape(spec.runs)}")
+        on_start, on_trial = _print_start(spec.parallelism), _print_trial(spec.metric.name)
+        progress = _live_progress(spec, storage)
+        if progress is not None:
+            on_start = _both(on_start, progress.on_start)
+            on_trial = _both(on_trial, progress.on_trial)
         try:
             result = launch_sweep(
-                spec,
-                storage=storage,
-                ray_address=ray_address,
-                on_start=_print_start(spec.parallelism),
-                on_trial=_print_trial(spec.metric.name),
+                spec, storage=storage, ray_address=ray_address, on_start=on_start, on_trial=on_trial
             )
         except RegistrationError as exc:
             # The controller attaches the finished sweep's result, when it has one.
@@ -58,9 +59,36 @@ def launch(
             if partial is not None:
                 _print_summary(partial, spec.metric.name)
             raise
+        finally:
+            if progress is not None:
+                progress.close()
         _print_summary(result, spec.metric.name)
         if result.interrupted:
             sys.exit(RET_INTERRUPTED)
+
+
+def _live_progress(spec: Any, storage: str | None) -> Any:
+    """The live display on a terminal (None when output goes to a file or a CI log)."""
+    if not console.is_terminal:
+        return None
+    from sweep.cli._progress import LaunchProgress
+    from sweep.storage import resolve_storage_url
+
+    return LaunchProgress(
+        console,
+        name=spec.name,
+        url=resolve_storage_url(storage, spec.storage),
+        metric=spec.metric.name,
+        direction=spec.metric.direction,
+    )
+
+
+def _both(first: Callable[..., None], second: Callable[..., None]) -> Callable[..., None]:
+    def call(*args: Any) -> None:
+        first(*args)
+        second(*args)
+
+    return call
 
 
 def _print_start(parallelism: int) -> Callable[..., None]:
