@@ -30,9 +30,18 @@ from sweep.errors import RegistrationError
     "postgresql+psycopg://user@host/db.",
 )
 @click.option("--ray-address", help="Join this Ray cluster instead of starting a local Ray.")
+@click.option(
+    "--follow",
+    is_flag=True,
+    help="Stream command-mode trials' output here, each line prefixed with its trial.",
+)
 @click.pass_context
 def launch(
-    ctx: click.Context, spec_path: str, storage: str | None, ray_address: str | None
+    ctx: click.Context,
+    spec_path: str,
+    storage: str | None,
+    ray_address: str | None,
+    follow: bool,
 ) -> None:
     """Run the sweep in SPEC (or continue it, if its study exists) to the end of its budget."""
     from sweep.controller import launch as launch_sweep
@@ -42,6 +51,8 @@ def launch(
         spec = load_spec(spec_path)
         _say_dialect(spec_path, spec)
         check_launchable(spec)  # before anything is created
+        if follow:
+            spec = spec.model_copy(update={"follow": True})
         _stop_on_signals()
         console.print(f"[bold]sweep[/] {spec.name}: {escape(spec.runs)}")
         on_start, on_trial = _print_start(spec.parallelism), _print_trial(spec.metric.name)
