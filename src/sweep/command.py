@@ -38,7 +38,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -153,22 +152,24 @@ class _Execution:
         )
         theirs.close()
         self.readers = [
-            _thread(self._read_stdout),
-            _thread(self._read_stderr),
-            _thread(self._read_channel),
+            self._thread(self._read_stdout),
+            self._thread(self._read_stderr),
+            self._thread(self._read_channel),
         ]
 
     def run(self) -> float | None:
         """Take in what the script reports until it exits; raises TrialPruned when
         the pruner stops it, CommandFailed when it exits non-zero."""
         try:
-            while self.process.poll() is None or any(t.is_alive() for t in self.readers):
-                self._handle_events(timeout=0.05)
+            while any(t.is_alive() for t in self.readers):
+                self._handle_events(timeout=0.5)
                 if self.pruned:
                     self.terminate()
                     raise optuna.TrialPruned(f"pruned at step {self._last_step}")
                 if self.process.poll() is not None:
                     self._end_group()  # what the script left behind does not outlive it
+            self.process.wait()  # its output is closed: it has ended, or is about to
+            self._end_group()
             self._handle_events(timeout=0.0)
         except BaseException:
             self.terminate()
@@ -204,10 +205,16 @@ class _Execution:
     # -- what the script tells -----------------------------------------------------------
 
     def _handle_events(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+        """Handle the events queued, waiting up to ``timeout`` for the first (each line,
+        each message and each reader's end is one)."""
+        try:
+            event = self.events.get(timeout=timeout)
+        except queue.Empty:
+            return
+        event()
         while not self.pruned:
             try:
-                event = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
+                event = self.events.get_nowait()
             except queue.Empty:
                 return
             event()
@@ -276,17 +283,24 @@ class _Execution:
         with contextlib.suppress(OSError):  # the script is gone
             self.channel.sendall((json.dumps(message) + "\n").encode())
 
+    def _thread(self, read: Callable[[], None]) -> threading.Thread:
+        """A reader thread; its end wakes the runner's thread."""
+
+        def target() -> None:
+            try:
+                read()
+            finally:
+                self.events.put(lambda: None)
+
+        thread = threading.Thread(target=target, daemon=True, name="sweep-command-io")
+        thread.start()
+        return thread
+
     def _keep_logs(self) -> None:
         for name, lines in (("stdout", self.stdout), ("stderr", self.stderr)):
             text = lines.text()
             if text:
                 self.active.log_text(text, f"logs/{name}.txt")
-
-
-def _thread(target: Callable[[], None]) -> threading.Thread:
-    thread = threading.Thread(target=target, daemon=True, name="sweep-command-io")
-    thread.start()
-    return thread
 
 
 class _Tail:
