@@ -8,6 +8,7 @@ import json
 import multiprocessing
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -211,3 +212,87 @@ def test_a_wandb_config_runs_its_program_on_ray_workers(
         assert history(sqlite_url, run.run_id, "val_loss"), run.name
         assert "epoch=1 val_loss=" in artifact_text(sqlite_url, run.run_id, "logs/stdout.txt")
     assert result.best_value is not None and result.best_value < 1.5
+
+
+def command_spec(tmp_path: Path, pid_file: Path, **keys: Any) -> Path:
+    """A command-mode sweep of tests/objectives/scripts/spawns.py, as a YAML file; the
+    scripts write their pids to ``pid_file`` (named in the command: Ray's workers do not
+    see this process's environment)."""
+    import yaml
+
+    spec: dict[str, Any] = {
+        "name": "spawning",
+        "program": "spawns.py",
+        "command": [
+            "${env}",
+            f"SWEEP_TEST_PIDS={pid_file}",
+            "${interpreter}",
+            "${program}",
+            "${args}",
+        ],
+        "code_dir": str(SCRIPTS),
+        "parameters": {"x": {"type": "uniform", "low": 0.0, "high": 1.0}},
+        "metric": {"name": "score", "direction": "maximize"},
+        "pruner": "none",
+        "budget": {"n_trials": 2},
+        "parallelism": 2,
+        "command_grace_s": 1,
+        **keys,
+    }
+    path = tmp_path / "spawning.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def started_pids(pid_file: Path, count: int, timeout: float = 120) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pid_file.exists() and len(pid_file.read_text().split()) >= count:
+            return [int(p) for p in pid_file.read_text().split()]
+        time.sleep(0.2)
+    raise AssertionError(f"{count // 2} scripts did not start within {timeout:g} s")
+
+
+def test_a_hung_script_is_ended_at_its_trial_timeout(
+    sqlite_url: str, tmp_path: Path, local_ray: None
+) -> None:
+    """The controller kills the Ray worker of a trial past trial_timeout: the script's
+    whole process group goes with it, and the trial fails without a retry."""
+    from sweep.controller import launch
+    from sweep.spec import load_spec
+
+    pid_file = tmp_path / "pids"
+    spec = load_spec(command_spec(tmp_path, pid_file, trial_timeout=3))
+    result = launch(spec, storage=sqlite_url)
+    assert (result.counts.failed, result.counts.complete) == (2, 0)
+    pids = started_pids(pid_file, 4, timeout=1)
+    assert wait_gone(pids, timeout=10) == []
+    tracking = TrackingStore(Database(sqlite_url))
+    for run in tracking.list_runs(parent_run_id=result.parent_run_id):
+        assert "trial_timeout" in run.tags["sweep.error"]
+
+
+def test_ctrl_c_of_the_controller_ends_every_script(tmp_path: Path) -> None:
+    import subprocess
+
+    pid_file = tmp_path / "pids"
+    spec = command_spec(tmp_path, pid_file, budget={"n_trials": 4})
+    env = {**os.environ, "SWEEP_HOME": str(tmp_path / "h")}
+    controller = subprocess.Popen(
+        [sys.executable, "-m", "sweep.cli", "launch", str(spec)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        pids = started_pids(pid_file, 4)  # both workers' scripts and their children
+        controller.send_signal(signal.SIGINT)
+        output, _ = controller.communicate(timeout=120)
+    finally:
+        if controller.poll() is None:
+            os.killpg(controller.pid, signal.SIGKILL)
+    assert controller.returncode == 130, output
+    assert wait_gone(pids, timeout=15) == []

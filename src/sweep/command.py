@@ -9,7 +9,9 @@ The script's process and everything it starts form one process group (a new sess
 ended as a whole: SIGTERM, then SIGKILL after ``command_grace_s``. A shell between the
 runner and the script holds the group together: it is told (``PR_SET_PDEATHSIG``,
 through ``setpriv``) when the process that started it dies, a Ray actor killed for a
-timeout or an agent's worker killed by its supervisor, and then ends the group itself.
+timeout or an agent's worker killed by its supervisor, and then ends the group itself;
+a watcher it leaves outside the runner's process tree ends the group too, should the
+shell be killed with the runner (Ray kills an actor's whole tree).
 
 The script reports in either of two ways, and Hyperband decides on both exactly as
 for a function objective (``trial.report`` then ``trial.should_prune``):
@@ -58,10 +60,17 @@ ERROR_TAIL_CHARS = 2_000
 
 # The shell between the runner and the script: it runs the script in the background
 # of its process group and waits; on SIGTERM (from the runner, or because the runner
-# died) it ends the group: SIGTERM, then SIGKILL after the grace period.
+# died: setpriv's pdeathsig) it ends the group: SIGTERM, then SIGKILL after the grace
+# period. A watcher outside the runner's process tree (Ray kills the tree of an actor it
+# kills with SIGKILL, the shell included) does the same once the runner is gone; it
+# holds neither output pipe, so that they close when the script ends (it does hold the
+# socket: the runner ends the group, the watcher too, once the script has exited).
 _GROUP_SHELL = (
-    'grace=$1; shift; trap "" INT; '
+    'grace=$1; shift; runner=$PPID; trap "" INT; '
     'trap \'trap "" TERM; kill -TERM 0; sleep "$grace"; kill -KILL 0\' TERM; '
+    '( ( trap "" INT TERM; '
+    'while kill -0 "$runner" 2>/dev/null; do sleep 1; done; '
+    'kill -TERM 0; sleep "$grace"; kill -KILL 0 ) </dev/null >/dev/null 2>&1 & ); '
     '"$@" & wait $!'
 )
 
@@ -161,7 +170,8 @@ class _Execution:
         """Take in what the script reports until it exits; raises TrialPruned when
         the pruner stops it, CommandFailed when it exits non-zero."""
         try:
-            while any(t.is_alive() for t in self.readers):
+            outputs, channel = self.readers[:2], self.readers[2]
+            while any(t.is_alive() for t in outputs):
                 self._handle_events(timeout=0.5)
                 if self.pruned:
                     self.terminate()
@@ -169,7 +179,8 @@ class _Execution:
                 if self.process.poll() is not None:
                     self._end_group()  # what the script left behind does not outlive it
             self.process.wait()  # its output is closed: it has ended, or is about to
-            self._end_group()
+            self._end_group()  # the watcher too: the socket closes, its reader ends
+            channel.join(timeout=5)
             self._handle_events(timeout=0.0)
         except BaseException:
             self.terminate()
