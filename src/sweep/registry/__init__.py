@@ -11,8 +11,8 @@ change; each change is one transaction together with its audit event.
 
 Modules: ``_registry`` (the :class:`ModelRegistry` facade), ``_rows`` (reading and
 locking rows, the immutability guard), ``_aliases`` (alias moves), ``_audit`` (the
-audit log), ``_lineage`` (where versions came from), ``_uris`` and ``_load`` (URIs and
-loading).
+audit log), ``_lineage`` (where versions came from), ``_uris`` and ``_load`` (URIs,
+loading and downloading), ``_register`` (registering files and run artifacts).
 """
 
 from sweep.registry._entities import (
@@ -25,7 +25,8 @@ from sweep.registry._entities import (
     RegistryEvent,
     VersionLineage,
 )
-from sweep.registry._load import load_model
+from sweep.registry._load import download_model, load_model
+from sweep.registry._register import register_model
 from sweep.registry._registry import ModelRegistry
 from sweep.registry._uris import parse_model_uri
 
@@ -39,6 +40,8 @@ __all__ = [
     "RegisteredModel",
     "RegistryEvent",
     "VersionLineage",
+    "download_model",
     "load_model",
     "parse_model_uri",
+    "register_model",
 ]

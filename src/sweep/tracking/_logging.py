@@ -27,8 +27,7 @@ from sweep.storage._schema import KEY_LENGTH
 from sweep.tracking._artifacts import (
     artifact_location,
     copy_artifact,
-    is_url,
-    save_model,
+    resolve_artifact_root,
     write_bytes,
 )
 from sweep.tracking._datasets import digest_dataset
@@ -41,7 +40,6 @@ from sweep.tracking._store import TrackingStore
 
 logger = logging.getLogger(__name__)
 
-ARTIFACT_ROOT_ENV = "SWEEP_ARTIFACT_ROOT"
 #: Longest dataset context (the column's width).
 CONTEXT_LENGTH = 64
 
@@ -211,10 +209,12 @@ class ActiveRun:
         self.store.record_artifact(self.run_id, name, "file", size)
         return target
 
-    def log_model(self, model: Any, name: str = "model") -> str:
+    def log_model(self, model: Any, name: str = "model", **options: Any) -> str:
+        from sweep.flavors import save_model
+
         target = artifact_location(self.run.artifact_uri, name)
-        size = save_model(model, target)
-        self.store.record_artifact(self.run_id, name, "model", size)
+        info = save_model(model, target, **options)
+        self.store.record_artifact(self.run_id, name, "model", info.size)
         self.model_path = name
         return target
 
@@ -286,16 +286,10 @@ def _store_for(url: str) -> TrackingStore:
 
 
 def _experiment_for(store: TrackingStore, name: str, artifact_root: str | None) -> Experiment:
-    from sweep.storage import default_home
-
     key = (os.getpid(), store.db.url, name)
     found = _experiments.get(key)
     if found is None:
-        root = artifact_root or os.environ.get(ARTIFACT_ROOT_ENV)
-        if not root:
-            root = str(default_home() / "artifacts")
-        elif not is_url(root):
-            root = str(Path(root).expanduser().resolve())
+        root = resolve_artifact_root(artifact_root)
         found = _experiments[key] = store.get_or_create_experiment(name, root)
     return found
 
@@ -376,6 +370,23 @@ def log_text(text: str, name: str) -> str:
     return active_run().log_text(text, name)
 
 
-def log_model(model: Any, name: str = "model") -> str:
-    """Save ``model`` (joblib) as the run's model; the sweep registers the best one."""
-    return active_run().log_model(model, name)
+def log_model(
+    model: Any,
+    name: str = "model",
+    *,
+    flavor: str | None = None,
+    input_example: Any = None,
+    signature: dict[str, Any] | None = None,
+    init_kwargs: dict[str, Any] | None = None,
+) -> str:
+    """Save ``model`` (an object, or the ``str``/``Path`` of files the training code
+    wrote) as the run's model ``name``, atomically, in its ``flavor`` (detected when not
+    given; see :mod:`sweep.flavors`). The sweep registers the best trial's model."""
+    return active_run().log_model(
+        model,
+        name,
+        flavor=flavor,
+        input_example=input_example,
+        signature=signature,
+        init_kwargs=init_kwargs,
+    )
