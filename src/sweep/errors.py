@@ -132,3 +132,7 @@ def summary(exc: BaseException) -> str:
 class ModelSaveError(RegistryError):
     """Raised when a model cannot be saved: its flavor does not fit the object, or the
     flavor's writer failed (nothing half-written is left behind)."""
+
+
+class MlflowExportError(SweepError):
+    """Raised when MLflow refuses part of an export; the message names the run."""

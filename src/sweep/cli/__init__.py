@@ -116,4 +116,4 @@ def main() -> None:
 
 
 # The command groups register themselves on `cli`.
-from sweep.cli import _control, _launch, _models, _runs  # noqa: E402, F401
+from sweep.cli import _control, _export, _launch, _models, _runs  # noqa: E402, F401
