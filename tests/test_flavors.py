@@ -311,3 +311,51 @@ def test_pytorch_saves_that_cannot_work_fail_cleanly(sqlite_url: str, tmp_path: 
         with pytest.raises(ModelSaveError, match="'torchscript' flavor failed"):
             sweep.log_model(Local(), "scripted", flavor="torchscript")
     assert sorted(p.name for p in Path(run.run.artifact_uri).iterdir()) == ["lineage"]
+
+
+@pytest.mark.ray
+@pytest.mark.usefixtures("local_ray")
+def test_models_logged_on_ray_workers_register_and_load_elsewhere(
+    sqlite_url: str, registry: ModelRegistry, tmp_path: Path
+) -> None:
+    pytest.importorskip("onnx")
+    from tests.helpers import write_toy_spec
+
+    spec = write_toy_spec(
+        tmp_path,
+        name="flavored",
+        objective="flavored:objective",
+        code_dir=str(REPO),
+        parameters={},
+        pruner={"name": "nop"},
+        budget={"n_trials": 4},
+        registry={"model_name": "affine", "required": True},
+    )
+    result = sweep.launch(spec, storage=sqlite_url)
+    assert result.counts.failed == 1
+    db = registry.db
+    first = next(
+        run
+        for run in sweep.TrackingStore(db).list_runs(parent_run_id=result.parent_run_id)
+        if run.tags["sweep.trial_number"] == "0"
+    )
+    assert "ModelSaveError" in first.tags["sweep.error"]
+    assert "'joblib' flavor failed" in first.tags["sweep.error"]
+    assert not (Path(first.artifact_uri) / "model").exists()
+
+    version = registry.get_by_alias("affine", "challenger")
+    assert read_model_info(version.source).flavor == "onnx"
+    best_x = float(registry.lineage("affine", version.version).params["x"])
+    code = (
+        "import numpy as np\nfrom onnx.reference import ReferenceEvaluator\n"
+        "x = np.array([[1.0, 1.0]], dtype=np.float32)\n"
+        "print(ReferenceEvaluator(model).run(None, {'x': x})[0][0][0])"
+    )
+    printed = _load_elsewhere(sqlite_url, "models:/affine@challenger", code, tmp_path / "o")
+    assert float(printed) == pytest.approx(best_x * 1.0 + 1.0, rel=1e-6)
+
+    ckpt = register_model(registry, "ckpt", f"runs:/{version.run_id}/weights", alias="best")
+    assert ckpt.run_id == version.run_id
+    code = "print((model / 'x.txt').read_text())"
+    printed = _load_elsewhere(sqlite_url, "models:/ckpt@best", code, tmp_path / "o2")
+    assert float(printed) == pytest.approx(best_x)

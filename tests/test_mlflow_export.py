@@ -74,9 +74,11 @@ def test_a_sweep_exports_to_mlflow_and_mlflow_opens_it(sqlite_url: str, tmp_path
                 (p.step, p.value, p.timestamp) for p in tracking.metric_history(run.run_id, key)
             )
         listed = {a.path for a in client.list_artifacts(child.info.run_id)}
-        assert {a.path.split("/")[0] for a in tracking.list_artifacts(run.run_id)} <= listed
-        model_files = {a.path for a in client.list_artifacts(child.info.run_id, "model")}
-        assert "model/sweep-model.json" in model_files
+        logged = {a.path.split("/")[0] for a in tracking.list_artifacts(run.run_id)}
+        assert logged <= listed
+        if "model" in logged:  # pruned trials logged none
+            model_files = {a.path for a in client.list_artifacts(child.info.run_id, "model")}
+            assert "model/sweep-model.json" in model_files
 
     # The registered model, its version on the best trial's MLflow run, and its alias.
     ours_version = ModelRegistry(db).get_by_alias("toy-model", "challenger")
