@@ -324,7 +324,7 @@ def test_models_logged_on_ray_workers_register_and_load_elsewhere(
     spec = write_toy_spec(
         tmp_path,
         name="flavored",
-        objective="flavored:objective",
+        objective="tests.objectives.flavored:objective",
         code_dir=str(REPO),
         parameters={},
         pruner={"name": "nop"},

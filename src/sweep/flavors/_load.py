@@ -71,20 +71,26 @@ def _verify(info: ModelInfo, directory: Path, location: str) -> None:
 def load_model_dir(location: str | os.PathLike[str], *, as_path: bool = False) -> Any:
     """Load the model at ``location`` (a path or a URL) by its flavor; with ``as_path``
     return the local directory of its files instead (copied from a URL)."""
-    info = read_model_info(location)
-    directory = model_path(location)
+    text = os.fspath(location)
+    info = read_model_info(text)
+    flavor = FLAVORS.get(info.flavor)
+    if flavor is None and not as_path:
+        raise RegistryError(
+            f"the model at {text} has flavor {info.flavor!r}, which this version of sweep "
+            "cannot load; upgrade sweep, or load its files from load_model(uri, as_path=True)"
+        )
+    directory = model_path(text)
+    # The files themselves (a download of a remote model is kept).
     if as_path:
         return directory
-    flavor = FLAVORS.get(info.flavor)
-    if flavor is None:
-        raise RegistryError(
-            f"the model at {os.fspath(location)} has flavor {info.flavor!r}, which this "
-            "version of sweep cannot load; upgrade sweep, or load its files from "
-            "load_model(uri, as_path=True)"
-        )
-    if info.flavor == "files" and directory.is_file():
-        return directory
-    return flavor.load(directory, info.loader)
+    if info.flavor == "files":
+        return directory if directory.is_file() else directory / info.loader.get("path", ".")
+    assert flavor is not None
+    try:
+        return flavor.load(directory, info.loader)
+    finally:
+        if local_path(text) is None:  # the object is loaded: drop the downloaded copy
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def _missing(location: str) -> RegistryError:

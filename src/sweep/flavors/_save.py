@@ -52,7 +52,14 @@ def save_model(
         )
     local = local_path(location)
     with _staging(local) as staging:
-        info = _write(chosen, model, staging, is_path, input_example, signature, init_kwargs)
+        info = _write(
+            chosen,
+            model,
+            staging,
+            input_example=input_example,
+            signature=signature,
+            init_kwargs=init_kwargs,
+        )
         if local is not None:
             _publish_local(staging, local)
         else:
@@ -64,13 +71,14 @@ def _write(
     flavor: Flavor,
     model: Any,
     staging: Path,
-    is_path: bool,
+    *,
     input_example: Any,
     signature: dict[str, Any] | None,
     init_kwargs: dict[str, Any] | None,
 ) -> ModelInfo:
+    """Write ``model`` and its ``sweep-model.json`` into ``staging``."""
     try:
-        if is_path:
+        if isinstance(model, (str, Path)):
             loader = flavor.save_path(Path(model), staging)
         else:
             loader = flavor.save(model, staging, {"init_kwargs": init_kwargs})
