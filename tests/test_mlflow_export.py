@@ -38,6 +38,12 @@ def _runs(client: Any, experiment_id: str) -> list[Any]:
 def test_a_sweep_exports_to_mlflow_and_mlflow_opens_it(sqlite_url: str, tmp_path: Path) -> None:
     spec = write_toy_spec(tmp_path, budget={"n_trials": 6})
     sweep.launch(spec, storage=sqlite_url)
+    db = Database(sqlite_url)
+    tracking = TrackingStore(db)
+    record = get_sweep_record(db, "toy")
+    assert record is not None
+    # Longer than MLflow takes: cut to its limit, marked (the full text stays here).
+    tracking.log_params(record.parent_run_id, {"notes": "n" * 7000})
     mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     location = (tmp_path / "mlartifacts").as_uri()
     runner = CliRunner()
@@ -47,10 +53,6 @@ def test_a_sweep_exports_to_mlflow_and_mlflow_opens_it(sqlite_url: str, tmp_path
     assert result.exit_code == 0, result.output
     assert "6 runs added, 0 already there" in result.output
 
-    db = Database(sqlite_url)
-    tracking = TrackingStore(db)
-    record = get_sweep_record(db, "toy")
-    assert record is not None
     ours = {r.run_id: r for r in tracking.list_runs(parent_run_id=record.parent_run_id)}
     client = mlflow.MlflowClient(tracking_uri=mlflow_uri, registry_uri=mlflow_uri)
     experiment = client.get_experiment_by_name("toy")
@@ -61,6 +63,8 @@ def test_a_sweep_exports_to_mlflow_and_mlflow_opens_it(sqlite_url: str, tmp_path
     parent = parents[0]
     assert parent.data.tags["sweep.run_id"] == record.parent_run_id
     assert parent.info.status == "FINISHED"
+    notes = parent.data.params["notes"]
+    assert len(notes) == 6000 and notes.endswith("...")
     for child in children:
         run = ours[child.data.tags["sweep.run_id"]]
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id

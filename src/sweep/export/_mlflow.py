@@ -26,8 +26,9 @@ from sweep.tracking._artifacts import artifact_location, filesystem, local_path
 
 #: The MLflow tag holding the id of the sweep run an MLflow run was copied from.
 SOURCE_TAG = "sweep.run_id"
-#: MLflow's limits per ``log_batch`` call.
+#: MLflow's limits per ``log_batch`` call, and on the length of a param and tag value.
 _BATCH = {"metrics": 1000, "params": 100, "tags": 100}
+_PARAM_LENGTH, _TAG_LENGTH = 6000, 8000
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,7 @@ class _RunExporter:
 
     def _create(self, run: Run, experiment_id: str, parent_id: str | None) -> str:
         """Copy ``run`` (params, metric history, tags, artifacts, end) into MLflow."""
-        tags = {**run.tags, SOURCE_TAG: run.run_id, "mlflow.runName": run.name}
+        tags = {**_fit(run.tags, _TAG_LENGTH), SOURCE_TAG: run.run_id, "mlflow.runName": run.name}
         if parent_id is not None:
             tags["mlflow.parentRunId"] = parent_id
         if run.description:
@@ -169,7 +170,7 @@ class _RunExporter:
             for key in sorted(run.metrics)
             for p in self.tracking.metric_history(run.run_id, key)
         ]
-        params = [Param(k, v) for k, v in sorted(run.params.items())]
+        params = [Param(k, v) for k, v in sorted(_fit(run.params, _PARAM_LENGTH).items())]
         for chunk in _chunks(metrics, _BATCH["metrics"]):
             self.client.log_batch(mlflow_id, metrics=chunk)
         for chunk in _chunks(params, _BATCH["params"]):
@@ -191,11 +192,17 @@ class _RunExporter:
     def _update_parent(self, parent: Run, mlflow_id: str) -> None:
         from mlflow.entities import RunTag
 
-        tags = [RunTag(k, v) for k, v in sorted(parent.tags.items())]
+        tags = [RunTag(k, v) for k, v in sorted(_fit(parent.tags, _TAG_LENGTH).items())]
         for chunk in _chunks(tags, _BATCH["tags"]):
             self.client.log_batch(mlflow_id, tags=chunk)
         if parent.status is not RunStatus.RUNNING:
             self.client.set_terminated(mlflow_id, parent.status.value, end_time=parent.end_time)
+
+
+def _fit(values: dict[str, str], length: int) -> dict[str, str]:
+    """``values`` with each value cut to MLflow's ``length`` (marked with an ellipsis);
+    the full text stays in sweep's store."""
+    return {k: v if len(v) <= length else v[: length - 3] + "..." for k, v in values.items()}
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
