@@ -359,3 +359,31 @@ def test_models_logged_on_ray_workers_register_and_load_elsewhere(
     code = "print((model / 'x.txt').read_text())"
     printed = _load_elsewhere(sqlite_url, "models:/ckpt@best", code, tmp_path / "o2")
     assert float(printed) == pytest.approx(best_x)
+
+
+def test_autolog_logs_sklearn_fits_in_the_active_run(sqlite_url: str, tmp_path: Path) -> None:
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x = np.array([[0.0], [1.0], [2.0], [3.0]])
+    y = np.array([0.0, 2.0, 4.0, 6.0])
+    sweep.autolog()
+    try:
+        LinearRegression().fit(x, y)  # outside a run: fits, logs nothing, no error
+        with sweep.start_run("auto", storage=sqlite_url, artifact_root=str(tmp_path)) as run:
+            sweep.log_param("alpha", "searched")
+            pipeline = make_pipeline(StandardScaler(), Ridge(alpha=0.5)).fit(x, y)
+    finally:
+        sweep.autolog(disable=True)
+    logged = sweep.TrackingStore(Database(sqlite_url)).get_run(run.run_id)
+    assert logged.params["alpha"] == "searched"  # the trial's own param is left alone
+    assert "Pipeline.steps" in logged.params and "Pipeline.memory" in logged.params
+    assert not any(k.startswith(("Ridge.", "StandardScaler.")) for k in logged.params)
+    assert logged.metrics["training_score"] == pytest.approx(pipeline.score(x, y))
+    stored = str(Path(run.run.artifact_uri) / "model")
+    assert read_model_info(stored).flavor == "sklearn"
+    assert load_model_dir(stored).predict([[4.0]]) == pytest.approx(pipeline.predict([[4.0]]))
+    with sweep.start_run("auto", storage=sqlite_url, artifact_root=str(tmp_path)) as after:
+        LinearRegression().fit(x, y)  # disabled: nothing logged
+    assert not (Path(after.run.artifact_uri) / "model").exists()

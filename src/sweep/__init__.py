@@ -40,6 +40,7 @@ from sweep.registry import ModelRegistry, ModelVersion, load_model
 from sweep.spec import SweepSpec, load_spec
 from sweep.tracking import (
     TrackingStore,
+    autolog,
     log_artifact,
     log_input,
     log_metric,
@@ -78,6 +79,7 @@ __all__ = [
     "SweepResult",
     "SweepSpec",
     "TrackingStore",
+    "autolog",
     "launch",
     "load_model",
     "load_spec",

@@ -1,6 +1,7 @@
 """Experiment tracking: runs nested under a sweep's parent run, with params, step
 metrics, tags, datasets, artifacts, status and the lineage that produced them."""
 
+from sweep.tracking._autolog import autolog
 from sweep.tracking._entities import (
     ArtifactInfo,
     Experiment,
@@ -42,6 +43,7 @@ __all__ = [
     "TrackingStore",
     "activate",
     "active_run",
+    "autolog",
     "command_line",
     "environment_tags",
     "log_artifact",
