@@ -61,7 +61,7 @@ def export_to_mlflow(
     ``experiment_name`` (default: the sweep's name), created with ``artifact_location``
     if new. With ``registry``, the registered versions that came from the sweep and
     their aliases are copied too (into ``registry_uri``, default ``tracking_uri``)."""
-    mlflow = require("mlflow", "mlflow-skinny", "mlflow export")
+    mlflow = require("mlflow", "mlflow-skinny", what="sweep export mlflow")
     client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
     db = Database(resolve_storage_url(storage))
     try:

@@ -10,14 +10,15 @@ from typing import Any, ClassVar
 from sweep.errors import RegistryError
 
 
-def require(module: str, package: str, flavor: str) -> ModuleType:
-    """Import ``module`` or say which package to install to use ``flavor``."""
+def require(module: str, package: str, flavor: str | None = None, *, what: str = "") -> ModuleType:
+    """Import ``module`` or say which package to install for ``flavor`` (or ``what``)."""
     try:
         return importlib.import_module(module)
     except ImportError as exc:
+        user = f"the {flavor!r} model flavor" if flavor is not None else what
         raise RegistryError(
-            f"the {flavor!r} model flavor needs the {package!r} package, which is not "
-            f"installed here ({exc}); install it with: pip install {package}"
+            f"{user} needs the {package!r} package, which is not installed here ({exc}); "
+            f"install it with: pip install {package}"
         ) from exc
 
 
