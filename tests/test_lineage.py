@@ -34,10 +34,10 @@ from sweep.errors import (
     MetricFlushError,
     StorageError,
 )
+from sweep.flavors import load_model_dir
 from sweep.registry import ModelRegistry
 from sweep.storage import Database, _retrying
 from sweep.tracking import RunStatus, TrackingStore
-from sweep.tracking._artifacts import load_model_dir
 from sweep.tracking._datasets import digest_dataset
 from sweep.tracking._environment import clear_caches, environment_tags, gpu_tags
 from sweep.tracking._lineage import forget_written

@@ -552,7 +552,9 @@ def _promote_in_child(url: str, start_line: Any, results: Any) -> None:
     without the lock both would read the same challenger and both would promote."""
     registry = ModelRegistry(Database(url))
     registry.db.check_connection()
-    read_alias = ModelRegistry._alias_version
+    from sweep.registry import _rows
+
+    read_alias = _rows.alias_version
 
     def slow_read(session: Any, model_name: str, alias: str) -> int | None:
         version = read_alias(session, model_name, alias)
@@ -560,7 +562,7 @@ def _promote_in_child(url: str, start_line: Any, results: Any) -> None:
             time.sleep(HOLD_S)
         return version
 
-    ModelRegistry._alias_version = staticmethod(slow_read)  # type: ignore[method-assign]
+    _rows.alias_version = slow_read
     start_line.wait(timeout=60)
     started = time.time()
     try:
@@ -630,4 +632,51 @@ def test_a_saved_0001_database_upgrades_and_keeps_its_data(tmp_path: Path) -> No
     with database.engine.connect() as conn:
         numbers = dict(conn.exec_driver_sql("SELECT key, value_num FROM sweep_params").all())
     assert numbers == {"lr": 0.01, "opt": None}
+    database.dispose()
+
+
+def test_upgrading_moves_old_tag_events_keys_out_of_the_alias_column(tmp_path: Path) -> None:
+    """Stores written before revision 0004 kept a tag event's key in ``alias``; the
+    upgrade moves it to ``tag`` and leaves alias events alone."""
+    import shutil
+    import sqlite3
+
+    old = tmp_path / "old.db"
+    shutil.copy(Path(__file__).parent / "assets" / "sweep-0001.db", old)
+    # The audit rows the first release wrote for: register, tag, alias, untag.
+    with sqlite3.connect(old) as conn:
+        conn.execute("INSERT INTO sweep_registered_models VALUES ('toy', NULL, 1)")
+        conn.execute(
+            "INSERT INTO sweep_model_versions (model_name, version, source, created_at) "
+            "VALUES ('toy', 1, '/models/1', 1)"
+        )
+        conn.executemany(
+            "INSERT INTO sweep_registry_events "
+            "(model_name, action, alias, from_version, to_version, user, host, reason, at) "
+            "VALUES ('toy', ?, ?, ?, ?, 'ann', 'box', NULL, ?)",
+            [
+                ("register", None, None, 1, 10),
+                ("set_tag", "stage", None, 1, 11),
+                ("set_alias", "champion", None, 1, 12),
+                ("delete_tag", "stage", None, 1, 13),
+            ],
+        )
+    database = Database(f"sqlite:///{old}")
+    database.upgrade()
+    assert database.schema_revision() == database.head_revision()
+    registry = ModelRegistry(database)
+    events = [(e.action, e.alias, e.tag) for e in registry.history("toy")]
+    assert events == [
+        ("register", None, None),
+        ("set_tag", None, "stage"),
+        ("set_alias", "champion", None),
+        ("delete_tag", None, "stage"),
+    ]
+    registry.set_version_tag("toy", 1, "qa", "ok")  # new events land in the new column
+    with database.engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT action, alias, tag FROM sweep_registry_events ORDER BY id"
+        ).all()
+    assert rows[-1] == ("set_tag", None, "qa")
+    assert [r for r in rows if r[0].endswith("_tag") and r[1] is not None] == []
     database.dispose()

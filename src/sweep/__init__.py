@@ -41,6 +41,7 @@ from sweep.script import report, result, should_prune
 from sweep.spec import SweepSpec, load_spec
 from sweep.tracking import (
     TrackingStore,
+    autolog,
     log_artifact,
     log_input,
     log_metric,
@@ -79,6 +80,7 @@ __all__ = [
     "SweepResult",
     "SweepSpec",
     "TrackingStore",
+    "autolog",
     "launch",
     "load_model",
     "load_spec",

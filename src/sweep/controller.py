@@ -42,9 +42,9 @@ from sweep.tracking import (
     MetricPoint,
     RunStatus,
     TrackingStore,
-    artifact_root,
     command_line,
     environment_tags,
+    resolve_artifact_root,
 )
 from sweep.tracking._store import now_ms
 from sweep.trial import SweepContext, lease_settings
@@ -163,7 +163,7 @@ class _Launch:
         (RUNNING again) by a relaunch or `sweep resume`."""
         spec = self.spec
         experiment = self.tracking.get_or_create_experiment(
-            spec.experiment_name, artifact_root(spec.tracking.artifact_root)
+            spec.experiment_name, resolve_artifact_root(spec.tracking.artifact_root)
         )
         record = open_sweep_record(
             spec,

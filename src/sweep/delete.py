@@ -32,7 +32,7 @@ from sweep.storage._schema import (
     WorkerRow,
 )
 from sweep.study import get_sweep_record
-from sweep.tracking._artifacts import _filesystem, _local_path
+from sweep.tracking._artifacts import filesystem, local_path
 from sweep.trials import find_study
 
 #: The version tag marking versions whose sweep was deleted.
@@ -132,11 +132,11 @@ def _remove_artifacts(db: Database, run_ids: Sequence[str]) -> None:
             for uri in session.scalars(select(RunRow.artifact_uri).where(RunRow.run_id.in_(chunk)))
         ]
     for uri in uris:
-        local = _local_path(uri)
+        local = local_path(uri)
         if local is not None:
             shutil.rmtree(local, ignore_errors=True)
             continue
-        fs, path = _filesystem(uri)
+        fs, path = filesystem(uri)
         if fs.exists(path):
             fs.rm(path, recursive=True)
 

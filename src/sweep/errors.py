@@ -127,3 +127,12 @@ def first_line(exc: BaseException) -> str:
 def summary(exc: BaseException) -> str:
     """``"ExceptionType: first line of its message"``, for a one-line failure report."""
     return f"{type(exc).__name__}: {first_line(exc)}"
+
+
+class ModelSaveError(RegistryError):
+    """Raised when a model cannot be saved: its flavor does not fit the object, or the
+    flavor's writer failed (nothing half-written is left behind)."""
+
+
+class MlflowExportError(SweepError):
+    """Raised when MLflow refuses part of an export; the message names the run."""

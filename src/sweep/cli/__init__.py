@@ -120,6 +120,7 @@ from sweep.cli import (  # noqa: E402, F401
     _control,
     _convert,
     _delete,
+    _export,
     _launch,
     _models,
     _runs,

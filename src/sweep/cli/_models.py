@@ -332,3 +332,67 @@ def _what(event: Any) -> str:
     if event.action == "set_description":
         return f"{version} description set"
     return event.action
+
+
+# -- files in and out ------------------------------------------------------------------
+
+
+def _model_uri(text: str) -> str:
+    """``NAME@ALIAS``, ``NAME/VERSION`` or a full ``models:/`` URI, as a URI."""
+    return text if text.startswith("models:/") else f"models:/{text}"
+
+
+@models.command("register")
+@click.argument("name")
+@click.argument("source", metavar="PATH_OR_RUN_ARTIFACT")
+@click.option("--alias", help="Point this alias at the new version.")
+@click.option("--flavor", help="The model's flavor (default: detected; see sweep.flavors).")
+@click.option(
+    "--artifact-root", help="Where a local PATH is copied to; default: SWEEP_ARTIFACT_ROOT."
+)
+@_reason_option
+@_storage_option
+@click.pass_context
+def models_register(
+    ctx: click.Context,
+    name: str,
+    source: str,
+    alias: str | None,
+    flavor: str | None,
+    artifact_root: str | None,
+    reason: str | None,
+    storage: str | None,
+) -> None:
+    """Register PATH_OR_RUN_ARTIFACT as the next version of model NAME: a file or
+    directory here (copied into the artifact store), or a run's artifact as
+    runs:/RUN_ID/ARTIFACT_PATH (registered where it is, with the run as its lineage)."""
+    from sweep.registry import register_model
+
+    with _errors(ctx.obj["debug"]):
+        version = register_model(
+            _registry(storage),
+            name,
+            source,
+            alias=alias,
+            flavor=flavor,
+            artifact_root=artifact_root,
+            reason=reason,
+        )
+        aliases = "".join(f" @{a}" for a in version.aliases)
+        console.print(f"registered {name} version {version.version}{aliases}", soft_wrap=True)
+        console.print(f"  source {escape(version.source)}", soft_wrap=True)
+
+
+@models.command("download")
+@click.argument("model", metavar="NAME@ALIAS|NAME/VERSION")
+@click.argument("directory", type=click.Path(file_okay=False))
+@_storage_option
+@click.pass_context
+def models_download(ctx: click.Context, model: str, directory: str, storage: str | None) -> None:
+    """Copy the files of a registered model version into DIRECTORY (any flavor; each
+    file checked against its SHA-256), for serving code with a loader of its own."""
+    from sweep.registry import download_model
+
+    with _errors(ctx.obj["debug"]):
+        path = download_model(_model_uri(model), directory, storage=storage)
+        console.print(f"{escape(model)} -> {escape(str(path))}", soft_wrap=True)

@@ -246,7 +246,9 @@ class ModelAliasRow(Base):
 
 
 class RegistryEventRow(Base):
-    """Audit log: every version registration and alias change, never updated or deleted."""
+    """Audit log: every version registration, alias move, tag and description change,
+    never updated or deleted. ``alias`` names the alias an alias event moves, ``tag`` the
+    key a tag event concerns."""
 
     __tablename__ = "sweep_registry_events"
     __table_args__ = (Index("ix_sweep_registry_events_model", "model_name"),)
@@ -257,6 +259,7 @@ class RegistryEventRow(Base):
     model_name: Mapped[str] = mapped_column(String(KEY_LENGTH))
     action: Mapped[str] = mapped_column(String(32))
     alias: Mapped[str | None] = mapped_column(String(KEY_LENGTH), nullable=True)
+    tag: Mapped[str | None] = mapped_column(String(KEY_LENGTH), nullable=True)
     from_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     to_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     user: Mapped[str] = mapped_column(String(KEY_LENGTH))

@@ -1,7 +1,8 @@
 """Experiment tracking: runs nested under a sweep's parent run, with params, step
 metrics, tags, datasets, artifacts, status and the lineage that produced them."""
 
-from sweep.tracking._artifact_root import ARTIFACT_ROOT_ENV, artifact_root
+from sweep.tracking._artifacts import ARTIFACT_ROOT_ENV, resolve_artifact_root
+from sweep.tracking._autolog import autolog
 from sweep.tracking._entities import (
     ArtifactInfo,
     Experiment,
@@ -45,8 +46,8 @@ __all__ = [
     "TrackingStore",
     "activate",
     "active_run",
-    "artifact_root",
     "attach_runs_with",
+    "autolog",
     "command_line",
     "environment_tags",
     "log_artifact",
@@ -57,6 +58,7 @@ __all__ = [
     "log_param",
     "log_params",
     "log_text",
+    "resolve_artifact_root",
     "open_run",
     "search_runs",
     "set_tag",

@@ -24,11 +24,10 @@ from typing import Any
 
 from sweep.errors import InvalidValueError, MetricFlushError, NoActiveRunError, SweepError
 from sweep.storage._schema import KEY_LENGTH
-from sweep.tracking._artifact_root import artifact_root as resolve_artifact_root
 from sweep.tracking._artifacts import (
     artifact_location,
     copy_artifact,
-    save_model,
+    resolve_artifact_root,
     write_bytes,
 )
 from sweep.tracking._datasets import digest_dataset
@@ -210,10 +209,12 @@ class ActiveRun:
         self.store.record_artifact(self.run_id, name, "file", size)
         return target
 
-    def log_model(self, model: Any, name: str = "model") -> str:
+    def log_model(self, model: Any, name: str = "model", **options: Any) -> str:
+        from sweep.flavors import save_model
+
         target = artifact_location(self.run.artifact_uri, name)
-        size = save_model(model, target)
-        self.store.record_artifact(self.run_id, name, "model", size)
+        info = save_model(model, target, **options)
+        self.store.record_artifact(self.run_id, name, "model", info.size)
         self.model_path = name
         return target
 
@@ -380,6 +381,23 @@ def log_text(text: str, name: str) -> str:
     return active_run().log_text(text, name)
 
 
-def log_model(model: Any, name: str = "model") -> str:
-    """Save ``model`` (joblib) as the run's model; the sweep registers the best one."""
-    return active_run().log_model(model, name)
+def log_model(
+    model: Any,
+    name: str = "model",
+    *,
+    flavor: str | None = None,
+    input_example: Any = None,
+    signature: dict[str, Any] | None = None,
+    init_kwargs: dict[str, Any] | None = None,
+) -> str:
+    """Save ``model`` (an object, or the ``str``/``Path`` of files the training code
+    wrote) as the run's model ``name``, atomically, in its ``flavor`` (detected when not
+    given; see :mod:`sweep.flavors`). The sweep registers the best trial's model."""
+    return active_run().log_model(
+        model,
+        name,
+        flavor=flavor,
+        input_example=input_example,
+        signature=signature,
+        init_kwargs=init_kwargs,
+    )
