@@ -157,6 +157,15 @@ def _versions_are_immutable(_mapper: Any, _connection: Any, target: ModelVersion
         )
 
 
+#: The largest version number the store holds (its version columns are 32-bit).
+MAX_VERSION = 2**31 - 1
+
+
+class AlreadyPromotedError(RegistryError):
+    """Raised when ``promote`` finds the @challenger version already @champion: nothing
+    changes, and the CLI reports it as done (exit 0)."""
+
+
 def _who() -> tuple[str, str]:
     try:
         user = getpass.getuser()
@@ -374,7 +383,7 @@ class ModelRegistry:
                 )
             champion = self._alias_version(session, model_name, CHAMPION)
             if champion == challenger:
-                raise RegistryError(
+                raise AlreadyPromotedError(
                     f"version {challenger} of {model_name!r} is already @{CHAMPION}; "
                     "nothing to promote"
                 )
@@ -542,7 +551,9 @@ class ModelRegistry:
 
     @classmethod
     def _require_version(cls, session: Session, model_name: str, version: int) -> ModelVersionRow:
-        row = session.get(ModelVersionRow, (model_name, version))
+        # A number past the version column (32-bit) names no version: not a database error.
+        in_range = 1 <= version <= MAX_VERSION
+        row = session.get(ModelVersionRow, (model_name, version)) if in_range else None
         if row is None:
             cls._require_model(session, model_name)
             raise NotFoundError(

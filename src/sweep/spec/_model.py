@@ -11,7 +11,7 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from sweep.errors import SpecError
 from sweep.spec._base import Int, Number, OptionalText, _SpecModel
-from sweep.spec._common import _show, _spec_error
+from sweep.spec._common import MAX_INT32, MAX_NAME_LENGTH, _show, _spec_error
 from sweep.spec._optuna import PRUNERS, SAMPLERS, PrunerSpec, SamplerSpec
 from sweep.spec._parameters import ParameterSpec
 from sweep.spec._yaml import _nearest_line
@@ -32,7 +32,10 @@ class BudgetSpec(_SpecModel):
     """When the sweep stops: after ``n_trials`` trials, ``timeout`` seconds, or both."""
 
     n_trials: Int | None = Field(
-        default=None, ge=1, description="the number of trials (an integer >= 1)"
+        default=None,
+        ge=1,
+        le=MAX_INT32,
+        description=f"the number of trials (an integer from 1 to {MAX_INT32})",
     )
     timeout: Number | None = Field(default=None, gt=0, description="seconds (a number > 0)")
 
@@ -101,17 +104,27 @@ class TrackingSpec(_SpecModel):
     """Experiment tracking settings."""
 
     experiment: OptionalText = Field(
-        default=None, description="experiment name (default: the sweep name)"
+        default=None,
+        max_length=MAX_NAME_LENGTH,
+        description="experiment name (default: the sweep name)",
     )
     artifact_root: OptionalText = Field(default=None, description="where run artifacts are stored")
+
+
+_ALIAS_RE = re.compile(r"[^/@\s]+")
 
 
 class RegistrySpec(_SpecModel):
     """Register the best trial's model under ``model_name`` and point ``alias`` at it."""
 
-    model_name: str = Field(min_length=1, description="the registered model's name")
+    model_name: str = Field(
+        min_length=1, max_length=MAX_NAME_LENGTH, description="the registered model's name"
+    )
     alias: str = Field(
-        default="challenger", min_length=1, description="alias set on the new version"
+        default="challenger",
+        min_length=1,
+        max_length=MAX_NAME_LENGTH,
+        description="alias set on the new version",
     )
     required: bool = Field(
         default=False, description="fail the sweep when no model can be registered"
@@ -124,6 +137,27 @@ class RegistrySpec(_SpecModel):
     beat_champion: bool = Field(
         default=False, description="register only a best value better than the @champion's metric"
     )
+
+    @field_validator("model_name")
+    @classmethod
+    def _uri_safe_name(cls, value: str) -> str:
+        # models:/<name>@<alias> and models:/<name>/<version> must be able to name it.
+        if "/" in value or "@" in value or value != value.strip():
+            raise _spec_error(
+                "model_name must not contain '/' or '@' or start or end with spaces, so "
+                f"that models:/<name>@<alias> can name it; got {_show(value)}"
+            )
+        return value
+
+    @field_validator("alias")
+    @classmethod
+    def _uri_safe_alias(cls, value: str) -> str:
+        if not _ALIAS_RE.fullmatch(value):
+            raise _spec_error(
+                "alias must not contain '/', '@' or spaces, so that models:/<name>@<alias> "
+                f"can name it; got {_show(value)}"
+            )
+        return value
 
 
 class RetrySpec(_SpecModel):
@@ -228,6 +262,11 @@ class SweepSpec(_SpecModel):
             raise _spec_error(
                 f"name may contain only letters, digits, '.', '_' and '-', got {_show(value)}"
             )
+        if len(value) > MAX_NAME_LENGTH:
+            raise _spec_error(
+                f"name may be at most {MAX_NAME_LENGTH} characters (the store's limit), "
+                f"got {len(value)}"
+            )
         return value
 
     @field_validator("objective")
@@ -246,18 +285,14 @@ class SweepSpec(_SpecModel):
         if value is None:
             return None
         # Imported here: SQLAlchemy is slow to import and only specs with storage need it.
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError
+        from sweep.errors import StorageError
+        from sweep.storage._url import check_url
 
         try:
-            make_url(value)
-        except ArgumentError:
-            # The URL may hold a password: describe it, never echo it.
-            raise _spec_error(
-                "storage must be a SQLAlchemy URL such as sqlite:///sweep.db or "
-                "postgresql+psycopg://user@host/db (the password from ~/.pgpass or ${VAR}); "
-                "the value given could not be parsed"
-            ) from None
+            check_url(value)
+        except StorageError as exc:
+            # The message masks any password the URL holds.
+            raise _spec_error(str(exc)) from None
         return value
 
     # -- derived values -------------------------------------------------------------------

@@ -21,6 +21,7 @@ def search_runs(
     *,
     storage: str | None = None,
     max_results: int = 1000,
+    timeout_s: float | None = None,
 ) -> list[Run]:
     """Runs matching ``filter``, sorted by ``order_by``, at most ``max_results``.
 
@@ -34,15 +35,20 @@ def search_runs(
             ["metrics.val_accuracy desc"],
         )
 
-    Raises :class:`~sweep.errors.FilterError` for a malformed filter or order-by and
-    :class:`~sweep.errors.NotFoundError` when no sweep or experiment is called ``name``.
+    Raises :class:`~sweep.errors.FilterError` for a malformed filter or order-by,
+    :class:`~sweep.errors.NotFoundError` when no sweep or experiment is called ``name`` and
+    :class:`~sweep.errors.SearchTimeoutError` when the database spends more than
+    ``timeout_s`` seconds on the search (default: ``SWEEP_SEARCH_TIMEOUT``, else 30 s;
+    the server cancels it, also when the caller is gone).
     """
     db = Database(resolve_storage_url(storage))
     try:
         db.ensure_schema()
         store = TrackingStore(db)
         scope = run_scope(store, name) if name is not None else {}
-        return store.search_runs(filter, order_by, max_results=max_results, **scope)
+        return store.search_runs(
+            filter, order_by, max_results=max_results, timeout_s=timeout_s, **scope
+        )
     finally:
         db.dispose()
 

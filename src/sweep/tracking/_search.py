@@ -1,9 +1,20 @@
 """Run search: a parsed filter and order-by compiled to one SQLAlchemy ``select()``.
 
-Every condition is an ``EXISTS`` on an indexed table (params by ``(run_id, key)`` and
+The cost grows linearly with the number of conditions, not with the planner's join
+search: the conditions on each keyed table (params by ``(run_id, key)`` and
 ``(key, value_num)``, latest metrics by ``(run_id, key)`` and ``(key, value)``, tags by
-``(run_id, key)``) or a comparison on a run column, so the database does all the
-filtering; a run lacking the param, metric or tag a condition names does not match.
+``(run_id, key)``) become one grouped subquery over that table,
+
+    run_id IN (SELECT run_id FROM params
+               WHERE (key = 'lr' AND value_num < 0.01) OR (key = 'opt' AND value = 'sgd')
+               GROUP BY run_id
+               HAVING MAX(CASE WHEN key = 'lr' AND value_num < 0.01 THEN 1 ELSE 0 END) = 1
+                  AND MAX(CASE WHEN key = 'opt' AND value = 'sgd' THEN 1 ELSE 0 END) = 1)
+
+(the ``WHERE`` lets the indexes pick the candidate rows, the ``HAVING`` demands every
+condition of a run), so a filter of 90 conditions is three subqueries where it used to be
+90 correlated ``EXISTS`` whose plan search blew up. Conditions on run attributes compare
+run columns. A run lacking the param, metric or tag a condition names does not match.
 Sort keys are outer joins on the same primary keys (one row per run), missing values
 last, ties broken by start time then run id. Only the page (``LIMIT``) comes back.
 
@@ -20,14 +31,28 @@ Semantics worth knowing:
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Sequence
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, select
-from sqlalchemy.orm import aliased
+from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, aliased
 
+from sweep.errors import InvalidValueError, SearchTimeoutError
 from sweep.storage._schema import LatestMetricRow, ParamRow, RunRow, TagRow
 from sweep.tracking._filter import Condition, OrderKey, Value
+
+#: Environment variable: seconds a search may run in the database before the server
+#: cancels it (so that a search its client abandoned does not run on); default 30.
+SEARCH_TIMEOUT_ENV = "SWEEP_SEARCH_TIMEOUT"
+DEFAULT_SEARCH_TIMEOUT_S = 30.0
+#: The most runs one search may ask for: LIMIT is a 64-bit integer in the database.
+MAX_RESULTS_LIMIT = 2**63 - 1
+#: PostgreSQL's SQLSTATE for a statement cancelled (by statement_timeout among others).
+_QUERY_CANCELED = "57014"
 
 _COMPARE: dict[str, Callable[[Any, Any], ColumnElement[bool]]] = {
     "=": operator.eq,
@@ -66,8 +91,14 @@ def build_search(
         stmt = stmt.where(RunRow.experiment_id.in_(list(experiment_ids)))
     if parent_run_id is not None:
         stmt = stmt.where(RunRow.parent_run_id == parent_run_id)
+    keyed: dict[str, list[Condition]] = {}
     for condition in conditions:
-        stmt = stmt.where(_condition(condition, dialect))
+        if condition.key.type == "attributes":
+            stmt = stmt.where(_attribute_condition(condition, dialect))
+        else:
+            keyed.setdefault(condition.key.type, []).append(condition)
+    for key_type, group in keyed.items():
+        stmt = stmt.where(RunRow.run_id.in_(_matching_runs(key_type, group, dialect)))
     sort: list[Any] = []
     for order_key in order:
         key = order_key.key
@@ -84,28 +115,34 @@ def build_search(
     return stmt.order_by(*sort).limit(max_results)
 
 
-def _condition(condition: Condition, dialect: str) -> ColumnElement[bool]:
-    key = condition.key
-    if key.type == "attributes":
-        column = _ATTRIBUTE_COLUMNS[key.name]
-        value = condition.value
-        if condition.numeric:  # integer columns: compare with integers where exact
-            value = (
-                tuple(_integral(v) for v in value) if isinstance(value, tuple) else _integral(value)
-            )
-        return _compare(column, condition.op, value, dialect)
-    table = aliased(_KEYED[key.type])
-    numeric_param = key.type == "params" and condition.numeric
+def _attribute_condition(condition: Condition, dialect: str) -> ColumnElement[bool]:
+    column = _ATTRIBUTE_COLUMNS[condition.key.name]
+    value = condition.value
+    if condition.numeric:  # integer columns: compare with integers where exact
+        value = tuple(_integral(v) for v in value) if isinstance(value, tuple) else _integral(value)
+    return _compare(column, condition.op, value, dialect)
+
+
+def _matching_runs(key_type: str, conditions: Sequence[Condition], dialect: str) -> Select[Any]:
+    """The ids of the runs that satisfy every one of ``conditions`` (all on the keyed
+    table of ``key_type``): one grouped scan of that table, whatever their number."""
+    table = _KEYED[key_type]
+    tests = [_keyed_test(table, condition, dialect) for condition in conditions]
+    return (
+        select(table.run_id)
+        .where(or_(*tests))
+        .group_by(table.run_id)
+        .having(and_(*(func.max(case((test, 1), else_=0)) == 1 for test in tests)))
+    )
+
+
+def _keyed_test(table: Any, condition: Condition, dialect: str) -> ColumnElement[bool]:
+    """Whether one row of a keyed table is the condition's key and satisfies it."""
+    numeric_param = condition.key.type == "params" and condition.numeric
     column = table.value_num if numeric_param else table.value
-    return exists(
-        select(1)
-        .select_from(table)
-        .where(
-            table.run_id == RunRow.run_id,
-            table.key == key.name,
-            _compare(column, condition.op, condition.value, dialect),
-        )
-        .correlate(RunRow)
+    return and_(
+        table.key == condition.key.name,
+        _compare(column, condition.op, condition.value, dialect),
     )
 
 
@@ -148,3 +185,64 @@ def _glob_literal(char: str) -> str:
 
 def _integral(value: Value) -> Value | int:
     return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def check_max_results(max_results: int) -> int:
+    """``max_results`` if it is a page size the database can take, else an
+    :class:`~sweep.errors.InvalidValueError` that says what is allowed."""
+    if isinstance(max_results, bool) or not isinstance(max_results, int):
+        raise InvalidValueError(f"max_results must be a whole number, got {max_results!r}")
+    if not 1 <= max_results <= MAX_RESULTS_LIMIT:
+        raise InvalidValueError(
+            f"max_results must be between 1 and {MAX_RESULTS_LIMIT} (a 64-bit integer), "
+            f"got {max_results}"
+        )
+    return max_results
+
+
+def search_timeout_s(timeout_s: float | None = None) -> float:
+    """The statement timeout of a search: ``timeout_s``, else ``SWEEP_SEARCH_TIMEOUT``,
+    else 30 seconds. Raises :class:`~sweep.errors.InvalidValueError` unless positive."""
+    raw: object = timeout_s
+    if timeout_s is None:
+        raw = os.environ.get(SEARCH_TIMEOUT_ENV) or DEFAULT_SEARCH_TIMEOUT_S
+    try:
+        value = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0 < value < 10**7:  # also refuses NaN
+        where = "the search timeout" if timeout_s is not None else SEARCH_TIMEOUT_ENV
+        raise InvalidValueError(f"{where} must be a number of seconds above 0, got {raw!r}")
+    return value
+
+
+@contextmanager
+def statement_deadline(session: Session, timeout_s: float) -> Iterator[None]:
+    """Let the statements of ``session`` run at most ``timeout_s`` seconds each; past it
+    the database cancels the statement and :class:`~sweep.errors.SearchTimeoutError`
+    is raised. PostgreSQL: ``SET LOCAL statement_timeout`` (the server stops the query
+    even when its client is gone). SQLite: a progress handler that interrupts it."""
+    dialect = session.get_bind().dialect.name
+    restore: Any = None
+    if dialect == "postgresql":
+        milliseconds = f"{timeout_s * 1000:.0f}"
+        session.execute(select(func.set_config("statement_timeout", milliseconds, True)))
+    elif dialect == "sqlite":
+        raw: Any = session.connection().connection.driver_connection
+        deadline = time.monotonic() + timeout_s
+        raw.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+        restore = raw
+    try:
+        yield
+    except DBAPIError as exc:
+        code = getattr(exc.orig, "sqlstate", None)
+        if code == _QUERY_CANCELED or "interrupted" in str(exc.orig):
+            raise SearchTimeoutError(
+                f"the search ran past its timeout of {timeout_s:g} s and was cancelled; "
+                "narrow the filter, or allow longer with --timeout (sweep runs) or "
+                f"{SEARCH_TIMEOUT_ENV}"
+            ) from None
+        raise
+    finally:
+        if restore is not None:
+            restore.set_progress_handler(None, 0)
