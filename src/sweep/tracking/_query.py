@@ -11,6 +11,8 @@ from sweep.errors import NotFoundError
 from sweep.storage import Database, resolve_storage_url
 from sweep.storage._schema import SweepRow
 from sweep.tracking._entities import Run
+from sweep.tracking._filter import parse_filter, parse_order_by
+from sweep.tracking._search import check_max_results, search_timeout_s
 from sweep.tracking._store import TrackingStore
 
 
@@ -41,6 +43,11 @@ def search_runs(
     ``timeout_s`` seconds on the search (default: ``SWEEP_SEARCH_TIMEOUT``, else 30 s;
     the server cancels it, also when the caller is gone).
     """
+    # Bad input is refused before the store is opened or the name looked up.
+    parse_filter(filter)
+    parse_order_by(order_by)
+    check_max_results(max_results)
+    search_timeout_s(timeout_s)
     db = Database(resolve_storage_url(storage))
     try:
         db.ensure_schema()
