@@ -29,7 +29,7 @@ from sqlalchemy.engine import make_url
 from sweep.storage import Database
 from sweep.tracking import TrackingStore
 from sweep.tracking._filter import parse_filter, parse_order_by
-from sweep.tracking._search import build_search
+from sweep.tracking._search import build_search, statement_deadline
 from tests.helpers import fresh_postgres_database
 
 METRICS = ("val_acc", "val_loss", "train_acc", "train_loss")
@@ -178,7 +178,8 @@ def _time_search(
     )
 
     def query_only() -> int:
-        with store.db.session() as session:
+        # With the settings every search runs under (statement timeout, no nested loops).
+        with store.db.session() as session, statement_deadline(session, 600):
             return len(session.execute(stmt).all())
 
     returned = search()  # warm-up
@@ -200,7 +201,7 @@ def _time_search(
         compiled = stmt.compile(
             dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
         )
-        with store.db.session() as session:
+        with store.db.session() as session, statement_deadline(session, 600):
             plan = session.execute(text(f"EXPLAIN (ANALYZE, BUFFERS) {compiled}")).scalars()
             result["plan"] = list(plan)
     return result
