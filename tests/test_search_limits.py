@@ -15,7 +15,8 @@ import sqlalchemy
 from sweep.errors import FilterError, InvalidValueError, SearchTimeoutError
 from sweep.storage import Database
 from sweep.tracking import TrackingStore
-from sweep.tracking._filter import MAX_CONDITIONS, MAX_FILTER_LENGTH, parse_filter
+from sweep.tracking._filter import parse_filter
+from sweep.tracking._filter_limits import MAX_CONDITIONS, MAX_FILTER_LENGTH
 from sweep.tracking._search import search_timeout_s
 from tests import test_search
 from tests.test_cli import SWEEP, run_cli

@@ -77,8 +77,7 @@ def runs() -> None:
     type=click.FloatRange(min=0, min_open=True, max=10**7),
     default=None,
     metavar="SECONDS",
-    help="Cancel the search in the database after this long; default: "
-    "SWEEP_SEARCH_TIMEOUT or 30.",
+    help="Cancel the search in the database after this long; default: SWEEP_SEARCH_TIMEOUT or 30.",
 )
 @_storage_option
 @_json_option

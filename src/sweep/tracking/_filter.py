@@ -25,6 +25,7 @@ from typing import Literal
 
 from sweep.errors import FilterError
 from sweep.tracking._entities import RunStatus
+from sweep.tracking._filter_limits import check_length, check_size
 
 KeyType = Literal["params", "metrics", "tags", "attributes"]
 Value = float | str
@@ -53,12 +54,6 @@ _PREFIXES: dict[str, KeyType] = {
 _COMPARISONS = ("=", "!=", "<", "<=", ">", ">=")
 _TEXT_OPS = ("=", "!=", "like", "ilike", "in", "not in")
 OPERATORS_HINT = "an operator (=, !=, <, <=, >, >=, like, ilike, in, not in)"
-#: Longest filter accepted, in characters: beyond it the search is refused before it is
-#: parsed (a filter is a few conditions; 100 kB of them is a mistake or an attack).
-MAX_FILTER_LENGTH = 10_000
-#: Most conditions in one filter, and most values in all its in-lists together.
-MAX_CONDITIONS = 100
-MAX_LIST_VALUES = 1_000
 KEY_HINT = "a key like params.lr, metrics.val_acc, tags.model_type or attributes.status"
 VALUE_HINT = "a value (a number, or a quoted string like 'sgd')"
 
@@ -445,41 +440,14 @@ def _ends_with_escape(pattern: str) -> bool:
 def parse_filter(text: str | None) -> list[Condition]:
     """The conditions of ``text`` (all must hold); none for an empty filter.
 
-    A filter longer than :data:`MAX_FILTER_LENGTH` characters, with more than
-    :data:`MAX_CONDITIONS` conditions or more than :data:`MAX_LIST_VALUES` values in its
-    in-lists is refused with a :class:`~sweep.errors.FilterError`, so that no search can
-    hold the database for long."""
+    A filter too long, with too many conditions or in-list values (the limits are in
+    :mod:`sweep.tracking._filter_limits`) is refused with a
+    :class:`~sweep.errors.FilterError`, so that no search can hold the database."""
     if text is None:
         return []
-    if len(text) > MAX_FILTER_LENGTH:
-        raise FilterError(
-            f"the filter is {len(text):,} characters long; at most {MAX_FILTER_LENGTH:,} "
-            "are accepted (run several narrower searches)",
-            text=text,
-            position=MAX_FILTER_LENGTH,
-        )
+    check_length(text)
     conditions = _Parser(text, "filter").filter()
-    if len(conditions) > MAX_CONDITIONS:
-        extra = conditions[MAX_CONDITIONS].key
-        raise FilterError(
-            f"the filter has {len(conditions)} conditions; at most {MAX_CONDITIONS} are "
-            f"accepted (the first one too many is at position {extra.position})",
-            text=text,
-            position=extra.position,
-            length=len(extra.text),
-        )
-    values = 0
-    for condition in conditions:
-        values += len(condition.value) if isinstance(condition.value, tuple) else 0
-        if values > MAX_LIST_VALUES:
-            key = condition.key
-            raise FilterError(
-                f"the filter's in-lists hold more than {MAX_LIST_VALUES:,} values together "
-                f"(reached in the list of {key.text!r} at position {key.position})",
-                text=text,
-                position=key.position,
-                length=len(key.text),
-            )
+    check_size(text, conditions)
     return conditions
 
 
@@ -495,3 +463,4 @@ def parse_order_by(clauses: Sequence[str] | None) -> list[OrderKey]:
             )
         keys.extend(parser.order_by())
     return keys
+
