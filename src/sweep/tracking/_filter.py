@@ -463,4 +463,3 @@ def parse_order_by(clauses: Sequence[str] | None) -> list[OrderKey]:
             )
         keys.extend(parser.order_by())
     return keys
-
