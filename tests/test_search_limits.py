@@ -178,3 +178,18 @@ def test_cli_checks_numeric_options_and_filter_size(tmp_path: Path) -> None:
         assert result.returncode == 2, (args[0], result.stdout + result.stderr)
         assert "Traceback" not in result.stderr
         assert "Invalid value" in result.stderr or "invalid filter" in result.stderr
+
+
+def test_sqlite_interrupts_a_search_past_its_timeout(sqlite_url: str, tmp_path: Path) -> None:
+    db = Database(sqlite_url)
+    db.ensure_schema()
+    store = TrackingStore(db)
+    experiment = store.get_or_create_experiment("exp", tmp_path)
+    for i in range(200):
+        store.create_run(experiment, f"r{i}", params={f"p{j}": i + j for j in range(10)})
+    text = " and ".join(f"params.p{j} >= 0" for j in range(10))
+    with pytest.raises(SearchTimeoutError):
+        store.search_runs(text, timeout_s=1e-6)
+    # The connection goes back to the pool without the interrupting handler.
+    assert len(store.search_runs(text, timeout_s=30, max_results=500)) == 200
+    db.dispose()
