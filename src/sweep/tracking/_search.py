@@ -216,7 +216,7 @@ def search_timeout_s(timeout_s: float | None = None) -> float:
         value = float(raw)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         value = float("nan")
-    if not 0 < value < 10**7:  # also refuses NaN
+    if not 0 < value <= 10**7:  # also refuses NaN
         where = "the search timeout" if timeout_s is not None else SEARCH_TIMEOUT_ENV
         raise InvalidValueError(f"{where} must be a number of seconds above 0, got {raw!r}")
     return value
