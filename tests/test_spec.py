@@ -796,7 +796,7 @@ def test_budget_needs_n_trials_or_timeout(tmp_path: Path) -> None:
         ("resources: {gpu: 1.5}", "resources.gpu", "whole number"),
         ("resources: {cpu: 0}", "resources.cpu", "greater than 0"),
         ("ray: {address: auto, num_gpus: 1}", "ray.num_gpus", "locally"),
-        ("storage: not a url", "storage", "SQLAlchemy URL"),
+        ("storage: not a url", "storage", "not a database URL"),
         ("name: my sweep", "name", "letters, digits"),
         ("lease: {heartbeat_interval: 5, timeout: 8}", "lease.timeout", "at least twice"),
         ("lease: {heartbeat_interval: 0}", "lease.heartbeat_interval", "greater than 0"),

@@ -61,6 +61,10 @@ class SchemaVersionError(StorageError):
     """Raised when the database schema is older or newer than this version of sweep."""
 
 
+class SearchTimeoutError(StorageError):
+    """Raised when a run search runs past its statement timeout and the database cancels it."""
+
+
 class MetricFlushError(StorageError):
     """Raised when a run's buffered metric points still cannot be written when it ends."""
 
@@ -75,6 +79,10 @@ class ArtifactPathError(SweepError):
 
 class InvalidValueError(SweepError, ValueError):
     """Raised when a logging call gets a key or a dataset it cannot record."""
+
+
+#: Characters of a filter quoted in a FilterError, around the bad token.
+FILTER_SHOWN = 120
 
 
 class FilterError(SweepError):
@@ -96,9 +104,17 @@ class FilterError(SweepError):
         self.reason = reason
         self.text = text
         self.position = position
-        # Tabs and newlines shown as spaces keep the caret under the token.
+        # Tabs and newlines shown as spaces keep the caret under the token; a long
+        # clause is shown as the stretch around the bad token.
         shown = "".join(" " if c.isspace() else c for c in text)
-        caret = " " * position + "^" * max(1, min(length, len(text) - position))
+        start = 0
+        if len(shown) > FILTER_SHOWN:
+            start = max(0, position - FILTER_SHOWN // 2)
+            end = start + FILTER_SHOWN
+            shown = ("..." if start else "") + shown[start:end] + ("..." if end < len(text) else "")
+            start -= 3 if start else 0
+        length = min(length, FILTER_SHOWN // 2)
+        caret = " " * (position - start) + "^" * max(1, min(length, len(text) - position))
         super().__init__(f"invalid {what}: {reason}\n    {shown}\n    {caret}")
 
 

@@ -29,7 +29,7 @@ from sqlalchemy.engine import make_url
 from sweep.storage import Database
 from sweep.tracking import TrackingStore
 from sweep.tracking._filter import parse_filter, parse_order_by
-from sweep.tracking._search import build_search
+from sweep.tracking._search import build_search, statement_deadline
 from tests.helpers import fresh_postgres_database
 
 METRICS = ("val_acc", "val_loss", "train_acc", "train_loss")
@@ -69,6 +69,42 @@ SEARCHES: list[tuple[str, str | None, list[str], int]] = [
     ),
     ("first 1000, no filter", None, [], 1000),
 ]
+
+
+def fifty_conditions(params: int = 20) -> str:
+    """A filter of 50 ``and`` conditions over params (ranges, several per key), the 4
+    latest metrics and the tags, which a good share of the runs meet (issue 18: about 90
+    such conditions kept PostgreSQL's planner busy for minutes, one EXISTS each)."""
+    conditions = [
+        "params.learning_rate > 0.0002",
+        "params.learning_rate < 0.05",
+        "params.optimizer in ('sgd', 'adam')",
+        "params.batch_size >= 16",
+        "params.layers >= 2",
+        "params.dropout < 0.45",
+        "params.momentum > 0.81",
+        "metrics.val_acc > 0.5",
+        "metrics.val_loss < 0.9",
+        "metrics.train_acc > 0.4",
+        "metrics.train_loss < 1",
+        "tags.model_type != 'rf'",
+        "tags.sweep.state = 'COMPLETE'",
+        "tags.sweep.sweep = 'bench-query'",
+        "tags.sweep.host like 'worker-%'",
+        "attributes.status = 'FINISHED'",
+    ]
+    extra = [f"p{j:02d}" for j in range(len(NAMED_PARAMS), params)] or ["dropout"]
+    bounds = iter(range(1_000))
+    while len(conditions) < 50:
+        for key in extra:
+            k = next(bounds)
+            conditions.append(f"params.{key} {'>' if k % 2 else '<'} {'-' if k % 2 else ''}4.{k}")
+            if len(conditions) == 50:
+                break
+    return " and ".join(conditions)
+
+
+SEARCHES.append(("50 conditions", fifty_conditions(), ["metrics.val_acc desc"], 100))
 
 
 def run(
@@ -142,7 +178,8 @@ def _time_search(
     )
 
     def query_only() -> int:
-        with store.db.session() as session:
+        # With the settings every search runs under (statement timeout, no nested loops).
+        with store.db.session() as session, statement_deadline(session, 600):
             return len(session.execute(stmt).all())
 
     returned = search()  # warm-up
@@ -164,7 +201,7 @@ def _time_search(
         compiled = stmt.compile(
             dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
         )
-        with store.db.session() as session:
+        with store.db.session() as session, statement_deadline(session, 600):
             plan = session.execute(text(f"EXPLAIN (ANALYZE, BUFFERS) {compiled}")).scalars()
             result["plan"] = list(plan)
     return result

@@ -1,7 +1,8 @@
 """The ``sweep`` command: a thin layer over the Python API.
 
-Exit codes: 0 success; 1 unexpected error; 2 bad usage, invalid spec or malformed run
-filter; 3 store unreachable or schema mismatch; 4 registration demanded but impossible;
+Exit codes: 0 success; 1 unexpected error; 2 bad usage, invalid spec, malformed run
+filter or a registry change refused as asked; 3 store unreachable or schema mismatch;
+4 registration demanded but impossible;
 5 trial executors (Ray) could not start; 6 no such run, sweep, model, version or alias;
 130 interrupted with Ctrl-C.
 
@@ -27,6 +28,7 @@ from sweep.errors import (
     FilterError,
     NotFoundError,
     RegistrationError,
+    RegistryError,
     SpecError,
     StorageError,
     SweepError,
@@ -46,6 +48,7 @@ _EXIT_CODES: list[tuple[type[SweepError], int]] = [
     (FilterError, RET_SPEC),
     (StorageError, RET_STORAGE),
     (RegistrationError, RET_REGISTRATION),
+    (RegistryError, RET_SPEC),  # a registry change refused as asked (a bad alias name)
     (ExecutionError, RET_EXECUTION),
     (NotFoundError, RET_NOT_FOUND),
 ]
@@ -62,7 +65,10 @@ def _errors(debug: bool) -> Iterator[None]:
     except SweepError as exc:
         if debug:
             err_console.print_exception()
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        from sweep.storage._url import redact
+
+        # Every message is masked once more here: no credential reaches the terminal.
+        err_console.print(f"[bold red]error:[/] {escape(redact(str(exc)))}", soft_wrap=True)
         code = next((c for cls, c in _EXIT_CODES if isinstance(exc, cls)), RET_ERROR)
         sys.exit(code)
 
@@ -94,15 +100,28 @@ def _stop_on_signals() -> None:
 
 
 def _print_json(value: Any) -> None:
-    import dataclasses
+    """Print ``value`` as strict JSON: an infinite or NaN number (a best value of inf)
+    becomes the string "Infinity", "-Infinity" or "NaN", since JSON has no such number
+    and a bare ``Infinity`` breaks every strict parser (jq, JSON.parse)."""
     import json
 
-    def encode(obj: Any) -> Any:
-        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-            return dataclasses.asdict(obj)
-        raise TypeError(type(obj).__name__)
+    click.echo(json.dumps(_finite(value), indent=2, allow_nan=False))
 
-    click.echo(json.dumps(value, default=encode, indent=2))
+
+def _finite(value: Any) -> Any:
+    """``value`` with dataclasses as dicts and non-finite floats as strings."""
+    import dataclasses
+    import math
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _finite(dataclasses.asdict(value))
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _when(ms: int) -> str:

@@ -33,7 +33,9 @@ from sweep.cli._launch import _print_summary
     help="One worker per GPU, CUDA_VISIBLE_DEVICES pinned: '0,1,3' or 'all'. "
     "Default: one worker, no GPU.",
 )
-@click.option("--count", type=click.IntRange(min=1), help="Stop after this many trials.")
+@click.option(
+    "--count", type=click.IntRange(min=1, max=2**31 - 1), help="Stop after this many trials."
+)
 @click.option(
     "--code-dir",
     type=click.Path(file_okay=False, exists=True),

@@ -166,9 +166,16 @@ def _print_version(v: Any, lineage: Any) -> None:
 @_storage_option
 @click.pass_context
 def models_promote(ctx: click.Context, name: str, reason: str | None, storage: str | None) -> None:
-    """Move @challenger to @champion; the old champion becomes @rollback."""
+    """Move @challenger to @champion; the old champion becomes @rollback. Promoting a
+    challenger that is already champion changes nothing and succeeds (exit 0)."""
+    from sweep.registry import AlreadyPromotedError
+
     with _errors(ctx.obj["debug"]):
-        version = _registry(storage).promote(name, reason=reason)
+        try:
+            version = _registry(storage).promote(name, reason=reason)
+        except AlreadyPromotedError as exc:
+            console.print(escape(str(exc)))
+            return
         console.print(f"{name} version {version.version} is now @champion")
 
 

@@ -65,10 +65,19 @@ def runs() -> None:
 )
 @click.option(
     "--max-results",
-    type=click.IntRange(min=1),
+    # One below the database's 64-bit LIMIT: one more run is asked for (below).
+    type=click.IntRange(min=1, max=2**63 - 2),
     default=1000,
     show_default=True,
     help="Return at most this many runs.",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0, min_open=True, max=10**7),
+    default=None,
+    metavar="SECONDS",
+    help="Cancel the search in the database after this long; default: SWEEP_SEARCH_TIMEOUT or 30.",
 )
 @_storage_option
 @_json_option
@@ -79,6 +88,7 @@ def runs_list(
     filter_: str | None,
     order_by: tuple[str, ...],
     max_results: int,
+    timeout_s: float | None,
     storage: str | None,
     as_json: bool,
 ) -> None:
@@ -89,7 +99,12 @@ def runs_list(
     with _errors(ctx.obj["debug"]):
         # One more than asked tells whether there are more to say so.
         found = search_runs(
-            name, filter_, list(order_by), storage=storage, max_results=max_results + 1
+            name,
+            filter_,
+            list(order_by),
+            storage=storage,
+            max_results=max_results + 1,
+            timeout_s=timeout_s,
         )
         if len(found) > max_results:
             found = found[:max_results]

@@ -20,6 +20,7 @@ from sweep.registry._entities import (
     CHALLENGER,
     CHAMPION,
     ROLLBACK,
+    AlreadyPromotedError,
     DatasetInput,
     ModelVersion,
     RegisteredModel,
@@ -32,6 +33,7 @@ from sweep.registry._registry import ModelRegistry
 from sweep.registry._uris import parse_model_uri
 
 __all__ = [
+    "AlreadyPromotedError",
     "acting_user",
     "CHALLENGER",
     "CHAMPION",

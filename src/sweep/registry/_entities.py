@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sweep.errors import RegistryError
+
 #: The aliases `sweep models promote` and `rollback` move.
 CHALLENGER, CHAMPION, ROLLBACK = "challenger", "champion", "rollback"
 
@@ -92,3 +94,8 @@ class VersionLineage:
     git_branch: str | None = None
     git_dirty: bool | None = None
     datasets: tuple[DatasetInput, ...] = ()
+
+
+class AlreadyPromotedError(RegistryError):
+    """Raised when ``promote`` finds the @challenger version already @champion: nothing
+    changes, and the CLI reports it as done (exit 0)."""

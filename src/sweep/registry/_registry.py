@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from sweep.errors import NotFoundError, RegistryError, StorageError
+from sweep.errors import NotFoundError, StorageError
 from sweep.registry import _rows
 from sweep.registry._aliases import move_alias
 from sweep.registry._audit import Change, audit, to_event
@@ -18,6 +18,7 @@ from sweep.registry._entities import (
     CHALLENGER,
     CHAMPION,
     ROLLBACK,
+    AlreadyPromotedError,
     ModelVersion,
     RegisteredModel,
     RegistryEvent,
@@ -237,7 +238,7 @@ class ModelRegistry:
                 )
             champion = _rows.alias_version(session, model_name, CHAMPION)
             if champion == challenger:
-                raise RegistryError(
+                raise AlreadyPromotedError(
                     f"version {challenger} of {model_name!r} is already @{CHAMPION}; "
                     "nothing to promote"
                 )

@@ -80,8 +80,14 @@ def require_model(session: Session, model_name: str) -> RegisteredModelRow:
     return row
 
 
+#: The largest version number the store holds (its version columns are 32-bit).
+MAX_VERSION = 2**31 - 1
+
+
 def require_version(session: Session, model_name: str, version: int) -> ModelVersionRow:
-    row = session.get(ModelVersionRow, (model_name, version))
+    # A number past the version column (32-bit) names no version: not a database error.
+    in_range = 1 <= version <= MAX_VERSION
+    row = session.get(ModelVersionRow, (model_name, version)) if in_range else None
     if row is None:
         require_model(session, model_name)
         raise NotFoundError(

@@ -12,6 +12,12 @@ from pydantic_core import PydanticCustomError
 
 from sweep.errors import SpecError, SpecErrors
 
+#: Longest name the store keeps (sweep, experiment, model, alias): the width of its name
+#: columns, ``sweep.storage._schema.KEY_LENGTH`` (a test checks they agree).
+MAX_NAME_LENGTH = 250
+#: Largest n_trials the store's integer columns hold.
+MAX_INT32 = 2**31 - 1
+
 _SPEC_ERROR = "sweep_spec"  # pydantic error type of the errors raised by this module
 _KEY_CTX = "sweep_key"  # ctx entry naming the sub-key a model-level error is about
 

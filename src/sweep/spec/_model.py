@@ -12,7 +12,7 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 from sweep.errors import SpecError
 from sweep.spec._base import Int, Number, OptionalText, _SpecModel
 from sweep.spec._command import CollectorSpec, check_command
-from sweep.spec._common import NotGriddable, _show, _spec_error
+from sweep.spec._common import MAX_NAME_LENGTH, NotGriddable, _show, _spec_error
 from sweep.spec._grid import MAX_GRID_POINTS, grid_points, grid_size
 from sweep.spec._optuna import PRUNERS, SAMPLERS, PrunerSpec, SamplerSpec
 from sweep.spec._parameters import _PARAM_BY_TYPE, ParameterSpec, stores_other_form
@@ -196,6 +196,11 @@ class SweepSpec(_SpecModel):
             raise _spec_error(
                 f"name may contain only letters, digits, '.', '_' and '-', got {_show(value)}"
             )
+        if len(value) > MAX_NAME_LENGTH:
+            raise _spec_error(
+                f"name may be at most {MAX_NAME_LENGTH} characters (the store's limit), "
+                f"got {len(value)}"
+            )
         return value
 
     @field_validator("objective")
@@ -216,18 +221,14 @@ class SweepSpec(_SpecModel):
         if value is None:
             return None
         # Imported here: SQLAlchemy is slow to import and only specs with storage need it.
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError
+        from sweep.errors import StorageError
+        from sweep.storage._url import check_url
 
         try:
-            make_url(value)
-        except ArgumentError:
-            # The URL may hold a password: describe it, never echo it.
-            raise _spec_error(
-                "storage must be a SQLAlchemy URL such as sqlite:///sweep.db or "
-                "postgresql+psycopg://user@host/db (the password from ~/.pgpass or ${VAR}); "
-                "the value given could not be parsed"
-            ) from None
+            check_url(value)
+        except StorageError as exc:
+            # The message masks any password the URL holds.
+            raise _spec_error(str(exc)) from None
         return value
 
     # -- derived values -------------------------------------------------------------------

@@ -287,3 +287,47 @@ class PrunerSpec(_OptunaComponentSpec):
     def build(self) -> optuna.pruners.BasePruner:
         """Construct the pruner with the given options."""
         return self.optuna_class(**self.options)
+
+    @model_validator(mode="after")
+    def _check_at_run_time(self) -> PrunerSpec:
+        """Refuse options Optuna accepts when built and trips over at the first report:
+        Hyperband with ``reduction_factor`` below 2 (a ZeroDivisionError in every trial)
+        or ``min_resource`` above ``max_resource`` (no bracket)."""
+        if self.name != "hyperband":
+            return self
+        options = self.options
+        factor = options.get("reduction_factor", 3)
+        if factor < 2:
+            raise _spec_error(
+                f"pruner hyperband: reduction_factor must be at least 2, got {_show(factor)}",
+                "reduction_factor",
+            )
+        low, high = options.get("min_resource", 1), options.get("max_resource", "auto")
+        if isinstance(high, int) and isinstance(low, int) and low > high:
+            raise _spec_error(
+                f"pruner hyperband: min_resource ({low}) must not exceed max_resource "
+                f"({high}); max_resource is the most steps a trial reports",
+                "min_resource",
+            )
+        _dry_run(self.build())
+        return self
+
+
+def _dry_run(pruner: optuna.pruners.BasePruner) -> None:
+    """Let ``pruner`` decide on one trial of an in-memory study, as a worker would at a
+    trial's first report, so that what fails there fails at validation."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        level = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        try:
+            study = optuna.create_study(pruner=pruner, sampler=optuna.samplers.RandomSampler(0))
+            trial = study.ask()
+            trial.report(0.0, 1)
+            trial.should_prune()
+        except Exception as exc:
+            raise _spec_error(
+                f"the pruner fails on its first decision: {type(exc).__name__}: {exc}"
+            ) from None
+        finally:
+            optuna.logging.set_verbosity(level)

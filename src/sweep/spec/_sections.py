@@ -3,12 +3,13 @@ and leases."""
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from sweep.spec._base import Int, Number, OptionalText, _SpecModel
-from sweep.spec._common import _spec_error
+from sweep.spec._common import MAX_INT32, MAX_NAME_LENGTH, _show, _spec_error
 
 # Defaults are given as Field(default=...): type checkers read only that keyword as a
 # default (pydantic's dataclass_transform), so that e.g. ResourcesSpec() checks as a call
@@ -36,7 +37,10 @@ class BudgetSpec(_SpecModel):
     """When the sweep stops: after ``n_trials`` trials, ``timeout`` seconds, or both."""
 
     n_trials: Int | None = Field(
-        default=None, ge=1, description="the number of trials (an integer >= 1)"
+        default=None,
+        ge=1,
+        le=MAX_INT32,
+        description=f"the number of trials (an integer from 1 to {MAX_INT32})",
     )
     timeout: Number | None = Field(default=None, gt=0, description="seconds (a number > 0)")
 
@@ -105,17 +109,27 @@ class TrackingSpec(_SpecModel):
     """Experiment tracking settings."""
 
     experiment: OptionalText = Field(
-        default=None, description="experiment name (default: the sweep name)"
+        default=None,
+        max_length=MAX_NAME_LENGTH,
+        description="experiment name (default: the sweep name)",
     )
     artifact_root: OptionalText = Field(default=None, description="where run artifacts are stored")
+
+
+_ALIAS_RE = re.compile(r"[^/@\s]+")
 
 
 class RegistrySpec(_SpecModel):
     """Register the best trial's model under ``model_name`` and point ``alias`` at it."""
 
-    model_name: str = Field(min_length=1, description="the registered model's name")
+    model_name: str = Field(
+        min_length=1, max_length=MAX_NAME_LENGTH, description="the registered model's name"
+    )
     alias: str = Field(
-        default="challenger", min_length=1, description="alias set on the new version"
+        default="challenger",
+        min_length=1,
+        max_length=MAX_NAME_LENGTH,
+        description="alias set on the new version",
     )
     required: bool = Field(
         default=False, description="fail the sweep when no model can be registered"
@@ -128,6 +142,27 @@ class RegistrySpec(_SpecModel):
     beat_champion: bool = Field(
         default=False, description="register only a best value better than the @champion's metric"
     )
+
+    @field_validator("model_name")
+    @classmethod
+    def _uri_safe_name(cls, value: str) -> str:
+        # models:/<name>@<alias> and models:/<name>/<version> must be able to name it.
+        if "/" in value or "@" in value or value != value.strip():
+            raise _spec_error(
+                "model_name must not contain '/' or '@' or start or end with spaces, so "
+                f"that models:/<name>@<alias> can name it; got {_show(value)}"
+            )
+        return value
+
+    @field_validator("alias")
+    @classmethod
+    def _uri_safe_alias(cls, value: str) -> str:
+        if not _ALIAS_RE.fullmatch(value):
+            raise _spec_error(
+                "alias must not contain '/', '@' or spaces, so that models:/<name>@<alias> "
+                f"can name it; got {_show(value)}"
+            )
+        return value
 
 
 class RetrySpec(_SpecModel):

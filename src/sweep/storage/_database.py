@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sweep.errors import SchemaVersionError, StorageError
 from sweep.storage._retrying import RetryingRDBStorage, is_transient, retry_transient
-from sweep.storage._url import mask_url, normalise_url
+from sweep.storage._url import mask_url, normalise_url, redact
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 VERSION_TABLE = "sweep_alembic_version"
@@ -36,13 +37,43 @@ T = TypeVar("T")
 StorageT = TypeVar("StorageT", bound=optuna.storages.RDBStorage)
 
 
+#: Environment variable: seconds to wait for a PostgreSQL server to answer a new
+#: connection (libpq's ``connect_timeout``); a ``connect_timeout`` in the URL wins.
+CONNECT_TIMEOUT_ENV = "SWEEP_CONNECT_TIMEOUT"
+DEFAULT_CONNECT_TIMEOUT_S = 10
+
+
+def connect_timeout_s() -> int:
+    """Seconds a new PostgreSQL connection may take: ``SWEEP_CONNECT_TIMEOUT`` or 10."""
+    raw = os.environ.get(CONNECT_TIMEOUT_ENV)
+    if raw is None or not raw.strip():
+        return DEFAULT_CONNECT_TIMEOUT_S
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise StorageError(
+            f"{CONNECT_TIMEOUT_ENV}={raw!r} is not a whole number of seconds of at least 1"
+        )
+    return value
+
+
 def _engine_kwargs(url: str) -> dict[str, Any]:
     if url.startswith("sqlite"):
         # Several local processes (controller + Ray workers) share the file: wait for
         # locks instead of failing at once.
         return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
-    # pool_pre_ping replaces connections that a database restart has closed.
-    return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 5}
+    # pool_pre_ping replaces connections that a database restart has closed. A server
+    # that accepts TCP and never answers fails the connection after connect_timeout
+    # (libpq has none by default and waits for the kernel, minutes).
+    connect_args = {} if "connect_timeout=" in url else {"connect_timeout": connect_timeout_s()}
+    return {
+        "pool_pre_ping": True,
+        "pool_size": 5,
+        "max_overflow": 5,
+        "connect_args": connect_args,
+    }
 
 
 class Database:
@@ -59,7 +90,7 @@ class Database:
         try:
             self.engine: Engine = sqlalchemy.create_engine(self.url, **_engine_kwargs(self.url))
         except (SQLAlchemyError, ImportError) as exc:
-            raise StorageError(f"cannot open the store {self.display_url}: {exc}") from exc
+            raise StorageError(f"cannot open the store {self.display_url}: {_short(exc)}") from exc
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_on_connect)
         self._sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
@@ -232,4 +263,4 @@ def _short(exc: BaseException) -> str:
     """The first line of a database error, without SQL and parameters (which may hold data)."""
     orig = getattr(exc, "orig", None)
     text = str(orig if orig is not None else exc).strip().splitlines()
-    return mask_url(text[0]) if text else type(exc).__name__
+    return redact(text[0]) if text else type(exc).__name__

@@ -90,6 +90,24 @@ def artifact_location(artifact_uri: str, name: str) -> str:
     return join_location(artifact_uri, *_name_parts(name))
 
 
+#: The folder of a run's artifacts that holds the lineage files other runs point at
+#: (``sweep.lineage.*`` tags): written by sweep alone.
+RESERVED_FOLDER = "lineage"
+
+
+def user_artifact_location(artifact_uri: str, name: str) -> str:
+    """:func:`artifact_location` for an artifact the user logs: names under
+    ``lineage/`` (any case) are refused, since the package list and diff there are
+    shared by every run of the process and must not be overwritten by one of them."""
+    parts = _name_parts(name)
+    if parts[0].lower() == RESERVED_FOLDER:
+        raise ArtifactPathError(
+            f"artifact name {name!r} is not allowed: '{RESERVED_FOLDER}/' holds the lineage "
+            "files that other runs point at; choose another folder, e.g. 'my-lineage/'"
+        )
+    return artifact_location(artifact_uri, name)
+
+
 def copy_artifact(source: Path, location: str) -> tuple[str, int]:
     """Copy a local file or directory to ``location``; returns its kind and size in bytes."""
     if not source.exists():

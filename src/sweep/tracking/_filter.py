@@ -25,6 +25,7 @@ from typing import Literal
 
 from sweep.errors import FilterError
 from sweep.tracking._entities import RunStatus
+from sweep.tracking._filter_limits import check_length, check_size
 
 KeyType = Literal["params", "metrics", "tags", "attributes"]
 Value = float | str
@@ -437,10 +438,17 @@ def _ends_with_escape(pattern: str) -> bool:
 
 
 def parse_filter(text: str | None) -> list[Condition]:
-    """The conditions of ``text`` (all must hold); none for an empty filter."""
+    """The conditions of ``text`` (all must hold); none for an empty filter.
+
+    A filter too long, with too many conditions or in-list values (the limits are in
+    :mod:`sweep.tracking._filter_limits`) is refused with a
+    :class:`~sweep.errors.FilterError`, so that no search can hold the database."""
     if text is None:
         return []
-    return _Parser(text, "filter").filter()
+    check_length(text)
+    conditions = _Parser(text, "filter").filter()
+    check_size(text, conditions)
+    return conditions
 
 
 def parse_order_by(clauses: Sequence[str] | None) -> list[OrderKey]:

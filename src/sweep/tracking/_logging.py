@@ -25,9 +25,9 @@ from typing import Any
 from sweep.errors import InvalidValueError, MetricFlushError, NoActiveRunError, SweepError
 from sweep.storage._schema import KEY_LENGTH
 from sweep.tracking._artifacts import (
-    artifact_location,
     copy_artifact,
     resolve_artifact_root,
+    user_artifact_location,
     write_bytes,
 )
 from sweep.tracking._datasets import digest_dataset
@@ -198,13 +198,13 @@ class ActiveRun:
     def log_artifact(self, local_path: str | Path, name: str | None = None) -> str:
         source = Path(local_path)
         name = source.name if name is None else name
-        target = artifact_location(self.run.artifact_uri, name)
+        target = user_artifact_location(self.run.artifact_uri, name)
         kind, size = copy_artifact(source, target)
         self.store.record_artifact(self.run_id, name, kind, size)
         return target
 
     def log_text(self, text: str, name: str) -> str:
-        target = artifact_location(self.run.artifact_uri, name)
+        target = user_artifact_location(self.run.artifact_uri, name)
         size = write_bytes(target, text.encode())
         self.store.record_artifact(self.run_id, name, "file", size)
         return target
@@ -212,7 +212,7 @@ class ActiveRun:
     def log_model(self, model: Any, name: str = "model", **options: Any) -> str:
         from sweep.flavors import save_model
 
-        target = artifact_location(self.run.artifact_uri, name)
+        target = user_artifact_location(self.run.artifact_uri, name)
         info = save_model(model, target, **options)
         self.store.record_artifact(self.run_id, name, "model", info.size)
         self.model_path = name

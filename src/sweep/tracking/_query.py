@@ -11,6 +11,8 @@ from sweep.errors import NotFoundError
 from sweep.storage import Database, resolve_storage_url
 from sweep.storage._schema import SweepRow
 from sweep.tracking._entities import Run
+from sweep.tracking._filter import parse_filter, parse_order_by
+from sweep.tracking._search import check_max_results, search_timeout_s
 from sweep.tracking._store import TrackingStore
 
 
@@ -21,6 +23,7 @@ def search_runs(
     *,
     storage: str | None = None,
     max_results: int = 1000,
+    timeout_s: float | None = None,
 ) -> list[Run]:
     """Runs matching ``filter``, sorted by ``order_by``, at most ``max_results``.
 
@@ -34,15 +37,25 @@ def search_runs(
             ["metrics.val_accuracy desc"],
         )
 
-    Raises :class:`~sweep.errors.FilterError` for a malformed filter or order-by and
-    :class:`~sweep.errors.NotFoundError` when no sweep or experiment is called ``name``.
+    Raises :class:`~sweep.errors.FilterError` for a malformed filter or order-by,
+    :class:`~sweep.errors.NotFoundError` when no sweep or experiment is called ``name`` and
+    :class:`~sweep.errors.SearchTimeoutError` when the database spends more than
+    ``timeout_s`` seconds on the search (default: ``SWEEP_SEARCH_TIMEOUT``, else 30 s;
+    the server cancels it, also when the caller is gone).
     """
+    # Bad input is refused before the store is opened or the name looked up.
+    parse_filter(filter)
+    parse_order_by(order_by)
+    check_max_results(max_results)
+    search_timeout_s(timeout_s)
     db = Database(resolve_storage_url(storage))
     try:
         db.ensure_schema()
         store = TrackingStore(db)
         scope = run_scope(store, name) if name is not None else {}
-        return store.search_runs(filter, order_by, max_results=max_results, **scope)
+        return store.search_runs(
+            filter, order_by, max_results=max_results, timeout_s=timeout_s, **scope
+        )
     finally:
         db.dispose()
 

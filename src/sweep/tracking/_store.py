@@ -52,7 +52,12 @@ from sweep.tracking._ingest import (
     latest_points,
     point_rows,
 )
-from sweep.tracking._search import build_search
+from sweep.tracking._search import (
+    build_search,
+    check_max_results,
+    search_timeout_s,
+    statement_deadline,
+)
 
 # The tables written through Core statements. DeclarativeBase types ``__table__`` as any
 # FromClause (a model may map a join); each of these models maps one Table.
@@ -420,6 +425,7 @@ class TrackingStore:
         experiment_ids: Sequence[int] | None = None,
         parent_run_id: str | None = None,
         max_results: int = 1000,
+        timeout_s: float | None = None,
     ) -> list[Run]:
         """Runs matching ``filter``, sorted by ``order_by``, at most ``max_results``.
 
@@ -427,10 +433,13 @@ class TrackingStore:
         tags.model_type = 'sgd'``; ``order_by`` like ``["metrics.val_acc desc"]`` (runs
         lacking a key sort last; ties go by start time, then run id). The grammar is in
         :mod:`sweep.tracking._filter`. Raises :class:`~sweep.errors.FilterError` for a
-        malformed filter or order-by, before touching the database.
+        malformed filter or order-by, before touching the database;
+        :class:`~sweep.errors.InvalidValueError` for ``max_results`` outside 1 to 2**63-1;
+        :class:`~sweep.errors.SearchTimeoutError` when the database spends more than
+        ``timeout_s`` seconds on it (default ``SWEEP_SEARCH_TIMEOUT``, else 30 s).
         """
-        if max_results < 1:
-            raise ValueError(f"max_results must be at least 1, got {max_results}")
+        check_max_results(max_results)
+        timeout = search_timeout_s(timeout_s)
         stmt = build_search(
             parse_filter(filter),
             parse_order_by(order_by),
@@ -439,7 +448,7 @@ class TrackingStore:
             parent_run_id=parent_run_id,
             max_results=max_results,
         )
-        with self.db.session() as session:
+        with self.db.session() as session, statement_deadline(session, timeout):
             return self._load_runs(session, list(session.scalars(stmt)))
 
     def metric_history(self, run_id: str, key: str) -> list[MetricPoint]:
