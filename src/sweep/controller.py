@@ -11,6 +11,7 @@ finished trials in the study, counting those finished by earlier launches.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -24,7 +25,7 @@ import yaml
 
 from sweep.coordination import Coordinator, Heartbeat, SweepState
 from sweep.dispatcher import Dispatcher, TrialCallback
-from sweep.errors import RegistrationError
+from sweep.errors import RegistrationError, summary
 from sweep.registration import register_best
 from sweep.registry import ModelRegistry, ModelVersion
 from sweep.spec import SweepSpec, load_spec
@@ -141,6 +142,9 @@ class _Launch:
             launched, interrupted, state = self._execute(
                 coordinator, heartbeat, experiment.experiment_id, parent_run_id, counts, remaining
             )
+        except BaseException as exc:
+            self._failed(parent_run_id, exc)
+            raise
         finally:
             heartbeat.stop()
             coordinator.unregister_worker(controller_id)
@@ -172,6 +176,8 @@ class _Launch:
             experiment,
             spec_text=self._spec_text(),
             parent_tags={
+                **spec.tags,
+                **({"sweep.description": spec.description} if spec.description else {}),
                 **environment_tags(str(spec.code_path)),
                 "sweep.sweep": spec.name,
                 "sweep.command": command_line(),
@@ -248,12 +254,6 @@ class _Launch:
                 on_trial=self.on_trial,
             )
             return dispatcher.run()
-        except BaseException as exc:
-            stopped = isinstance(exc, KeyboardInterrupt)
-            status = RunStatus.KILLED if stopped else RunStatus.FAILED
-            set_sweep_status(self.db, spec.name, status.value)
-            self.tracking.end_run(parent_run_id, status)
-            raise
         finally:
             for worker in pool.workers:
                 coordinator.unregister_worker(worker.worker_id)
@@ -272,6 +272,17 @@ class _Launch:
             best_value=best.value,
             best_params=dict(best.params),
         )
+
+    def _failed(self, parent_run_id: str, exc: BaseException) -> None:
+        """A launch that fails once its sweep exists ends it FAILED (KILLED on Ctrl-C),
+        its parent run saying why; `sweep resume` continues it, with a corrected spec if
+        need be. The original error is the one raised, whatever happens here."""
+        status = RunStatus.KILLED if isinstance(exc, KeyboardInterrupt) else RunStatus.FAILED
+        with contextlib.suppress(Exception):
+            set_sweep_status(self.db, self.spec.name, status.value)
+            reason = redact(summary(exc)) if not isinstance(exc, KeyboardInterrupt) else "Ctrl-C"
+            self.tracking.set_tags(parent_run_id, {"sweep.error": reason[:2000]})
+            self.tracking.end_run(parent_run_id, status)
 
     def _close_parent(self, result: SweepResult, parent_run_id: str, state: SweepState) -> None:
         if result.best_value is not None:

@@ -28,7 +28,7 @@ from sweep.pacing import WRITE_BATCH, WRITE_DELAY_S, Call, Calls, ClaimedTrials,
 from sweep.planner import Planner
 from sweep.spec import SweepSpec
 from sweep.storage import Database, StudyStorage
-from sweep.study import TrialCounts, counted_as
+from sweep.study import TrialCounts, counted_as, set_sweep_status
 from sweep.tracking import TrackingStore
 from sweep.trial import TrialOutcome
 from sweep.worker import CallLost, RayWorker, TrialCrash
@@ -76,6 +76,7 @@ class Dispatcher:
         on_trial: TrialCallback | None = None,
     ) -> None:
         self.spec = spec
+        self.db = db
         self.pool = pool
         self.coordinator = coordinator
         self.heartbeat = heartbeat
@@ -220,6 +221,10 @@ class Dispatcher:
         self.counts = self.counts.add(counted)
         if self.on_trial:
             self.on_trial(outcome, self.counts)
+        if counted == "COMPLETE" and self.spec.metric.reached(outcome.value):
+            # metric.target: a trial reached it; the running trials finish, none starts.
+            set_sweep_status(self.db, self.spec.name, SweepState.STOPPED.value)
+            self.heartbeat.state = SweepState.STOPPED
 
     # -- collecting what came back ------------------------------------------------------
 

@@ -60,6 +60,15 @@ def register_best(
     if current is not None and current.run_id == run_id:
         message = f"{name} version {current.version} (@{alias}) is already this best trial"
         return Registration(current, message)
+    registered = _version_of_run(registry, name, run_id)
+    if registered is not None:
+        # A relaunch that ran nothing new (or whose alias was moved since, by a promote):
+        # the best trial has its version already, and aliases stay where people put them.
+        message = (
+            f"{name} version {registered.version} is already best trial {best.number}; "
+            "nothing new was registered"
+        )
+        return Registration(registered, message)
     reason = f"best trial {best.number} of sweep {spec.name}"
     version = registry.create_model_version(
         name,
@@ -115,6 +124,15 @@ def _gate_names(registry_spec: RegistrySpec) -> str:
     if registry_spec.beat_champion:
         names.append("beat_champion")
     return " and ".join(names)
+
+
+def _version_of_run(registry: ModelRegistry, model_name: str, run_id: str) -> ModelVersion | None:
+    """The version of ``model_name`` registered from run ``run_id``, if any."""
+    try:
+        versions = registry.list_versions(model_name)
+    except NotFoundError:
+        return None
+    return next((v for v in versions if v.run_id == run_id), None)
 
 
 def version_at(registry: ModelRegistry, model_name: str, alias: str) -> ModelVersion | None:

@@ -250,7 +250,10 @@ class TrialRunner:
                 else "MemoryError: the objective ran out of memory"
             )
             error_trace = traceback.format_exc()
-        except Exception as exc:  # the objective's own failure: record it, go on
+        except (Exception, KeyboardInterrupt, SystemExit) as exc:
+            # The objective's own failure: record it, go on. An objective that raises
+            # KeyboardInterrupt or calls sys.exit fails its trial with its own message;
+            # the worker (which a stop kills, never interrupts) runs the next.
             state = TrialState.FAIL
             error = f"{type(exc).__name__}: {exc}"
             error_trace = traceback.format_exc()
@@ -273,7 +276,8 @@ class TrialRunner:
         trial_id, run_id = claim.trial_id, active.run_id
         if error_trace is not None:
             active.log_text(error_trace, "traceback.txt")
-        params = dict(self.storage.get_trial(trial_id).params)
+        # The values the params stand for (quantile and JSON-encoded types decoded).
+        params = self.context.spec.decode_params(dict(self.storage.get_trial(trial_id).params))
         if error is not None:
             self.storage.set_trial_system_attr(trial_id, ERROR_ATTR, error[:2000])
         run_end = RunEnd(

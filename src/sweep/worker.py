@@ -179,10 +179,10 @@ class RayWorkerPool:
             kwargs["num_gpus"] = self.num_gpus
         try:
             ray.init(**kwargs)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
+        except Exception as exc:  # Ray raises many kinds: say what it said, in our terms
             where = f"the Ray cluster at {self.address}" if self.address else "a local Ray"
             raise ExecutionError(
-                f"cannot start {where}: {exc}; check ray.address / --ray-address"
+                f"cannot start {where}: {summary(exc)}; check ray.address / --ray-address"
             ) from exc
         self._started_ray = True
 

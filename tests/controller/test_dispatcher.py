@@ -236,3 +236,19 @@ def test_a_cancel_kills_what_runs(storage_url: str, tmp_path: Path) -> None:
     assert cancelled and all(t.system_attrs.get("sweep:killed") for t in cancelled)
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     sweep_invariants(storage_url, name)
+
+
+def test_a_trial_reaching_the_metric_target_stops_the_sweep(
+    storage_url: str, tmp_path: Path
+) -> None:
+    # toy:trivial's value x*x + y + ... with x in [-10, 10] is >= 0: maximizing, any
+    # trial reaches a target of 0.
+    (_, _, state), reports, name = dispatch(
+        storage_url,
+        tmp_path,
+        n_trials=30,
+        metric={"name": "score", "direction": "maximize", "target": 0.0},
+    )
+    assert state is SweepState.STOPPED
+    finished = [o for o, _ in reports if o.state == "COMPLETE"]
+    assert finished and len(finished) < 30

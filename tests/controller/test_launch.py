@@ -153,6 +153,56 @@ def test_more_gpus_than_the_cluster_has_is_a_clear_error(sqlite_url: str, tmp_pa
     spec = write_spec(tmp_path, resources={"cpu": 1, "gpu": 8}, budget={"n_trials": 2})
     with pytest.raises(sweep.ExecutionError, match="gpu: 8.0 but the Ray cluster has 4 GPUs"):
         sweep.launch(spec, storage=sqlite_url)
+    # The sweep existed by then: it ends FAILED, saying why, and is not left RUNNING.
+    from sweep.control import sweep_status
+    from sweep.study import get_sweep_record
+
+    (state,) = sweep_status("toy", storage=sqlite_url)
+    assert state.state == "FAILED"
+    record = get_sweep_record(Database(sqlite_url), "toy")
+    assert record is not None
+    parent = TrackingStore(Database(sqlite_url)).get_run(record.parent_run_id)
+    assert parent.status is RunStatus.FAILED
+    assert "Ray cluster has 4 GPUs" in parent.tags["sweep.error"]
+
+
+def test_an_objective_that_interrupts_or_exits_fails_only_its_trial(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    spec = write_spec(
+        tmp_path,
+        objective="toy:interrupts_or_exits",
+        pruner="none",
+        budget={"n_trials": 5},
+        parallelism=1,
+        registry=None,
+    )
+    result = sweep.launch(spec, storage=sqlite_url)
+    assert (result.counts.failed, result.counts.complete) == (2, 3)  # nothing retried
+    study = optuna.load_study(study_name="toy", storage=sqlite_url)
+    errors = [t.system_attrs.get("sweep:error", "") for t in study.get_trials()]
+    assert errors[0] == "KeyboardInterrupt: the objective gave up"
+    assert errors[1] == "SystemExit: 3"
+    tracking = TrackingStore(Database(sqlite_url))
+    runs = {r.name: r for r in tracking.list_runs(parent_run_id=result.parent_run_id)}
+    assert "traceback.txt" in {a.path for a in tracking.list_artifacts(runs["trial-0"].run_id)}
+    # An infinite value is a value: the trial completes and its metric keeps it.
+    history = tracking.metric_history(runs["trial-2"].run_id, "objective_value")
+    assert [p.value for p in history] == [float("inf")]
+
+
+def test_launching_a_finished_sweep_again_registers_nothing_new(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    spec = write_spec(tmp_path, budget={"n_trials": 4}, pruner="none")
+    first = sweep.launch(spec, storage=sqlite_url)
+    assert first.model_version is not None
+    registry = ModelRegistry(Database(sqlite_url))
+    registry.promote("toy-model")  # @challenger moves to @champion
+    again = sweep.launch(spec, storage=sqlite_url)
+    assert again.trials_this_launch == 0
+    assert [v.version for v in registry.list_versions("toy-model")] == [1]
+    assert "nothing new was registered" in again.registration
 
 
 def test_registration_gates_refuse_a_worse_challenger(sqlite_url: str, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -123,4 +124,17 @@ def held_first(trial: optuna.Trial) -> float:
             time.sleep(0.05)
     else:
         time.sleep(1.0)
+    return x
+
+
+def interrupts_or_exits(trial: optuna.Trial) -> float:
+    """Trial 0 raises KeyboardInterrupt, trial 1 calls sys.exit(3), trial 2 returns
+    infinity; the rest are quick."""
+    x = trial.suggest_float("x", 0.0, 1.0)
+    if trial.number == 0:
+        raise KeyboardInterrupt("the objective gave up")
+    if trial.number == 1:
+        sys.exit(3)
+    if trial.number == 2:
+        return float("inf")
     return x

@@ -227,7 +227,7 @@ def native_yaml(path: str | os.PathLike[str]) -> tuple[str, SweepSpec]:
 def check_launchable(spec: SweepSpec) -> None:
     """Refuse, before anything is created, a spec that the execution path cannot run
     yet: parameters stored in another form than their value (quantile types, list
-    choices) for a function objective, and ``metric.target``."""
+    choices) for a function objective."""
     encoded = spec.encoded_parameters()
     if encoded and not spec.is_command:  # a command gets decoded values
         raise spec.error_at(
@@ -236,12 +236,6 @@ def check_launchable(spec: SweepSpec) -> None:
             "Optuna's stored form (a quantile, or JSON text), not as values; this needs the "
             "trial path to hand objectives decoded values (SweepSpec.decode_params) and is "
             "not supported yet; use float/int/categorical with scalar choices",
-        )
-    if spec.metric.target is not None:
-        raise spec.error_at(
-            "metric.target",
-            "metric.target is not enforced yet (the sweep would run its whole budget); "
-            "remove it and stop the sweep with `sweep stop` when a trial is good enough",
         )
 
 

@@ -94,12 +94,12 @@ class ActiveRun:
 
     def _write(self, end: RunStatus | None) -> None:
         """Write the buffered points; with ``end``, close the run in the same transaction."""
-        isfinite = math.isfinite
+        isnan = math.isnan
         with self._write_lock:
             with self._lock:
                 batch, self._buffer = self._buffer, []
-            # NaN and infinities are kept out: not every backend stores them.
-            points = [p for p in batch if isfinite(p[1])]
+            # NaN is kept out (SQLite stores it as NULL); infinities are stored as they are.
+            points = [p for p in batch if not isnan(p[1])]
             if self._unwritten:
                 points = self._unwritten + points
             try:
@@ -121,8 +121,8 @@ class ActiveRun:
         with self._write_lock:
             with self._lock:
                 batch, self._buffer = self._buffer, []
-            isfinite = math.isfinite
-            points = self._unwritten + [p for p in batch if isfinite(p[1])]
+            isnan = math.isnan
+            points = self._unwritten + [p for p in batch if not isnan(p[1])]
             self._unwritten = []
         return points
 
