@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 from rich.markup import escape
@@ -21,6 +21,9 @@ from sweep.cli import (
     console,
 )
 from sweep.cli._launch import _print_summary
+
+if TYPE_CHECKING:  # the CLI imports these lazily: they pull in SQLAlchemy, Ray
+    from sweep.trial import TrialOutcome
 
 # -- agents and control ---------------------------------------------------------------
 
@@ -60,7 +63,7 @@ def agent(
         where = f"GPUs {','.join(gpu_list)}" if gpu_list else "1 worker, no GPU"
         console.print(f"[bold]sweep agent[/] joining {name} ({where})")
 
-        def on_trial(outcome: Any) -> None:
+        def on_trial(outcome: TrialOutcome) -> None:
             colour = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red"}[outcome.state]
             value = f" {outcome.value:.5g}" if outcome.value is not None else ""
             reason = f" ({escape(outcome.error)})" if outcome.error else ""

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 
 from sweep.cli import _print_json, console
 from sweep.errors import NotFoundError
 from sweep.trials import thin
+
+if TYPE_CHECKING:  # the CLI imports these lazily: they pull in SQLAlchemy, Ray
+    from sweep.tracking import TrackingStore
 
 SPARKS = "▁▂▃▄▅▆▇█"
 #: Characters of the sparkline; rows of the printed table.
@@ -35,7 +38,8 @@ def sparkline(values: list[float], width: int = SPARK_WIDTH) -> str:
     return "".join(SPARKS[min(7, int((v - low) / span * 8))] for v in values)
 
 
-def print_history(tracking: Any, run_id: str, metric: str, *, as_json: bool) -> None:
+def print_history(tracking: TrackingStore, run_id: str, metric: str, *, as_json: bool) -> None:
+
     run = tracking.get_run(run_id)
     points = tracking.metric_history(run_id, metric)
     if not points:

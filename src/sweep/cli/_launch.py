@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.markup import escape
@@ -19,6 +19,13 @@ from sweep.cli import (
     console,
 )
 from sweep.errors import RegistrationError
+
+if TYPE_CHECKING:  # the CLI imports these lazily: they pull in SQLAlchemy, Ray
+    from sweep.cli._progress import LaunchProgress
+    from sweep.controller import SweepResult
+    from sweep.spec import SweepSpec
+    from sweep.study import TrialCounts
+    from sweep.trial import TrialOutcome
 
 
 @cli.command()
@@ -78,7 +85,7 @@ def launch(
             sys.exit(RET_INTERRUPTED)
 
 
-def _live_progress(spec: Any, storage: str | None) -> Any:
+def _live_progress(spec: SweepSpec, storage: str | None) -> LaunchProgress | None:
     """The live display on a terminal (None when output goes to a file or a CI log)."""
     if not console.is_terminal:
         return None
@@ -103,7 +110,7 @@ def _both(first: Callable[..., None], second: Callable[..., None]) -> Callable[.
 
 
 def _print_start(parallelism: int) -> Callable[..., None]:
-    def on_start(storage: str, counts: Any, remaining: int | None) -> None:
+    def on_start(storage: str, counts: TrialCounts, remaining: int | None) -> None:
         console.print(f"  store: {storage}")
         if counts.finished or counts.killed:
             console.print(f"  continuing: {counts.finished} trials already finished in this study")
@@ -117,7 +124,7 @@ def _print_start(parallelism: int) -> Callable[..., None]:
 
 
 def _print_trial(metric: str) -> Callable[..., None]:
-    def on_trial(outcome: Any, counts: Any) -> None:
+    def on_trial(outcome: TrialOutcome, counts: TrialCounts) -> None:
         colour = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red"}[outcome.state]
         value = f"{metric}={outcome.value:.5g}" if outcome.value is not None else ""
         reason = f" ({escape(outcome.error)})" if outcome.error else ""
@@ -131,7 +138,7 @@ def _print_trial(metric: str) -> Callable[..., None]:
     return on_trial
 
 
-def _print_summary(result: Any, metric: str) -> None:
+def _print_summary(result: SweepResult, metric: str) -> None:
     table = Table(title=f"sweep {result.name}", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
@@ -195,7 +202,7 @@ def validate(ctx: click.Context, spec_path: str) -> None:
         )
 
 
-def _say_dialect(spec_path: str, spec: Any) -> None:
+def _say_dialect(spec_path: str, spec: SweepSpec) -> None:
     from sweep.spec import WANDB
 
     if spec.dialect == WANDB:

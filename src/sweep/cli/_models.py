@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.markup import escape
@@ -18,10 +18,14 @@ from sweep.cli import (
     console,
 )
 
+if TYPE_CHECKING:  # the CLI imports these lazily: they pull in SQLAlchemy, Ray
+    from sweep.registry import ModelRegistry, ModelVersion, RegistryEvent, VersionLineage
+
+
 # -- models -------------------------------------------------------------------------
 
 
-def _registry(storage: str | None) -> Any:
+def _registry(storage: str | None) -> ModelRegistry:
     from sweep.registry import ModelRegistry
     from sweep.storage import Database, resolve_storage_url
 
@@ -110,7 +114,7 @@ def models_show(ctx: click.Context, name: str, storage: str | None, as_json: boo
             _print_version(v, lineages[v.version])
 
 
-def _lineage_json(lineage: Any) -> dict[str, Any]:
+def _lineage_json(lineage: VersionLineage) -> dict[str, Any]:
     import dataclasses
 
     data = dataclasses.asdict(lineage)
@@ -118,7 +122,7 @@ def _lineage_json(lineage: Any) -> dict[str, Any]:
     return data
 
 
-def _print_version(v: Any, lineage: Any) -> None:
+def _print_version(v: ModelVersion, lineage: VersionLineage) -> None:
     def line(label: str, text: str) -> None:
         console.print(f"  [bold]{label:<11}[/] {text}", soft_wrap=True)
 
@@ -316,14 +320,15 @@ def models_history(ctx: click.Context, name: str, storage: str | None, as_json: 
         # One line per event (not a table): nothing is cut off in a narrow terminal or
         # a pipe, and the lines grep well.
         rows = [(_iso(e.at), f"{e.user}@{e.host}", e.action, _what(e), e.reason) for e in events]
-        widths = [max((len(row[i]) for row in rows), default=0) for i in range(4)]
+        widths = [max((len(row[i] or "") for row in rows), default=0) for i in range(4)]
         for row in rows:
-            text = "  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True))
+            cells = zip(row[:4], widths, strict=True)
+            text = "  ".join((cell or "").ljust(width) for cell, width in cells)
             reason = f"  [dim]reason:[/] {escape(row[4])}" if row[4] else ""
             console.print(escape(text.rstrip() if not reason else text) + reason, soft_wrap=True)
 
 
-def _what(event: Any) -> str:
+def _what(event: RegistryEvent) -> str:
     """One audit event in words: what changed, from which version to which."""
     version = "model" if event.to_version is None else f"version {event.to_version}"
     if event.action == "register":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -20,6 +20,10 @@ from rich.text import Text
 
 from sweep.storage import Database
 from sweep.study import TrialCounts
+
+if TYPE_CHECKING:  # the CLI imports these lazily: they pull in SQLAlchemy, Ray
+    from sweep.trial import TrialOutcome
+
 
 #: Seconds between two reads of the running trials from the store.
 POLL_S = 2.0
@@ -52,7 +56,7 @@ class LaunchProgress:
         self.started = time.monotonic()
         self._live.start()
 
-    def on_trial(self, outcome: Any, counts: TrialCounts) -> None:
+    def on_trial(self, outcome: TrialOutcome, counts: TrialCounts) -> None:
         with self._lock:
             self.counts = counts
             self.done_here += 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 from rich.markup import escape
@@ -19,6 +19,9 @@ from sweep.cli import (
     err_console,
 )
 
+if TYPE_CHECKING:  # the CLI imports these lazily: they pull in SQLAlchemy, Ray
+    from sweep.tracking import Run, TrackingStore
+
 # -- runs -----------------------------------------------------------------------------
 
 
@@ -31,7 +34,7 @@ class _DefaultListGroup(click.Group):
         return super().parse_args(ctx, args)
 
 
-def _tracking(storage: str | None) -> Any:
+def _tracking(storage: str | None) -> TrackingStore:
     from sweep.storage import Database, resolve_storage_url
     from sweep.tracking import TrackingStore
 
@@ -130,7 +133,7 @@ def runs_list(
         console.print(table)
 
 
-def _with_live_params(found: list[Any], storage: str | None) -> list[Any]:
+def _with_live_params(found: list[Run], storage: str | None) -> list[Run]:
     """Running trials' params, from Optuna's tables (their runs get them at the end)."""
     from sweep.storage import Database, resolve_storage_url
     from sweep.trials import with_live_params
