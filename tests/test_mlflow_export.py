@@ -106,3 +106,31 @@ def test_a_sweep_exports_to_mlflow_and_mlflow_opens_it(sqlite_url: str, tmp_path
     with pytest.raises(NotFoundError, match="no sweep called 'nope'"):
         export_to_mlflow("nope", mlflow_uri, storage=sqlite_url)
     db.dispose()
+
+
+def test_a_sweep_mirrors_to_mlflow_as_it_runs(sqlite_url: str, tmp_path: Path) -> None:
+    mlflow_uri = f"sqlite:///{tmp_path / 'mirror.db'}"
+    spec = write_toy_spec(
+        tmp_path,
+        budget={"n_trials": 5},
+        tracking={"mirror": "mlflow", "mlflow_uri": mlflow_uri},
+    )
+    result = sweep.launch(spec, storage=sqlite_url)
+    client = mlflow.MlflowClient(tracking_uri=mlflow_uri)
+    runs = _runs(client, client.get_experiment_by_name("toy").experiment_id)
+    assert len(runs) == 6  # the parent and its 5 trials, nested
+    assert sum("mlflow.parentRunId" in r.data.tags for r in runs) == 5
+    parent = TrackingStore(Database(sqlite_url)).get_run(result.parent_run_id)
+    assert parent.tags["sweep.mirror"] == "ok"
+
+
+def test_a_mirror_that_fails_never_fails_the_sweep(sqlite_url: str, tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")  # a directory cannot be made under it
+    unwritable = f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}"
+    spec = write_toy_spec(
+        tmp_path, budget={"n_trials": 3}, tracking={"mirror": "mlflow", "mlflow_uri": unwritable}
+    )
+    result = sweep.launch(spec, storage=sqlite_url)
+    assert result.counts.complete + result.counts.pruned == 3
+    parent = TrackingStore(Database(sqlite_url)).get_run(result.parent_run_id)
+    assert "sweep.mirror" not in parent.tags and parent.tags["sweep.mirror.error"]

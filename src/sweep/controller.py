@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import yaml
@@ -50,6 +50,9 @@ from sweep.tracking import (
 from sweep.tracking._store import now_ms
 from sweep.trial import SweepContext, lease_settings
 from sweep.worker import RayWorkerPool
+
+if TYPE_CHECKING:
+    from sweep.export import MlflowMirror
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,7 @@ class _Launch:
         study = open_study(spec, db, storage)
         study_id = storage.get_study_id_from_name(spec.name)
         experiment, parent_run_id = self._open_parent_run()
+        mirror = self._mirror()
         set_sweep_status(db, spec.name, SweepState.RUNNING.value)
         # Agents that join build their trial runner from this.
         storage.set_study_system_attr(study_id, SPEC_ATTR, agent_spec_json(spec))
@@ -160,7 +164,27 @@ class _Launch:
             interrupted=interrupted,
             state=state.value,
         )
-        return self._end(study, self._with_best(study, result), state)
+        try:
+            return self._end(study, self._with_best(study, result), state)
+        finally:
+            if mirror is not None:
+                self._stop_mirror(mirror, parent_run_id)
+
+    def _mirror(self) -> MlflowMirror | None:
+        """The live MLflow mirror the spec asks for (``tracking.mirror``), started."""
+        tracking = self.spec.tracking
+        if tracking.mirror != "mlflow" or not tracking.mlflow_uri:
+            return None
+        from sweep.export import MlflowMirror
+
+        return MlflowMirror(self.spec.name, tracking.mlflow_uri, self.db.url).start()
+
+    def _stop_mirror(self, mirror: MlflowMirror, parent_run_id: str) -> None:
+        """Mirror what is left; a failure is reported on the parent run, not raised."""
+        error = mirror.stop()
+        with contextlib.suppress(Exception):
+            tags = {"sweep.mirror.error": error[:2000]} if error else {"sweep.mirror": "ok"}
+            self.tracking.set_tags(parent_run_id, tags)
 
     def _open_parent_run(self) -> tuple[Experiment, str]:
         """The sweep's experiment and parent run: opened on the first launch, continued

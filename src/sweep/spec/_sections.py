@@ -114,6 +114,22 @@ class TrackingSpec(_SpecModel):
         description="experiment name (default: the sweep name)",
     )
     artifact_root: OptionalText = Field(default=None, description="where run artifacts are stored")
+    mirror: Literal["mlflow"] | None = Field(
+        default=None, description="mirror each finished run to MLflow as the sweep runs"
+    )
+    mlflow_uri: OptionalText = Field(
+        default=None, description="the MLflow tracking URI the mirror writes to"
+    )
+
+    @model_validator(mode="after")
+    def _mirror_needs_a_uri(self) -> TrackingSpec:
+        if self.mirror == "mlflow" and not self.mlflow_uri:
+            raise _spec_error(
+                "mirror: mlflow needs mlflow_uri (e.g. sqlite:///mlflow.db or an MLflow "
+                "server's http:// URL)",
+                "mlflow_uri",
+            )
+        return self
 
 
 _ALIAS_RE = re.compile(r"[^/@\s]+")
