@@ -7,6 +7,8 @@ whose trust authentication accepts any password, so that a URL holding one conne
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -134,7 +136,9 @@ def test_a_launch_stores_and_prints_no_password(
     secret = f"pw{uuid.uuid4().hex[:10]}"
     base = make_url(postgres_url)
     plain = base.render_as_string(hide_password=False)
-    env = {"SWEEP_ARTIFACT_ROOT": str(tmp_path / "artifacts")}
+    # Ray's session (its logs) where this test can read it: a short path, for its sockets.
+    ray_dir = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
+    env = {"SWEEP_ARTIFACT_ROOT": str(tmp_path / "artifacts"), "RAY_TMPDIR": str(ray_dir)}
     args: list[str] = []
     spec_storage = None
     if form == "userinfo-with-at":
@@ -171,6 +175,10 @@ def test_a_launch_stores_and_prints_no_password(
     assert secret not in dump
     assert spec_storage is None or "${ARTIFACTS_HERE}" in dump
     assert secret not in _files_under(tmp_path / "artifacts")
+    ray_logs = _files_under(ray_dir)
+    shutil.rmtree(ray_dir, ignore_errors=True)
+    assert "TrialActor" in ray_logs  # Ray's session was there: its workers' logs too
+    assert secret not in ray_logs
     runs = TrackingStore(Database(postgres_url)).list_runs()
     parent = next(r for r in runs if r.parent_run_id is None)
     assert parent.tags["sweep.storage"].startswith("postgresql+psycopg://")
