@@ -179,12 +179,6 @@ class OwnTrials(dict[int, OwnTrial]):
             )
         return own
 
-    def hand_out(self, study_id: int) -> None:
-        """Mark the trials of ``study_id`` as handed out by a read (see OwnTrial.revise)."""
-        for own in self.values():
-            if own.study_id == study_id:
-                own.handed_out = True
-
     def due(self) -> list[OwnTrial]:
         """Own trials whose oldest held write is ``FLUSH_AFTER_S`` old."""
         return [own for own in self.values() if own.pending.age() >= FLUSH_AFTER_S]

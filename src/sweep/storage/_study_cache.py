@@ -54,12 +54,6 @@ class StudyCache:
         for name, distribution in trial.distributions.items():
             self.distributions.setdefault(name, distribution)
 
-    def trials(self, states: Container[TrialState] | None) -> list[FrozenTrial]:
-        """The trials held, in ``states`` when given."""
-        if states is None:
-            return [t for t in self.by_number if t is not None]
-        return [t for t in self.by_number if t is not None and t.state in states]
-
 
 class TrialCache:
     """The studies this process has read (:class:`StudyCache` each), and which study and

@@ -307,8 +307,15 @@ class StudyStorage(BaseStorage):
         deepcopy: bool = True,
         states: Container[TrialState] | None = None,
     ) -> list[FrozenTrial]:
+        # Inline, not through helpers: samplers and pruners read the study several times
+        # per step, and this is all a read costs when it is served from memory.
         with self._lock:
-            cache = self._cache.sync(study_id, self._own)
-            self._own.hand_out(study_id)
-            found = cache.trials(states)
+            trials = self._cache.sync(study_id, self._own).by_number
+            for own in self._own.values():
+                if own.study_id == study_id:
+                    own.handed_out = True  # the next write copies it (OwnTrial.revise)
+            if states is None:
+                found = [t for t in trials if t is not None]
+            else:
+                found = [t for t in trials if t is not None and t.state in states]
         return copy.deepcopy(found) if deepcopy else found
