@@ -2,9 +2,11 @@
 study tables and sweep's own tracking and registry tables."""
 
 from sweep.storage._database import Database
+from sweep.storage._own_trials import TrialWrites
 from sweep.storage._retrying import retry_transient
 from sweep.storage._schema import TrialLeaseRow
-from sweep.storage._study_storage import StudyStorage, TrialWrites, write_trials
+from sweep.storage._study_storage import StudyStorage
+from sweep.storage._study_writer import EndSink, write_trials
 from sweep.storage._url import (
     DATABASE_URL_ENV,
     default_home,
@@ -17,6 +19,7 @@ from sweep.storage._url import (
 __all__ = [
     "DATABASE_URL_ENV",
     "Database",
+    "EndSink",
     "StudyStorage",
     "TrialLeaseRow",
     "TrialWrites",

@@ -619,7 +619,7 @@ def test_a_saved_0001_database_upgrades_and_keeps_its_data(tmp_path: Path) -> No
     import shutil
 
     old = tmp_path / "old.db"
-    shutil.copy(Path(__file__).parent / "assets" / "sweep-0001.db", old)
+    shutil.copy(Path(__file__).parents[1] / "assets" / "sweep-0001.db", old)
     database = Database(f"sqlite:///{old}")
     with pytest.raises(SchemaVersionError, match="sweep db upgrade"):
         database.ensure_schema()

@@ -3,6 +3,7 @@ in memory and written once, in Optuna's own tables, so that Optuna loads them.""
 
 from __future__ import annotations
 
+import pickle
 import time
 from collections.abc import Iterator
 
@@ -12,8 +13,14 @@ from optuna.trial import TrialState
 from sqlalchemy import event
 
 from sweep.ends import EndSink, HandBack, WriteNow
-from sweep.storage import Database, StudyStorage, TrialWrites, write_trials
-from sweep.storage import _study_storage as study_storage
+from sweep.storage import (
+    Database,
+    StudyStorage,
+    TrialWrites,
+    _own_trials,
+    _study_cache,
+    write_trials,
+)
 from sweep.tracking import TrackingStore
 
 
@@ -74,7 +81,7 @@ def test_a_trial_is_written_once_at_its_end_and_optuna_loads_it(db: Database) ->
 def test_reports_go_out_from_the_first_then_each_second(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(study_storage, "FLUSH_AFTER_S", 0.3)
+    monkeypatch.setattr(_own_trials, "FLUSH_AFTER_S", 0.3)
     study = held_study(db)
     trial = study.ask()
     trial.suggest_float("x", 0.0, 1.0)
@@ -182,7 +189,7 @@ def test_a_pruner_sees_what_other_workers_recorded_since_the_trial_read_the_stud
 ) -> None:
     # Reads are served from memory for STALE_AFTER_S; a report makes the next read fresh,
     # so a rung decision counts the records other workers made meanwhile.
-    monkeypatch.setattr(study_storage, "STALE_AFTER_S", 60.0)
+    monkeypatch.setattr(_study_cache, "STALE_AFTER_S", 60.0)
     halving = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     worker, other = held_study(db, pruner=halving), held_study(db, pruner=halving)
     trial = worker.ask()
@@ -220,7 +227,7 @@ def test_a_trial_ended_elsewhere_is_left_as_it_was(db: Database) -> None:
 def test_reads_see_what_other_processes_finished(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(study_storage, "STALE_AFTER_S", 0.0)
+    monkeypatch.setattr(_study_cache, "STALE_AFTER_S", 0.0)
     writer, reader = held_study(db), held_study(db)
     assert reader.trials == []
     writer.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=3)
@@ -267,3 +274,28 @@ def test_enqueued_trials_run_with_their_params(db: Database) -> None:
     loaded = optuna.load_study(study_name="held", storage=db.optuna_storage())
     assert loaded.trials[0].params == {"x": 0.125} and loaded.trials[0].value == 0.125
     assert [t.state for t in loaded.trials] == [TrialState.COMPLETE] * 2
+
+
+def test_a_pickled_storage_reads_the_study_afresh_and_leaves_own_trials_to_the_original(
+    db: Database,
+) -> None:
+    # Optuna's contract: a storage pickles. A live engine, a lock and the trials this
+    # process runs do not travel: the copy is another process's view of the study.
+    sink = HandBack()
+    study = held_study(db, end_sink=sink)
+    trial = study.ask()
+    trial.suggest_float("x", 0.0, 1.0)  # held by the original, not written
+    copied = pickle.loads(pickle.dumps(study._storage))
+    assert copied.db is not study._storage.db
+    (seen,) = copied.get_all_trials(study._study_id)
+    assert seen.state == TrialState.RUNNING and seen.params == {}
+    # The trial is still the original's to end, through the original's sink.
+    study.tell(trial, 1.0)
+    assert sink.take(trial._trial_id).writes.values == [1.0]
+    # Trials the copy runs are its own, ended by its default sink: the study rows at once.
+    other = optuna.load_study(study_name="held", storage=copied)
+    theirs = other.ask()
+    theirs.suggest_float("x", 0.0, 1.0)
+    other.tell(theirs, 2.0)
+    assert in_database(db, 1).state == TrialState.COMPLETE and in_database(db, 1).value == 2.0
+    assert in_database(db, 0).state == TrialState.RUNNING  # the original's hand-back sink

@@ -1,0 +1,160 @@
+"""Trials read whole from Optuna's tables: one query per table, however many trials,
+instead of one ORM object per row."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from optuna.distributions import BaseDistribution, json_to_distribution
+from optuna.storages._rdb import models
+from optuna.trial import FrozenTrial
+from sqlalchemy import ScalarSelect, select
+from sqlalchemy.orm import Session
+
+from sweep.storage._optuna_tables import (
+    INTERMEDIATE_VALUES,
+    PARAMS,
+    SYSTEM_ATTRS,
+    TRIALS,
+    USER_ATTRS,
+    VALUES,
+    local_time,
+)
+
+if TYPE_CHECKING:
+    from sweep.storage._database import Database
+
+
+class _Parts:
+    """What one trial's rows in the tables other than ``trials`` hold."""
+
+    __slots__ = ("distributions", "intermediate", "params", "system", "user", "values")
+
+    def __init__(self) -> None:
+        self.params: dict[str, Any] = {}
+        self.distributions: dict[str, BaseDistribution] = {}
+        self.values: dict[int, float] = {}
+        self.intermediate: dict[int, float] = {}
+        self.user: dict[str, Any] = {}
+        self.system: dict[str, Any] = {}
+
+
+class TrialReader:
+    """Reads trials from ``db``, remembering the distributions it has parsed (a study has
+    a handful of distinct ones and many rows of each). Thread-safe."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._distributions: dict[str, BaseDistribution] = {}
+
+    def load(self, where: tuple[Any, ...]) -> list[FrozenTrial]:
+        """The trials matching ``where`` (conditions on Optuna's ``trials`` table), whole,
+        in the order of their ids."""
+        with self.db.session() as session:
+            rows = session.execute(
+                select(
+                    TRIALS.c.trial_id,
+                    TRIALS.c.number,
+                    TRIALS.c.state,
+                    TRIALS.c.datetime_start,
+                    TRIALS.c.datetime_complete,
+                )
+                .where(*where)
+                .order_by(TRIALS.c.trial_id)
+            ).all()
+            if not rows:
+                return []
+            # Each query sees what was committed when it ran: rows of trials created
+            # after the first query are skipped (the next read takes them whole).
+            ids = select(TRIALS.c.trial_id).where(*where).scalar_subquery()
+            parts = {row.trial_id: _Parts() for row in rows}
+            self._read_params(session, ids, parts)
+            _read_values(session, ids, parts)
+            _read_attrs(session, ids, parts)
+        return [_frozen(row, parts[row.trial_id]) for row in rows]
+
+    def _read_params(
+        self, session: Session, ids: ScalarSelect[Any], parts: dict[int, _Parts]
+    ) -> None:
+        param_rows = session.execute(
+            select(
+                PARAMS.c.trial_id,
+                PARAMS.c.param_name,
+                PARAMS.c.param_value,
+                PARAMS.c.distribution_json,
+            )
+            .where(PARAMS.c.trial_id.in_(ids))
+            .order_by(PARAMS.c.param_id)
+        )
+        for trial_id, name, value, dist_json in param_rows:
+            part = parts.get(trial_id)
+            if part is None:
+                continue
+            distribution = self._distribution(dist_json)
+            part.params[name] = distribution.to_external_repr(value)
+            part.distributions[name] = distribution
+
+    def _distribution(self, dist_json: str) -> BaseDistribution:
+        distribution = self._distributions.get(dist_json)
+        if distribution is None:
+            distribution = json_to_distribution(dist_json)
+            self._distributions[dist_json] = distribution
+        return distribution
+
+
+def _read_values(session: Session, ids: ScalarSelect[Any], parts: dict[int, _Parts]) -> None:
+    """The trials' values and intermediate values."""
+    for trial_id, objective, value, value_type in session.execute(
+        select(VALUES.c.trial_id, VALUES.c.objective, VALUES.c.value, VALUES.c.value_type).where(
+            VALUES.c.trial_id.in_(ids)
+        )
+    ):
+        if trial_id in parts:
+            parts[trial_id].values[objective] = models.TrialValueModel.stored_repr_to_value(
+                value, value_type
+            )
+    to_value = models.TrialIntermediateValueModel.stored_repr_to_intermediate_value
+    for trial_id, step, value, value_type in session.execute(
+        select(
+            INTERMEDIATE_VALUES.c.trial_id,
+            INTERMEDIATE_VALUES.c.step,
+            INTERMEDIATE_VALUES.c.intermediate_value,
+            INTERMEDIATE_VALUES.c.intermediate_value_type,
+        ).where(INTERMEDIATE_VALUES.c.trial_id.in_(ids))
+    ):
+        if trial_id in parts:
+            parts[trial_id].intermediate[step] = to_value(value, value_type)
+
+
+def _read_attrs(session: Session, ids: ScalarSelect[Any], parts: dict[int, _Parts]) -> None:
+    """The trials' user and system attributes."""
+    for table, kind in ((USER_ATTRS, "user"), (SYSTEM_ATTRS, "system")):
+        for trial_id, key, value_json in session.execute(
+            select(table.c.trial_id, table.c.key, table.c.value_json).where(
+                table.c.trial_id.in_(ids)
+            )
+        ):
+            if trial_id in parts:
+                getattr(parts[trial_id], kind)[key] = json.loads(value_json)
+
+
+def _frozen(row: Sequence[Any], part: _Parts) -> FrozenTrial:
+    """The trial of ``row`` (its id, number, state, start and end) and ``part``."""
+    trial_id, number, state, started, completed = row
+    values = part.values
+    return FrozenTrial(
+        number=number,
+        state=state,
+        value=None,
+        values=[values[i] for i in sorted(values)] if values else None,
+        datetime_start=local_time(started),
+        datetime_complete=local_time(completed),
+        params=part.params,
+        distributions=part.distributions,
+        user_attrs=part.user,
+        system_attrs=part.system,
+        intermediate_values=part.intermediate,
+        trial_id=trial_id,
+    )
