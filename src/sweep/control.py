@@ -9,11 +9,17 @@ from typing import Any
 import optuna
 from sqlalchemy import select
 
-from sweep.coordination import Coordinator, LeaseSettings, SweepState, WorkerInfo
+from sweep.coordination import Coordinator, LeaseSettings, RegisteredWorker, SweepState
 from sweep.errors import NotFoundError
 from sweep.storage import Database, resolve_storage_url
 from sweep.storage._schema import SweepRow
-from sweep.study import TrialCounts, count_trials, get_sweep_record, set_sweep_status
+from sweep.study import (
+    TrialCounts,
+    count_trials,
+    get_sweep_record,
+    set_sweep_status,
+    sweep_not_found,
+)
 from sweep.tracking._store import now_ms
 from sweep.trial import lease_settings
 
@@ -28,9 +34,9 @@ class SweepStatus:
     best_trial: int | None
     direction: str
     lease_timeout_s: float
-    workers: list[WorkerInfo] = field(default_factory=list)
+    workers: list[RegisteredWorker] = field(default_factory=list)
 
-    def alive(self, worker: WorkerInfo) -> bool:
+    def alive(self, worker: RegisteredWorker) -> bool:
         """Whether ``worker`` still beats (a dead one stops within the lease timeout)."""
         return (
             worker.stopped_at is None
@@ -67,7 +73,7 @@ def sweep_status(name: str | None = None, *, storage: str | None = None) -> list
                 stmt = stmt.where(SweepRow.name == name)
             rows = [(r.name, r.study_name, r.status, r.n_trials) for r in session.scalars(stmt)]
         if name is not None and not rows:
-            raise NotFoundError(f"no sweep called {name!r} in {db.display_url}")
+            raise sweep_not_found(name, db.display_url)
         storage_ = db.optuna_storage()
         statuses = []
         for sweep_name, study_name, state, n_trials in rows:
@@ -101,7 +107,7 @@ def _set_state(name: str, state: SweepState, storage: str | None) -> None:
     db = _open(storage)
     try:
         if get_sweep_record(db, name) is None:
-            raise NotFoundError(f"no sweep called {name!r} in {db.display_url}; see `sweep status`")
+            raise sweep_not_found(name, db.display_url)
         set_sweep_status(db, name, state.value)
     finally:
         db.dispose()
