@@ -160,10 +160,13 @@ class Claims:
         self, session: Session, requests: Sequence[Request], n_trials: int | None
     ) -> list[Claim]:
         started = utc_now()
-        taken = self._take_slots(session, len(requests), n_trials, started)
+        retries, new = self._take_slots(session, len(requests), n_trials, started)
+        taken = retries + new
         if not taken:
             return []
-        attrs = system_attrs_of(session, [trial_id for trial_id, _ in taken])
+        # Only a retry (or a trial a user enqueued) has attributes yet.
+        attrs = system_attrs_of(session, [trial_id for trial_id, _ in retries])
+        attrs.update((trial_id, {}) for trial_id, _ in new)
         retried_runs = self._retried_runs(session, attrs)
         claims: list[Claim] = []
         runs: list[RunRecord] = []
@@ -200,9 +203,10 @@ class Claims:
 
     def _take_slots(
         self, session: Session, wanted: int, n_trials: int | None, started: datetime.datetime
-    ) -> list[tuple[int, int]]:
-        """Up to ``wanted`` trials set RUNNING from ``started``: retries waiting to run
-        first, then new trials while the budget has room; ``(trial_id, number)`` each."""
+    ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """Up to ``wanted`` trials set RUNNING from ``started``: those waiting to run (the
+        retries), then new trials while the budget has room; ``(trial_id, number)``
+        each, in two lists."""
         study = slots(session, self.study_id, lock=True)
         taken = (
             start_waiting_trials(session, self.study_id, wanted, started) if study.waiting else []
@@ -213,7 +217,7 @@ class Claims:
         # Numbered as Optuna numbers them: the trials before it in the study (exact
         # under the claim lock and the study's row lock).
         numbers = range(study.trials, study.trials + new)
-        return taken + insert_running_trials(session, self.study_id, numbers, started)
+        return taken, insert_running_trials(session, self.study_id, numbers, started)
 
     def _retried_runs(self, session: Session, attrs: dict[int, dict[str, Any]]) -> dict[int, str]:
         """The run of the trial each retry among ``attrs`` retries, by the retry's id."""
