@@ -126,9 +126,12 @@ def sweep_invariants(url: str, name: str) -> dict[str, int]:
     return {"counted": counted, "retried": retried, "killed": killed, "runs": len(runs)}
 
 
-def sweep_context(url: str, root: Path, name: str, objective: str) -> SweepContext:
+def sweep_context(
+    url: str, root: Path, name: str, objective: str, **spec_keys: object
+) -> SweepContext:
     """What a launch sets up before its workers start (the study, the experiment with
-    its artifacts under ``root``, the sweep's parent run), for a worker's runner."""
+    its artifacts under ``root``, the sweep's parent run), for a worker's runner.
+    ``spec_keys`` override the spec's keys."""
     spec = load_spec_from_dict(
         {
             "name": name,
@@ -139,6 +142,7 @@ def sweep_context(url: str, root: Path, name: str, objective: str) -> SweepConte
             "pruner": "none",
             "budget": {"n_trials": 4},
             "parallelism": 1,
+            **spec_keys,
         }
     )
     database = Database(url)

@@ -28,6 +28,7 @@ from sweep.spec import (
     load_spec_from_dict,
     resolve_objective,
 )
+from sweep.spec._grid import GridSampler
 from sweep.tpe import CachingTPESampler
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -347,6 +348,8 @@ def test_unseeded_sampler_ignores_the_offset(tmp_path: Path) -> None:
         ("TPESampler", "TPESampler"),
         ("RandomSampler", "RandomSampler"),
         ("CmaEs", "CmaEsSampler"),
+        ("bruteforce", "GridSampler"),
+        ("BruteForceSampler", "GridSampler"),
     ],
 )
 def test_every_sampler_name_builds_its_optuna_class(name: str, expected: str) -> None:
@@ -358,6 +361,9 @@ def test_every_sampler_name_builds_its_optuna_class(name: str, expected: str) ->
         # Optuna's TPE with its per-trial work kept (tests/test_tpe.py: same draws).
         assert type(built) is CachingTPESampler
         assert isinstance(built, optuna.samplers.TPESampler)
+    elif expected == "GridSampler":
+        # sweep's grid: points enqueued once each (tests/test_grid.py), not Optuna's.
+        assert type(built) is GridSampler
     else:
         assert type(built) is getattr(optuna.samplers, expected)
 
@@ -654,19 +660,21 @@ def test_nested_choice_is_rejected_at_its_line(tmp_path: Path) -> None:
         tmp_path,
         minimal(
             extra="parameters:\n  c:\n    type: categorical\n    choices:\n"
-            "      - a\n      - [1, 2]\n"
+            "      - a\n      - 2024-01-01\n"
         ),
     )
     err = single_error(path, check_objective=False)
     assert err.key_path == "parameters.c.choices.1"
-    assert err.line == line_containing(path, "[1, 2]")
-    assert "string, number, boolean or null" in err.reason
+    assert err.line == line_containing(path, "2024-01-01")
+    # Lists and mappings are choices (stored as JSON text); a YAML date is not.
+    assert "string, number, boolean, null, or a list or mapping of those" in err.reason
+    assert "a date" in err.reason
 
 
 @pytest.mark.parametrize(
     ("param", "needle"),
     [
-        ("{type: normal, low: 0, high: 1}", "unknown parameter type 'normal'"),
+        ("{type: gaussian, low: 0, high: 1}", "unknown parameter type 'gaussian'"),
         ("{low: 0, high: 1}", "missing key 'type'"),
     ],
 )
@@ -704,7 +712,7 @@ def test_unknown_sampler_name(tmp_path: Path) -> None:
     assert err.key_path == "sampler.name"
     assert err.line == 6
     assert "unknown sampler 'annealing'" in err.reason
-    assert "allowed names: tpe, random, cmaes, gp, qmc, nsgaii, bruteforce" in err.reason
+    assert "allowed names: tpe, random, cmaes, gp, qmc, nsgaii, grid" in err.reason
 
 
 def test_unknown_pruner_name(tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ from sweep.errors import (
     SweepError,
 )
 from sweep.registry import ModelRegistry, ModelVersion, load_model
+from sweep.script import report, result, should_prune
 from sweep.spec import SweepSpec, load_spec
 from sweep.tracking import (
     TrackingStore,
@@ -89,9 +90,12 @@ __all__ = [
     "log_param",
     "log_params",
     "log_text",
+    "report",
+    "result",
     "search_runs",
     "set_tag",
     "set_tags",
+    "should_prune",
     "start_run",
 ]
 

@@ -31,6 +31,7 @@ import optuna
 
 from sweep.coordination import Coordinator, Heartbeat, SweepState
 from sweep.errors import ExecutionError, NotFoundError
+from sweep.failures import AGENT_STOPPED, CANCELLED, FailurePolicy
 from sweep.spec import load_spec_from_dict
 from sweep.storage import Database, resolve_storage_url
 from sweep.study import SPEC_ATTR, get_sweep_record
@@ -129,9 +130,10 @@ def run_agent(
         db.ensure_schema()
         optuna_storage = db.optuna_storage()
         context = join_context(db, sweep_name, code_dir, optuna_storage)
-        from sweep.spec import resolve_objective
+        if not context.spec.is_command:  # a command needs only its program on this node
+            from sweep.spec import resolve_objective
 
-        resolve_objective(context.spec)  # a missing module fails here, not in every worker
+            resolve_objective(context.spec)  # a missing module fails here, not per worker
         slots: list[str | None] = [*gpus] if gpus else [None]
         return _Supervisor(db, optuna_storage, context, slots, count, on_trial).run()
     finally:
@@ -161,6 +163,7 @@ class _Supervisor:
         self.context = context
         spec = context.spec
         self.coordinator = Coordinator(db, storage, spec.name, lease_settings(spec))
+        self.policy = FailurePolicy(self.coordinator, spec.trial_timeout, recover_now=True)
         self.mp = multiprocessing.get_context("spawn")
         self.events: Any = self.mp.Queue()
         self.budget: Any = self.mp.Value("i", count if count is not None else -1)
@@ -171,24 +174,21 @@ class _Supervisor:
     def run(self) -> AgentResult:
         for slot in self.slots:
             self._start(slot)
-        interval = self.coordinator.settings.heartbeat_interval
-        next_check = time.monotonic()
         interrupted = False
         try:
             while any(s.process is not None for s in self.slots):
-                self._drain_events(timeout=min(0.5, interval))
+                self._drain_events(timeout=min(0.5, self.policy.interval))
                 self._reap()
                 self._kill_timed_out()
-                if time.monotonic() >= next_check:
-                    next_check = time.monotonic() + interval
+                if self.policy.recovery_due():
                     state, _ = self.coordinator.state()
                     if state is SweepState.CANCELLED:
-                        self._kill_all("cancelled: sweep cancel")
+                        self._kill_all(CANCELLED)
                         break
-                    self.coordinator.recover_stale()
+                    self.policy.recover()
         except KeyboardInterrupt:
             interrupted = True
-            self._kill_all("killed: the agent was stopped")
+            self._kill_all(AGENT_STOPPED)
         return AgentResult(
             self.context.spec.name, sum(self.states.values()), dict(self.states), interrupted
         )
@@ -234,7 +234,9 @@ class _Supervisor:
             self._drain_events(timeout=0.0)  # its last "done" may still be queued
             slot.process = None
             if slot.trial_id is not None:
-                self._fail(slot, f"agent worker process died (exit code {process.exitcode})")
+                reason = f"agent worker process died (exit code {process.exitcode})"
+                self._record(*self.policy.lost(slot.trial_id, reason))
+                slot.trial_id = None
             if process.exitcode != 0:
                 slot.respawns += 1
                 state, _ = self.coordinator.state()
@@ -245,40 +247,27 @@ class _Supervisor:
                     self._start(slot)
 
     def _kill_timed_out(self) -> None:
-        limit = self.context.spec.trial_timeout
-        if not limit:
-            return
+        now = time.monotonic()
         for slot in self.slots:
-            if slot.trial_id is None or time.monotonic() - slot.started < limit:
+            if slot.trial_id is None or not self.policy.is_late(slot.started, now):
                 continue
             self._kill(slot)
-            self._fail(
-                slot, f"trial_timeout: ran longer than {limit:g} s and was killed", retry=False
-            )
+            self._record(*self.policy.timed_out(slot.trial_id))
+            slot.trial_id = None
             self._start(slot)
 
     def _kill_all(self, reason: str) -> None:
         for slot in self.slots:
             self._kill(slot)
             if slot.trial_id is not None:
-                self._fail(slot, reason, retry=False, killed=True)
+                self._record(*self.policy.lost(slot.trial_id, reason, retry=False, killed=True))
+                slot.trial_id = None
 
     def _kill(self, slot: _Slot) -> None:
         if slot.process is not None:
             slot.process.kill()
             slot.process.join(timeout=10)
             slot.process = None
-
-    def _fail(self, slot: _Slot, reason: str, *, retry: bool = True, killed: bool = False) -> None:
-        assert slot.trial_id is not None
-        lost = self.coordinator.fail_lost(slot.trial_id, reason, retry=retry, killed=killed)
-        if lost is not None:
-            outcome = TrialOutcome(
-                slot.trial_id, lost.number, "FAIL", None, lost.run_id or "", 0.0, reason
-            )
-            counted = "KILLED" if killed else "RETRIED" if lost.retry_number is not None else "FAIL"
-            self._record(outcome, counted)
-        slot.trial_id = None
 
 
 def _die_with_parent() -> None:

@@ -10,7 +10,7 @@ import optuna
 from sqlalchemy import select
 
 from sweep.coordination import Coordinator, LeaseSettings, RegisteredWorker, SweepState
-from sweep.errors import NotFoundError
+from sweep.errors import NotFoundError, SweepError
 from sweep.storage import Database, resolve_storage_url
 from sweep.storage._schema import SweepRow
 from sweep.study import (
@@ -22,6 +22,9 @@ from sweep.study import (
 )
 from sweep.tracking._store import now_ms
 from sweep.trial import lease_settings
+
+#: The state shown for a sweep whose Optuna study was deleted behind its back.
+STUDY_DELETED = "STUDY DELETED"
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ def _open(storage: str | None) -> Database:
     return db
 
 
-def _coordinator(db: Database, name: str, storage: optuna.storages.BaseStorage) -> Coordinator:
+def coordinator_of(db: Database, name: str, storage: optuna.storages.BaseStorage) -> Coordinator:
     """The sweep's coordinator, with the lease settings of its stored spec."""
     from sweep.agent import join_context
 
@@ -67,40 +70,55 @@ def sweep_status(name: str | None = None, *, storage: str | None = None) -> list
     """The state, trial counts, best value and attached workers of one sweep or all."""
     db = _open(storage)
     try:
-        with db.session() as session:
-            stmt = select(SweepRow).order_by(SweepRow.created_at)
-            if name is not None:
-                stmt = stmt.where(SweepRow.name == name)
-            rows = [(r.name, r.study_name, r.status, r.n_trials) for r in session.scalars(stmt)]
-        if name is not None and not rows:
-            raise sweep_not_found(name, db.display_url)
-        storage_ = db.optuna_storage()
-        statuses = []
-        for sweep_name, study_name, state, n_trials in rows:
-            study = optuna.load_study(study_name=study_name, storage=storage_)
-            best_value = best_trial = None
-            try:
-                best = study.best_trial
-                best_value, best_trial = best.value, best.number
-            except ValueError:
-                pass
-            coordinator = _coordinator(db, sweep_name, storage_)
-            statuses.append(
-                SweepStatus(
-                    sweep_name,
-                    state,
-                    n_trials,
-                    count_trials(db, storage_.get_study_id_from_name(study_name)),
-                    best_value,
-                    best_trial,
-                    study.direction.name.lower(),
-                    coordinator.settings.timeout,
-                    coordinator.workers(),
-                )
-            )
-        return statuses
+        return statuses(db, name)
     finally:
         db.dispose()
+
+
+def statuses(db: Database, name: str | None = None) -> list[SweepStatus]:
+    """:func:`sweep_status` on an open store. A sweep whose study is gone (deleted with
+    Optuna's tools) has state ``STUDY DELETED`` and no counts, instead of failing all."""
+    with db.session() as session:
+        stmt = select(SweepRow).order_by(SweepRow.created_at)
+        if name is not None:
+            stmt = stmt.where(SweepRow.name == name)
+        rows = [(r.name, r.study_name, r.status, r.n_trials) for r in session.scalars(stmt)]
+    if name is not None and not rows:
+        raise sweep_not_found(name, db.display_url)
+    storage_ = db.optuna_storage()
+    return [status_of(db, storage_, *row) for row in rows]
+
+
+def status_of(
+    db: Database,
+    storage: optuna.storages.BaseStorage,
+    sweep_name: str,
+    study_name: str,
+    state: str,
+    n_trials: int | None,
+) -> SweepStatus:
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:  # Optuna's "no such study"
+        return SweepStatus(sweep_name, STUDY_DELETED, n_trials, TrialCounts(), None, None, "", 0.0)
+    best_value = best_trial = None
+    try:
+        best = study.best_trial
+        best_value, best_trial = best.value, best.number
+    except ValueError:
+        pass
+    coordinator = coordinator_of(db, sweep_name, storage)
+    return SweepStatus(
+        sweep_name,
+        state,
+        n_trials,
+        count_trials(db, storage.get_study_id_from_name(study_name)),
+        best_value,
+        best_trial,
+        study.direction.name.lower(),
+        coordinator.settings.timeout,
+        coordinator.workers(),
+    )
 
 
 def _set_state(name: str, state: SweepState, storage: str | None) -> None:
@@ -153,3 +171,32 @@ def resume(name: str, *, storage: str | None = None, ray_address: str | None = N
     from sweep.controller import launch
 
     return launch(spec, storage=db.url, ray_address=ray_address)
+
+
+#: Run-tag prefix of the control actions taken from the UI, on the sweep's parent run.
+AUDIT_TAG = "sweep.audit."
+
+
+def unpause(name: str, *, db: Database) -> None:
+    """Let a paused sweep claim trials again (what the UI's resume does: it cannot become
+    the sweep's controller; `sweep resume` on a machine with the code can)."""
+    record = get_sweep_record(db, name)
+    if record is None:
+        raise sweep_not_found(name, db.display_url)
+    if record.status != SweepState.PAUSED.value:
+        raise SweepError(
+            f"sweep {name!r} is {record.status}, not paused; to continue it, run "
+            f"`sweep resume {name}` where its objective's code is"
+        )
+    set_sweep_status(db, name, SweepState.RUNNING.value)
+
+
+def audit(db: Database, name: str, action: str, user: str, reason: str | None) -> None:
+    """Record a control action and who took it as a tag on the sweep's parent run."""
+    from sweep.tracking import TrackingStore
+
+    record = get_sweep_record(db, name)
+    if record is None:
+        return
+    text = f"{action} by {user}" + (f": {reason}" if reason else "")
+    TrackingStore(db).set_tags(record.parent_run_id, {f"{AUDIT_TAG}{now_ms()}": text})

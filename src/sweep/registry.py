@@ -17,6 +17,7 @@ import re
 import socket
 from collections import defaultdict
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,7 +158,15 @@ def _versions_are_immutable(_mapper: Any, _connection: Any, target: ModelVersion
         )
 
 
+#: Who acts, when not this process's OS user: the web UI sets the user who made the
+#: change (``acting_user.set("alice (sweep ui)")``) for the audit log.
+acting_user: ContextVar[str | None] = ContextVar("sweep_acting_user", default=None)
+
+
 def _who() -> tuple[str, str]:
+    override = acting_user.get()
+    if override:
+        return override[:250], socket.gethostname()
     try:
         user = getpass.getuser()
     except (KeyError, OSError):

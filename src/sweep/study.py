@@ -7,19 +7,21 @@ already finished there.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from typing import Any
 
 import optuna
 from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from sweep.errors import NotFoundError, SpecError, StorageError
 from sweep.spec import SweepSpec
 from sweep.storage import Database
 from sweep.storage._schema import SweepRow
+from sweep.storage._sql import insert_rows
 from sweep.tracking import Experiment, TrackingStore
 from sweep.tracking._store import now_ms
 
@@ -99,7 +101,88 @@ def open_study(spec: SweepSpec, db: Database, storage: optuna.storages.BaseStora
             key_path="metric.direction",
             line=spec.line_of("metric.direction"),
         )
+    if spec.sampler.is_grid:
+        enqueue_grid(study, spec, db)
     return study
+
+
+def enqueue_grid(study: optuna.Study, spec: SweepSpec, db: Database | None = None) -> int:
+    """Enqueue each grid point that no trial of ``study`` holds yet as a WAITING trial
+    with Optuna's ``fixed_params``, while the budget has room; return how many.
+
+    Claims hand out WAITING trials first, one claim per trial, so every point runs once
+    however many workers and agents claim (see :mod:`sweep.spec._grid`). A point is held
+    by any trial with its params (running, finished, failed, or a retry waiting), except
+    a trial killed by a stop, which used no budget: its point is enqueued again. Calling
+    this again (a relaunch, a larger budget) adds only what is missing. With ``db`` (the
+    study's database) the trials are written in one transaction, as Optuna's
+    ``enqueue_trial`` would write them one by one (about 40 ms each).
+    """
+    from sweep.spec._grid import point_key, stored_point
+
+    trials = study.get_trials(deepcopy=False)
+    names = list(spec.parameters)
+    held = {
+        point_key(t.system_attrs.get("fixed_params", t.params), names)
+        for t in trials
+        if not t.system_attrs.get(KILLED_ATTR)
+    }
+    used = sum(
+        1
+        for t in trials
+        if not (t.system_attrs.get(KILLED_ATTR) or t.system_attrs.get(SUPERSEDED_ATTR))
+    )
+    n_trials = spec.budget.n_trials
+    room = None if n_trials is None else max(0, n_trials - used)
+    missing: list[dict[str, Any]] = []
+    for point in spec.grid_points():
+        if room is not None and len(missing) >= room:
+            break
+        stored = stored_point(spec.parameters, point)
+        key = point_key(stored, names)
+        if key not in held:
+            missing.append(stored)
+            held.add(key)
+    if db is None:
+        for stored in missing:
+            study.enqueue_trial(stored)
+    elif missing:
+        db.retrying(lambda: _insert_waiting(db, study._study_id, missing), "enqueueing the grid")
+    return len(missing)
+
+
+def _insert_waiting(db: Database, study_id: int, fixed: list[dict[str, Any]]) -> None:
+    """WAITING trials with ``fixed_params``, numbered after the study's trials, in one
+    transaction."""
+    trials = models.TrialModel.__table__
+    studies = models.StudyModel.__table__
+    with db.session() as session:
+        # The study's row first: PostgreSQL locks it (as Optuna's own trial creation and
+        # sweep's claims do) and SQLite takes its write lock, so that no other process
+        # numbers a trial between the count and the inserts.
+        session.execute(
+            update(studies)
+            .where(studies.c.study_id == study_id)
+            .values(study_name=studies.c.study_name)
+        )
+        first = session.execute(
+            select(func.count()).select_from(trials).where(trials.c.study_id == study_id)
+        ).scalar_one()
+        rows = [
+            {"number": first + i, "study_id": study_id, "state": TrialState.WAITING}
+            for i in range(len(fixed))
+        ]
+        ids = session.execute(
+            trials.insert().returning(trials.c.trial_id, sort_by_parameter_order=True), rows
+        ).scalars()
+        insert_rows(
+            session,
+            models.TrialSystemAttributeModel.__table__,
+            [
+                {"trial_id": trial_id, "key": "fixed_params", "value_json": json.dumps(params)}
+                for trial_id, params in zip(ids, fixed, strict=True)
+            ],
+        )
 
 
 def counted_as(trial: FrozenTrial) -> str:

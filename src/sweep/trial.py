@@ -21,13 +21,14 @@ import os
 import resource
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
+from sweep.command import CommandObjective
 from sweep.coordination import Claim, Coordinator, LeaseSettings, RunSeed, retry_tags
 from sweep.ends import HandBack, TrialEnd, WriteNow
 from sweep.errors import MetricFlushError, StorageError
@@ -124,7 +125,11 @@ class TrialRunner:
         self.db = Database(context.storage_url)
         self.tracking = TrackingStore(self.db)
         self.experiment = self.tracking.get_experiment(context.experiment_id)
-        self.objective = resolve_objective(spec)
+        self.objective: Callable[[optuna.Trial], Any] = (
+            CommandObjective(spec, context.storage_url)
+            if spec.is_command
+            else resolve_objective(spec)
+        )
         backend = self.db.optuna_storage()
         self.ends: HandBack | WriteNow = (
             HandBack() if hand_back else WriteNow(self.db, self.tracking)

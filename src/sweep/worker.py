@@ -17,16 +17,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayError
+from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 
 from sweep.coordination import Claim, Heartbeat, RunSeed
-from sweep.errors import ExecutionError, summary
+from sweep.errors import ExecutionError, first_line, summary
 from sweep.planner import Plan
 from sweep.trial import SweepContext, TrialOutcome, TrialRunner
 
 
 @dataclass(frozen=True)
-class WorkerInfo:
+class ActorInfo:
     index: int
     host: str
     pid: int
@@ -43,6 +43,16 @@ class TrialCrash:
     error: str  # errors.summary of what it raised
 
 
+class CallLost(ExecutionError):
+    """A call to a worker did not come back with its trials' outcomes; ``worker_died``:
+    because the worker's process or node died (its queued calls die with it)."""
+
+    def __init__(self, reason: str, *, worker_died: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.worker_died = worker_died
+
+
 @dataclass(frozen=True)
 class RayWorker:
     """A worker actor and the id under which it holds leases."""
@@ -51,7 +61,7 @@ class RayWorker:
     worker_id: str
 
 
-class TrialWorker:
+class TrialActor:
     """The actor body; wrapped with ``ray.remote`` in :class:`RayWorkerPool`.
 
     It registers itself as a worker of the sweep and renews the leases of the trials
@@ -77,8 +87,8 @@ class TrialWorker:
         )
         self.heartbeat = Heartbeat(coordinator, worker_id).start()
 
-    def info(self) -> WorkerInfo:
-        return WorkerInfo(
+    def info(self) -> ActorInfo:
+        return ActorInfo(
             self.index,
             socket.gethostname(),
             os.getpid(),
@@ -125,7 +135,7 @@ class RayWorkerPool:
         self.code_path = str(context.spec.code_path)
         self.workers: list[RayWorker] = []
         # Each worker's info, once it has started (asked for as it is created).
-        self._infos: dict[str, WorkerInfo] = {}
+        self._infos: dict[str, ActorInfo] = {}
         self._info_refs: dict[str, Any] = {}
         self._started_ray = False
         self._next_index = 0
@@ -134,7 +144,7 @@ class RayWorkerPool:
     def start(self) -> None:
         self._init_ray()
         self._check_resources()
-        self._actor_class = ray.remote(TrialWorker)
+        self._actor_class = ray.remote(TrialActor)
         self.workers = [self._new_worker() for _ in range(self.size)]
         # Fail fast, with the real reason, if workers cannot start (e.g. bad objective).
         try:
@@ -177,7 +187,7 @@ class RayWorkerPool:
         self._started_ray = True
 
     def _check_resources(self) -> None:
-        total = ray.cluster_resources()
+        total: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
         if self._started_ray and not self.address:
             # A local Ray will never grow: refuse now rather than wait for workers that
             # cannot be placed.
@@ -242,7 +252,39 @@ class RayWorkerPool:
         self.workers[position] = self._new_worker()
         return self.workers[position]
 
-    def info(self) -> list[WorkerInfo]:
+    # -- calls: what the dispatcher sends and waits for ----------------------------------
+
+    def send(
+        self, worker: RayWorker, claims: list[Claim], finished_elsewhere: list[Any], plan: Any
+    ) -> Any:
+        """Send ``worker`` a call running ``claims``; returns the call's handle."""
+        return worker.actor.run.remote(claims, finished_elsewhere, plan)
+
+    def wait(self, calls: list[Any], timeout: float) -> list[Any]:
+        """The calls that came back within ``timeout`` (waiting for the first only)."""
+        done, rest = ray.wait(calls, num_returns=1, timeout=timeout)
+        if done and rest:
+            done += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
+        return done
+
+    def wait_all(self, calls: list[Any], timeout: float) -> None:
+        """Wait up to ``timeout`` for every one of ``calls`` to come back."""
+        if calls:
+            ray.wait(calls, num_returns=len(calls), timeout=timeout)
+
+    def result(self, call: Any) -> list[TrialOutcome | TrialCrash]:
+        """What a call that came back returned; raises :class:`CallLost` if it failed."""
+        try:
+            results: list[TrialOutcome | TrialCrash] = ray.get(call)
+            return results
+        except RayActorError as exc:
+            reason = f"worker died during the trial: {first_line(exc)}"
+            raise CallLost(reason, worker_died=True) from exc
+        except RayTaskError as exc:
+            cause = exc.cause if getattr(exc, "cause", None) else exc
+            raise CallLost(f"trial execution failed: {summary(cause)}", worker_died=False) from exc
+
+    def info(self) -> list[ActorInfo]:
         return ray.get([w.actor.info.remote() for w in self.workers], timeout=60)
 
     def kill_all(self) -> None:

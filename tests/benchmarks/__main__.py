@@ -257,6 +257,12 @@ def main() -> None:
     lp.add_argument("--writers", default="1,2", help="concurrent ingest writers to try")
     lp.add_argument("--end-to-end", type=int, default=1_000_000, help="points via log_metric")
     lp.add_argument("--nested-runs", type=int, default=300)
+    up = sub.add_parser(
+        "ui-pages", help="sweep ui page times on a 10,000-trial sweep", parents=[common]
+    )
+    up.add_argument("--trials", type=int, default=10_000)
+    up.add_argument("--steps", type=int, default=100, help="reports and loss points per trial")
+    up.add_argument("--repeat", type=int, default=10, help="warm fetches per page")
 
     # The side-by-side scenarios: JSON to --out and a Markdown table beside it (.md).
     table = argparse.ArgumentParser(add_help=False)
@@ -304,6 +310,10 @@ def main() -> None:
             args.end_to_end,
             args.nested_runs,
         )
+    elif args.scenario == "ui-pages":
+        from tests.benchmarks import ui_pages
+
+        result = ui_pages.run(args.trials, args.steps, args.repeat)
     elif args.scenario == "query":
         result = query.run(args.runs, args.params, args.points, args.repeat, args.explain)
     else:

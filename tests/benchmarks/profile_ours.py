@@ -5,7 +5,7 @@ and on each Ray worker while ``sweep.launch`` runs the trivial objective.
         [--out prof/]
 
 After ``--skip`` trials (start-up done), ``py-spy record --idle --threads`` samples the
-controller (this process) and every ``TrialWorker`` for ``--seconds`` seconds, wall
+controller (this process) and every ``TrialActor`` for ``--seconds`` seconds, wall
 clock (a thread waiting on PostgreSQL counts), without pausing them. The raw stacks are
 written to ``--out``; the summary printed is, for the workers, the share of the
 sampled wall time in each step of ``TrialRunner.run`` and the busiest functions below
@@ -99,7 +99,7 @@ def summarize(folder: Path) -> str:
         if path.name.startswith("worker"):
             roots = [("TrialRunner.run", "sweep/trial.py")]
         else:
-            roots = [("_Launch._dispatch", "sweep/controller.py")]
+            roots = [("Dispatcher.run", "sweep/dispatcher.py")]
         lines.append(f"== {path.stem}: {samples} samples (all threads, wall clock)")
         for func, file_part in roots:
             total, children, inclusive, calls = _below(stacks, func, file_part)
@@ -146,7 +146,7 @@ def _workers(root: int) -> list[psutil.Process]:
     found = []
     for child in psutil.Process(root).children(recursive=True):
         try:
-            if any("TrialWorker" in part for part in child.cmdline()):
+            if any("TrialActor" in part for part in child.cmdline()):
                 found.append(child)
         except psutil.Error:
             continue

@@ -116,4 +116,12 @@ def main() -> None:
 
 
 # The command groups register themselves on `cli`.
-from sweep.cli import _control, _launch, _models, _runs  # noqa: E402, F401
+from sweep.cli import (  # noqa: E402, F401
+    _control,
+    _convert,
+    _delete,
+    _launch,
+    _models,
+    _runs,
+    _ui,
+)

@@ -85,7 +85,7 @@ def status(ctx: click.Context, name: str | None, storage: str | None, as_json: b
     """Sweeps with their state, trial counts, best value and attached workers."""
     import dataclasses
 
-    from sweep.control import sweep_status
+    from sweep.control import STUDY_DELETED, sweep_status
 
     with _errors(ctx.obj["debug"]):
         statuses = sweep_status(name, storage=storage)
@@ -105,6 +105,13 @@ def status(ctx: click.Context, name: str | None, storage: str | None, as_json: b
         if not statuses:
             console.print("no sweeps in this store; start one with `sweep launch SPEC`")
         for st in statuses:
+            if st.state == STUDY_DELETED:
+                console.print(
+                    f"[bold]{st.name}[/] [red]{st.state}[/]: its Optuna study is gone; "
+                    f"`sweep delete {st.name}` removes the rest",
+                    soft_wrap=True,
+                )
+                continue
             c = st.counts
             budget = f"/{st.n_trials}" if st.n_trials else ""
             best = (

@@ -30,25 +30,39 @@ from sweep.errors import RegistrationError
     "postgresql+psycopg://user@host/db.",
 )
 @click.option("--ray-address", help="Join this Ray cluster instead of starting a local Ray.")
+@click.option(
+    "--follow",
+    is_flag=True,
+    help="Stream command-mode trials' output here, each line prefixed with its trial.",
+)
 @click.pass_context
 def launch(
-    ctx: click.Context, spec_path: str, storage: str | None, ray_address: str | None
+    ctx: click.Context,
+    spec_path: str,
+    storage: str | None,
+    ray_address: str | None,
+    follow: bool,
 ) -> None:
     """Run the sweep in SPEC (or continue it, if its study exists) to the end of its budget."""
     from sweep.controller import launch as launch_sweep
-    from sweep.spec import load_spec
+    from sweep.spec import check_launchable, load_spec
 
     with _errors(ctx.obj["debug"]):
         spec = load_spec(spec_path)
+        _say_dialect(spec_path, spec)
+        check_launchable(spec)  # before anything is created
+        if follow:
+            spec = spec.model_copy(update={"follow": True})
         _stop_on_signals()
-        console.print(f"[bold]sweep[/] {spec.name}: objective {spec.objective}")
+        console.print(f"[bold]sweep[/] {spec.name}: {escape(spec.runs)}")
+        on_start, on_trial = _print_start(spec.parallelism), _print_trial(spec.metric.name)
+        progress = _live_progress(spec, storage)
+        if progress is not None:
+            on_start = _both(on_start, progress.on_start)
+            on_trial = _both(on_trial, progress.on_trial)
         try:
             result = launch_sweep(
-                spec,
-                storage=storage,
-                ray_address=ray_address,
-                on_start=_print_start(spec.parallelism),
-                on_trial=_print_trial(spec.metric.name),
+                spec, storage=storage, ray_address=ray_address, on_start=on_start, on_trial=on_trial
             )
         except RegistrationError as exc:
             # The controller attaches the finished sweep's result, when it has one.
@@ -56,9 +70,36 @@ def launch(
             if partial is not None:
                 _print_summary(partial, spec.metric.name)
             raise
+        finally:
+            if progress is not None:
+                progress.close()
         _print_summary(result, spec.metric.name)
         if result.interrupted:
             sys.exit(RET_INTERRUPTED)
+
+
+def _live_progress(spec: Any, storage: str | None) -> Any:
+    """The live display on a terminal (None when output goes to a file or a CI log)."""
+    if not console.is_terminal:
+        return None
+    from sweep.cli._progress import LaunchProgress
+    from sweep.storage import resolve_storage_url
+
+    return LaunchProgress(
+        console,
+        name=spec.name,
+        url=resolve_storage_url(storage, spec.storage),
+        metric=spec.metric.name,
+        direction=spec.metric.direction,
+    )
+
+
+def _both(first: Callable[..., None], second: Callable[..., None]) -> Callable[..., None]:
+    def call(*args: Any) -> None:
+        first(*args)
+        second(*args)
+
+    return call
 
 
 def _print_start(parallelism: int) -> Callable[..., None]:
@@ -139,14 +180,29 @@ def _fmt(value: Any) -> str:
 @click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
 @click.pass_context
 def validate(ctx: click.Context, spec_path: str) -> None:
-    """Check SPEC (keys, types, ranges, objective import) without running it."""
+    """Check SPEC (keys, types, ranges, objective import) without running it.
+
+    A W&B sweep config is accepted as it is; `sweep convert SPEC` shows the native spec."""
     from sweep.spec import load_spec
 
     with _errors(ctx.obj["debug"]):
         spec = load_spec(spec_path)
+        _say_dialect(spec_path, spec)
         console.print(
             f"{spec_path}: ok — sweep {spec.name!r}, {len(spec.parameters)} declared parameters, "
-            f"objective {spec.objective}"
+            f"{escape(spec.runs)}",
+            soft_wrap=True,
+        )
+
+
+def _say_dialect(spec_path: str, spec: Any) -> None:
+    from sweep.spec import WANDB
+
+    if spec.dialect == WANDB:
+        console.print(
+            f"{spec_path}: read as a W&B sweep config (`sweep convert {spec_path}` shows the "
+            "native spec)",
+            soft_wrap=True,
         )
 
 

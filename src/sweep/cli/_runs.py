@@ -96,6 +96,7 @@ def runs_list(
             err_console.print(
                 f"[yellow]showing the first {max_results} runs; raise --max-results to see more[/]"
             )
+        found = _with_live_params(found, storage)
         if as_json:
             _print_json(found)
             return
@@ -114,16 +115,41 @@ def runs_list(
         console.print(table)
 
 
+def _with_live_params(found: list[Any], storage: str | None) -> list[Any]:
+    """Running trials' params, from Optuna's tables (their runs get them at the end)."""
+    from sweep.storage import Database, resolve_storage_url
+    from sweep.trials import with_live_params
+
+    if not any(r.status.value == "RUNNING" for r in found):
+        return found
+    database = Database(resolve_storage_url(storage))
+    try:
+        return with_live_params(database, found)
+    finally:
+        database.dispose()
+
+
 @runs.command("show")
 @click.argument("run_id")
+@click.option(
+    "--metric", "metric", metavar="NAME", help="Print metric NAME's history, with a sparkline."
+)
 @_storage_option
 @_json_option
 @click.pass_context
-def runs_show(ctx: click.Context, run_id: str, storage: str | None, as_json: bool) -> None:
-    """Print a run: status, params, latest metrics, tags (lineage), datasets, artifacts."""
+def runs_show(
+    ctx: click.Context, run_id: str, metric: str | None, storage: str | None, as_json: bool
+) -> None:
+    """Print a run: status, params, latest metrics, tags (lineage), datasets, artifacts;
+    with --metric NAME, that metric's history instead."""
     with _errors(ctx.obj["debug"]):
         tracking = _tracking(storage)
-        run = tracking.get_run(run_id)
+        if metric is not None:
+            from sweep.cli._history import print_history
+
+            print_history(tracking, run_id, metric, as_json=as_json)
+            return
+        run = _with_live_params([tracking.get_run(run_id)], storage)[0]
         artifacts = tracking.list_artifacts(run_id)
         if as_json:
             _print_json({"run": run, "artifacts": artifacts})

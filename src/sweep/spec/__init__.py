@@ -19,9 +19,24 @@ and its use::
 
     spec = load_spec("sweep.yaml")
     objective = resolve_objective(spec)
+
+A trial may instead be a script: ``program: train.py`` and/or ``command: [...]`` (W&B's
+macros, see :mod:`sweep.spec._command`); :func:`build_argv` makes a trial's argv. A W&B
+sweep config is read as it is (:mod:`sweep.spec._wandb`); :func:`native_yaml` shows the
+native spec it becomes. ``sampler: grid`` runs every combination once
+(:mod:`sweep.spec._grid`).
 """
 
-from sweep.spec._load import load_spec, load_spec_from_dict, resolve_objective
+from sweep.spec._command import DEFAULT_COMMAND, MACROS, CollectorSpec, build_argv
+from sweep.spec._grid import GridSampler, grid_points, grid_size
+from sweep.spec._load import (
+    WANDB,
+    check_launchable,
+    load_spec,
+    load_spec_from_dict,
+    native_yaml,
+    resolve_objective,
+)
 from sweep.spec._model import (
     BudgetSpec,
     LeaseSpec,
@@ -37,20 +52,33 @@ from sweep.spec._optuna import PRUNERS, SAMPLERS, PrunerSpec, SamplerSpec
 from sweep.spec._parameters import (
     PARAMETER_TYPES,
     CategoricalParam,
+    ConstantParam,
     FloatParam,
     IntParam,
     ParameterSpec,
 )
+from sweep.spec._transformed import BetaParam, LogNormalParam, NormalParam, QLogUniformParam
+from sweep.spec._wandb import is_wandb_config, translate_wandb
 from sweep.spec._yaml import interpolate_env
 
 __all__ = [
+    "DEFAULT_COMMAND",
+    "MACROS",
     "PARAMETER_TYPES",
     "PRUNERS",
     "SAMPLERS",
+    "WANDB",
+    "BetaParam",
     "BudgetSpec",
     "CategoricalParam",
+    "CollectorSpec",
+    "ConstantParam",
     "FloatParam",
+    "GridSampler",
     "IntParam",
+    "LogNormalParam",
+    "NormalParam",
+    "QLogUniformParam",
     "LeaseSpec",
     "MetricSpec",
     "ParameterSpec",
@@ -62,8 +90,15 @@ __all__ = [
     "SamplerSpec",
     "SweepSpec",
     "TrackingSpec",
+    "build_argv",
+    "check_launchable",
+    "grid_points",
+    "grid_size",
     "interpolate_env",
+    "is_wandb_config",
     "load_spec",
     "load_spec_from_dict",
+    "native_yaml",
     "resolve_objective",
+    "translate_wandb",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, FiniteFloat
@@ -21,12 +22,23 @@ def _empty_to_none(value: Any) -> Any:
     return None if isinstance(value, str) and value.strip() == "" else value
 
 
+def _is_json(value: Any) -> bool:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return not isinstance(value, float) or math.isfinite(value)
+    if isinstance(value, list):
+        return all(_is_json(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_json(v) for k, v in value.items())
+    return False
+
+
 def _check_choice(value: Any) -> Any:
     # One clear error per bad choice instead of one per member of a scalar union.
-    if value is None or isinstance(value, (str, int, float, bool)):
+    if _is_json(value):
         return value
     raise _spec_error(
-        f"a choice must be a string, number, boolean or null, got {_yaml_type(value)}"
+        "a choice must be a string, number, boolean, null, or a list or mapping of those, "
+        f"got {_yaml_type(value)}"
     )
 
 
@@ -34,6 +46,8 @@ Int = Annotated[int, BeforeValidator(_reject_bool)]
 Number = Annotated[FiniteFloat, BeforeValidator(_reject_bool)]
 OptionalText = Annotated[str | None, BeforeValidator(_empty_to_none)]
 Choice = Annotated[Any, AfterValidator(_check_choice)]
+#: A quantisation step: an int step keeps values ints (W&B's rule for ``q``).
+Quantum = Annotated[int | FiniteFloat, BeforeValidator(_reject_bool)]
 
 
 class _SpecModel(BaseModel):

@@ -16,6 +16,10 @@ _SPEC_ERROR = "sweep_spec"  # pydantic error type of the errors raised by this m
 _KEY_CTX = "sweep_key"  # ctx entry naming the sub-key a model-level error is about
 
 
+class NotGriddable(ValueError):
+    """Raised by a parameter's ``grid_values`` when it has infinitely many values."""
+
+
 def _spec_error(message: str, key: str | None = None) -> PydanticCustomError:
     """Build a validation error; ``key`` extends the key path below the failing model.
 

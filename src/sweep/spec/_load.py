@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import BaseModel, ValidationError
 
 from sweep.errors import ObjectiveImportError, SpecError
@@ -28,7 +29,11 @@ from sweep.spec._common import (
 from sweep.spec._model import SweepSpec
 from sweep.spec._optuna import _OptunaComponentSpec
 from sweep.spec._parameters import _PARAM_BY_TYPE, PARAMETER_TYPES
+from sweep.spec._wandb import is_wandb_config, translate_wandb
 from sweep.spec._yaml import _nearest_line, _read_yaml
+
+#: ``SweepSpec.dialect`` of a spec read from a W&B sweep config.
+WANDB = "wandb"
 
 # ---------------------------------------------------------------------------------------
 # Validation errors
@@ -135,18 +140,49 @@ def _convert_validation_error(
 
 
 def _validate(data: Any, file: str, lines: Mapping[str, int] | None) -> SweepSpec:
+    """Validate a native spec, or translate a W&B sweep config and validate the result."""
     if not isinstance(data, Mapping):
         raise SpecError(
             f"a spec must be a mapping of keys to values, got {_yaml_type(data)}",
             file=file,
             line=1 if lines is not None else None,
         )
+    origin: dict[str, str] | None = None
+    if is_wandb_config(data):
+        data, origin = translate_wandb(data, file, lines)
     try:
-        return SweepSpec.model_validate(dict(data))
+        spec = SweepSpec.model_validate(dict(data))
     except ValidationError as exc:
-        errors = _convert_validation_error(exc, file, lines)
+        errors = _convert_validation_error(exc, file, None if origin is not None else lines)
+        if origin is not None:
+            errors = [_to_wandb_key(e, origin, lines) for e in errors]
+    else:
+        if origin is not None:
+            spec._dialect = WANDB
+            if lines is not None:
+                # Later checks (line_of) ask by native key: point them at the W&B lines.
+                spec._lines = {**lines, **{n: lines[w] for n, w in origin.items() if w in lines}}
+        return spec
     # Raised outside the except block so tracebacks do not drag pydantic's error along.
     _raise_all(errors)
+
+
+def _to_wandb_key(
+    error: SpecError, origin: Mapping[str, str], lines: Mapping[str, int] | None
+) -> SpecError:
+    """A native spec's error located at the W&B key it was translated from."""
+    full = (error.key_path or "").split(".")
+    parts = list(full)
+    while parts and ".".join(parts) not in origin:
+        parts.pop()
+    prefix = ".".join(parts)
+    key_path = origin[prefix] if parts else error.key_path
+    written = lines is not None and ".".join(full) in lines
+    if parts and origin[prefix] == prefix and (written or not prefix.startswith("parameters")):
+        # Keys W&B and native specs share (command.1, a normal's sigma) keep their sub-path.
+        key_path = ".".join(full)
+    line = _nearest_line(lines, key_path) if lines is not None else None
+    return SpecError(error.reason, file=error.file, key_path=key_path, line=line)
 
 
 # ---------------------------------------------------------------------------------------
@@ -154,13 +190,8 @@ def _validate(data: Any, file: str, lines: Mapping[str, int] | None) -> SweepSpe
 # ---------------------------------------------------------------------------------------
 
 
-def load_spec(path: str | os.PathLike[str], *, check_objective: bool = True) -> SweepSpec:
-    """Read, interpolate and validate the YAML spec at ``path``.
-
-    With ``check_objective`` the objective is also imported (see :func:`resolve_objective`).
-    Raises SpecError (SpecErrors for several problems) or ObjectiveImportError.
-    """
-    file = os.fspath(path)
+def _read_spec_file(file: str) -> tuple[dict[str, Any], dict[str, int]]:
+    """Read the YAML spec at ``file``: its data and key path -> line map."""
     spec_path = Path(file)
     if not spec_path.exists():
         raise SpecError(f"spec file not found: {spec_path.absolute()}", file=file)
@@ -173,16 +204,82 @@ def load_spec(path: str | os.PathLike[str], *, check_objective: bool = True) -> 
     except OSError as exc:
         raise SpecError(f"cannot read spec file: {exc.strerror or exc}", file=file) from None
 
-    data, lines = _read_yaml(text, file)
+    return _read_yaml(text, file)
+
+
+def native_yaml(path: str | os.PathLike[str]) -> tuple[str, SweepSpec]:
+    """The native YAML spec that the spec at ``path`` is read as, and the spec: a W&B
+    sweep config's translation (``sweep convert``), or a native spec's text as written.
+
+    The text is validated: loading it gives the same spec. Raises SpecError.
+    """
+    file = os.fspath(path)
+    data, lines = _read_spec_file(file)
+    spec = load_spec(file, check_objective=False)
+    if not is_wandb_config(data):
+        # As written: ${VAR} stays unexpanded (a storage URL may hold a password).
+        return Path(file).read_text(encoding="utf-8"), spec
+    data, _ = translate_wandb(data, file, lines)
+    header = f"# {Path(file).name}, a W&B sweep config, as a native sweep spec\n"
+    return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True), spec
+
+
+def check_launchable(spec: SweepSpec) -> None:
+    """Refuse, before anything is created, a spec that the execution path cannot run
+    yet: parameters stored in another form than their value (quantile types, list
+    choices) for a function objective, and ``metric.target``."""
+    encoded = spec.encoded_parameters()
+    if encoded and not spec.is_command:  # a command gets decoded values
+        raise spec.error_at(
+            f"parameters.{encoded[0]}",
+            f"parameter(s) {', '.join(encoded)} reach a function objective's trial.params in "
+            "Optuna's stored form (a quantile, or JSON text), not as values; this needs the "
+            "trial path to hand objectives decoded values (SweepSpec.decode_params) and is "
+            "not supported yet; use float/int/categorical with scalar choices",
+        )
+    if spec.metric.target is not None:
+        raise spec.error_at(
+            "metric.target",
+            "metric.target is not enforced yet (the sweep would run its whole budget); "
+            "remove it and stop the sweep with `sweep stop` when a trial is good enough",
+        )
+
+
+def load_spec(path: str | os.PathLike[str], *, check_objective: bool = True) -> SweepSpec:
+    """Read, interpolate and validate the YAML spec at ``path``.
+
+    With ``check_objective`` the objective is also imported (see :func:`resolve_objective`).
+    Raises SpecError (SpecErrors for several problems) or ObjectiveImportError.
+    """
+    file = os.fspath(path)
+    spec_path = Path(file)
+    data, lines = _read_spec_file(file)
     spec = _validate(data, file, lines)
     source_path = spec_path.resolve()
     spec._source = file
     spec._source_path = source_path
     spec._base_dir = source_path.parent
-    spec._lines = lines
+    if spec.dialect != WANDB:
+        spec._lines = lines
     if check_objective:
-        resolve_objective(spec)
+        _check_runnable(spec)
     return spec
+
+
+def _check_runnable(spec: SweepSpec) -> None:
+    """Import the objective, or check that a command-mode spec's program exists."""
+    if not spec.is_command:
+        resolve_objective(spec)
+        return
+    if spec.program is not None:
+        path = spec.code_path / Path(spec.program).expanduser()
+        if not path.is_file():
+            raise spec.error_at(
+                "program",
+                f"program {spec.program!r} not found: looked for {path}; put the script there "
+                "or set code_dir (relative to the spec file) to its directory",
+                cls=ObjectiveImportError,
+            )
 
 
 def load_spec_from_dict(
@@ -198,8 +295,16 @@ def load_spec_from_dict(
     spec._source = source
     spec._base_dir = Path.cwd()
     if check_objective:
-        resolve_objective(spec)
+        _check_runnable(spec)
     return spec
+
+
+def _no_objective(spec: SweepSpec) -> SpecError:
+    return spec.error_at(
+        "program" if spec.program is not None else "command",
+        f"this sweep runs a {spec.runs}, not a Python objective; there is no function to import",
+        cls=ObjectiveImportError,
+    )
 
 
 def resolve_objective(spec: SweepSpec) -> Callable[..., Any]:
@@ -207,6 +312,8 @@ def resolve_objective(spec: SweepSpec) -> Callable[..., Any]:
 
     Raises ObjectiveImportError pointing at the spec's ``objective`` (or ``code_dir``) key.
     """
+    if spec.objective is None:
+        raise _no_objective(spec)
     module_name, function_name = spec.objective_module, spec.objective_function
     code_path = spec.code_path
 

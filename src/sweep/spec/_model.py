@@ -1,157 +1,44 @@
-"""The sections of a spec and :class:`SweepSpec`, the model of a whole spec."""
+"""The model of a whole spec, :class:`SweepSpec` (its sections are in ``_sections``)."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import optuna
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from sweep.errors import SpecError
 from sweep.spec._base import Int, Number, OptionalText, _SpecModel
-from sweep.spec._common import _show, _spec_error
+from sweep.spec._command import CollectorSpec, check_command
+from sweep.spec._common import NotGriddable, _show, _spec_error
+from sweep.spec._grid import MAX_GRID_POINTS, grid_points, grid_size
 from sweep.spec._optuna import PRUNERS, SAMPLERS, PrunerSpec, SamplerSpec
-from sweep.spec._parameters import ParameterSpec
+from sweep.spec._parameters import _PARAM_BY_TYPE, ParameterSpec, stores_other_form
+from sweep.spec._sections import (
+    BudgetSpec,
+    LeaseSpec,
+    MetricSpec,
+    RaySpec,
+    RegistrySpec,
+    ResourcesSpec,
+    RetrySpec,
+    TrackingSpec,
+)
 from sweep.spec._yaml import _nearest_line
 
-# Defaults are given as Field(default=...): type checkers read only that keyword as a
-# default (pydantic's dataclass_transform), so that e.g. ResourcesSpec() checks as a call
-# without arguments and the class can be a default_factory.
-
-
-class MetricSpec(_SpecModel):
-    """The metric the objective returns and which way is better."""
-
-    name: str = Field(min_length=1, description="the metric's name, e.g. val_accuracy")
-    direction: Literal["minimize", "maximize"] = Field(description="minimize or maximize")
-
-
-class BudgetSpec(_SpecModel):
-    """When the sweep stops: after ``n_trials`` trials, ``timeout`` seconds, or both."""
-
-    n_trials: Int | None = Field(
-        default=None, ge=1, description="the number of trials (an integer >= 1)"
-    )
-    timeout: Number | None = Field(default=None, gt=0, description="seconds (a number > 0)")
-
-    @model_validator(mode="after")
-    def _something_set(self) -> BudgetSpec:
-        if self.n_trials is None and self.timeout is None:
-            raise _spec_error(
-                "budget needs n_trials (an integer >= 1), timeout (seconds > 0) or both"
-            )
-        return self
-
-
-class ResourcesSpec(_SpecModel):
-    """What one trial reserves from Ray."""
-
-    cpu: Number = Field(default=1.0, gt=0, description="CPUs per trial (a number > 0)")
-    gpu: Number = Field(default=0.0, ge=0, description="GPUs per trial (a number >= 0)")
-    memory_mb: Int | None = Field(
-        default=None,
-        ge=1,
-        description="memory a trial may allocate, in MiB (an integer >= 1); past it the "
-        "objective gets a MemoryError and only its trial fails",
-    )
-
-    @model_validator(mode="after")
-    def _ray_whole_numbers(self) -> ResourcesSpec:
-        # Ray rejects fractional quantities above 1 when the task is submitted; say so now.
-        for key in ("cpu", "gpu"):
-            value = getattr(self, key)
-            if value > 1 and not float(value).is_integer():
-                raise _spec_error(
-                    f"{key} must be a fraction up to 1 or a whole number (Ray's rule), got {value}",
-                    key,
-                )
-        return self
-
-
-class RaySpec(_SpecModel):
-    """Where trials run: an existing Ray cluster (``address``) or a locally started Ray."""
-
-    address: OptionalText = Field(
-        default=None, description="a Ray cluster address, e.g. auto or ray://head:10001"
-    )
-    num_cpus: Int | None = Field(
-        default=None, ge=1, description="logical CPUs of a local Ray (int >= 1)"
-    )
-    num_gpus: Int | None = Field(
-        default=None, ge=0, description="logical GPUs of a local Ray (int >= 0)"
-    )
-
-    @model_validator(mode="after")
-    def _local_only(self) -> RaySpec:
-        # Ray refuses num_cpus/num_gpus when connecting to an existing cluster.
-        if self.address is not None and self.address != "local":
-            for key in ("num_cpus", "num_gpus"):
-                if getattr(self, key) is not None:
-                    raise _spec_error(
-                        f"{key} applies only to a Ray that sweep starts locally; remove it or "
-                        f"unset address (got address {self.address!r})",
-                        key,
-                    )
-        return self
-
-
-class TrackingSpec(_SpecModel):
-    """Experiment tracking settings."""
-
-    experiment: OptionalText = Field(
-        default=None, description="experiment name (default: the sweep name)"
-    )
-    artifact_root: OptionalText = Field(default=None, description="where run artifacts are stored")
-
-
-class RegistrySpec(_SpecModel):
-    """Register the best trial's model under ``model_name`` and point ``alias`` at it."""
-
-    model_name: str = Field(min_length=1, description="the registered model's name")
-    alias: str = Field(
-        default="challenger", min_length=1, description="alias set on the new version"
-    )
-    required: bool = Field(
-        default=False, description="fail the sweep when no model can be registered"
-    )
-    threshold: Number | None = Field(
-        default=None,
-        description="register only a best value at least this good "
-        "(>= when maximizing, <= when minimizing)",
-    )
-    beat_champion: bool = Field(
-        default=False, description="register only a best value better than the @champion's metric"
-    )
-
-
-class RetrySpec(_SpecModel):
-    """What happens to a trial whose worker died (its lease expired)."""
-
-    max_retries: Int = Field(
-        default=1, ge=0, description="times a lost trial is retried with the same params (int >= 0)"
-    )
-
-
-class LeaseSpec(_SpecModel):
-    """Heartbeats of running trials: a trial whose worker stops renewing its lease for
-    ``timeout`` seconds is failed (and retried by the retry policy)."""
-
-    heartbeat_interval: Number = Field(
-        default=5.0, gt=0, description="seconds between renewals (> 0)"
-    )
-    timeout: Number = Field(default=30.0, gt=0, description="seconds without renewal (> 0)")
-
-    @model_validator(mode="after")
-    def _timeout_covers_beats(self) -> LeaseSpec:
-        if self.timeout < 2 * self.heartbeat_interval:
-            raise _spec_error(
-                f"timeout ({self.timeout:g} s) must be at least twice heartbeat_interval "
-                f"({self.heartbeat_interval:g} s), or one late beat fails a healthy trial",
-                "timeout",
-            )
-        return self
+__all__ = [
+    "BudgetSpec",
+    "LeaseSpec",
+    "MetricSpec",
+    "RaySpec",
+    "RegistrySpec",
+    "ResourcesSpec",
+    "RetrySpec",
+    "SweepSpec",
+    "TrackingSpec",
+]
 
 
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
@@ -170,8 +57,9 @@ class SweepSpec(_SpecModel):
     """A whole sweep spec. Build it with :func:`load_spec` or :func:`load_spec_from_dict`."""
 
     name: str = Field(description="the sweep's name: letters, digits, '.', '_' and '-'")
-    objective: str = Field(
-        description="the objective function as 'module.path:function', e.g. train:objective"
+    objective: str | None = Field(
+        default=None,
+        description="the objective function as 'module.path:function', e.g. train:objective",
     )
     code_dir: str = Field(
         default=".", description="the directory (relative to the spec) of the code"
@@ -189,7 +77,8 @@ class SweepSpec(_SpecModel):
         description=f"a mapping with name (one of {', '.join(PRUNERS)}) and options",
     )
     budget: BudgetSpec = Field(
-        description="a mapping with n_trials (an integer >= 1), timeout (seconds > 0) or both"
+        description="a mapping with n_trials (an integer >= 1), timeout (seconds > 0) or both "
+        "(optional with sampler grid: the grid's size)"
     )
     parallelism: Int = Field(default=1, ge=1, description="trials run at once (an integer >= 1)")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
@@ -204,12 +93,37 @@ class SweepSpec(_SpecModel):
     )
     retries: RetrySpec = Field(default_factory=RetrySpec)
     lease: LeaseSpec = Field(default_factory=LeaseSpec)
+    description: OptionalText = Field(default=None, description="what the sweep is for")
+    tags: dict[str, str] = Field(
+        default_factory=dict, description="a mapping of tag names to strings, set on the sweep"
+    )
+    program: OptionalText = Field(
+        default=None, description="a script run per trial (relative to code_dir), e.g. train.py"
+    )
+    command: list[str] | None = Field(
+        default=None,
+        description="the argv of a trial, with W&B macros such as ${program} and ${args}",
+    )
+    collector: CollectorSpec = Field(
+        default_factory=CollectorSpec,
+        description="how metrics are read from a command's output (kind auto or regex)",
+    )
+    command_grace_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="seconds a command-mode trial's processes get between SIGTERM and SIGKILL",
+    )
+    follow: bool = Field(
+        default=False,
+        description="stream command-mode trials' output to the console, prefixed per trial",
+    )
 
     # Where the spec came from; set by the loaders, not part of the schema.
     _source: str = PrivateAttr(default="<dict>")
     _source_path: Path | None = PrivateAttr(default=None)
     _base_dir: Path | None = PrivateAttr(default=None)
     _lines: dict[str, int] = PrivateAttr(default_factory=dict)
+    _dialect: str = PrivateAttr(default="native")
 
     @model_validator(mode="before")
     @classmethod
@@ -219,7 +133,61 @@ class SweepSpec(_SpecModel):
         if isinstance(data, dict):
             optional = {n for n, f in cls.model_fields.items() if not f.is_required()}
             data = {k: v for k, v in data.items() if not (v is None and k in optional)}
+            data = _grid_budget(data)
         return data
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _command_items(cls, value: Any) -> Any:
+        # W&B allows numbers in command (e.g. --epochs, 5): they are argv text.
+        if isinstance(value, list):
+            return [
+                str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+                for v in value
+            ]
+        return value
+
+    @model_validator(mode="after")
+    def _one_way_to_run(self) -> SweepSpec:
+        if self.objective is not None and (self.program is not None or self.command is not None):
+            key = "program" if self.program is not None else "command"
+            raise _spec_error(
+                f"objective and {key} are mutually exclusive: a trial is either a Python "
+                "function (objective) or a script (program and/or command); remove one",
+                key,
+            )
+        if self.objective is None and self.program is None and self.command is None:
+            raise _spec_error(
+                "missing required key 'objective': the objective function as "
+                "'module.path:function', or program (a script) and/or command (its argv)",
+                "objective",
+            )
+        if self.command is not None:
+            for index, message in check_command(self.command, has_program=self.program is not None):
+                raise _spec_error(message, "command" if index < 0 else f"command.{index}")
+        if self.sampler.is_grid:
+            self._check_grid()
+        return self
+
+    def _check_grid(self) -> None:
+        try:
+            size = grid_size(self.parameters)
+        except NotGriddable as exc:
+            name = str(exc).partition(":")[0]
+            raise _spec_error(f"sampler grid: {exc}", f"parameters.{name}") from None
+        if size > MAX_GRID_POINTS:
+            raise _spec_error(
+                f"the grid has {size} combinations, more than {MAX_GRID_POINTS}; use fewer values "
+                "or a sampler such as tpe or random",
+                "sampler",
+            )
+        n_trials = self.budget.n_trials
+        if n_trials is not None and n_trials > size:
+            raise _spec_error(
+                f"n_trials {n_trials} exceeds the grid's {size} combinations, and each runs once; "
+                f"set n_trials to at most {size}, or drop it (the default is the grid's size)",
+                "budget.n_trials",
+            )
 
     @field_validator("name")
     @classmethod
@@ -232,7 +200,9 @@ class SweepSpec(_SpecModel):
 
     @field_validator("objective")
     @classmethod
-    def _check_objective(cls, value: str) -> str:
+    def _check_objective(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if not _is_objective_ref(value.strip()):
             raise _spec_error(
                 "objective must have the form 'module.path:function' (Python identifiers, "
@@ -263,14 +233,28 @@ class SweepSpec(_SpecModel):
     # -- derived values -------------------------------------------------------------------
 
     @property
+    def is_command(self) -> bool:
+        """Whether trials run a script (``program``/``command``), not an ``objective``."""
+        return self.objective is None
+
+    @property
     def objective_module(self) -> str:
-        """The module part of ``objective``."""
-        return self.objective.partition(":")[0]
+        """The module part of ``objective`` ("" for a command-mode spec)."""
+        return (self.objective or "").partition(":")[0]
 
     @property
     def objective_function(self) -> str:
-        """The function part of ``objective``."""
-        return self.objective.partition(":")[2]
+        """The function part of ``objective`` ("" for a command-mode spec)."""
+        return (self.objective or "").partition(":")[2]
+
+    @property
+    def runs(self) -> str:
+        """What a trial runs, for messages: the objective, or the program/command."""
+        if self.objective is not None:
+            return f"objective {self.objective}"
+        if self.command is not None:
+            return "command " + " ".join(self.command)
+        return f"program {self.program}"
 
     @property
     def code_path(self) -> Path:
@@ -287,6 +271,11 @@ class SweepSpec(_SpecModel):
     def source_path(self) -> Path | None:
         """The absolute path of the spec file, or None for a spec built from a dict."""
         return self._source_path
+
+    @property
+    def dialect(self) -> str:
+        """``native``, or ``wandb`` for a spec read from a W&B sweep config."""
+        return self._dialect
 
     @property
     def source(self) -> str:
@@ -318,3 +307,57 @@ class SweepSpec(_SpecModel):
     def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
         """The Optuna distribution of every declared parameter, in the order written."""
         return {name: param.distribution() for name, param in self.parameters.items()}
+
+    def decode_params(self, stored: dict[str, Any]) -> dict[str, Any]:
+        """The values that params stored by Optuna stand for: quantile parameters
+        (normal, beta, weighted choices...) and JSON-encoded choices are mapped back;
+        params the spec does not declare pass through."""
+        return {
+            name: self.parameters[name].value_of(value) if name in self.parameters else value
+            for name, value in stored.items()
+        }
+
+    def encoded_parameters(self) -> list[str]:
+        """Parameters whose value Optuna stores in another form (a quantile, JSON text):
+        an objective reading ``trial.params`` would not see the value itself."""
+        return [name for name, param in self.parameters.items() if stores_other_form(param)]
+
+    def grid_points(self) -> list[dict[str, Any]]:
+        """Every combination of the parameters' values (see :mod:`sweep.spec._grid`)."""
+        return grid_points(self.parameters)
+
+
+def _names_grid(sampler: Any) -> bool:
+    name = sampler.get("name") if isinstance(sampler, dict) else sampler
+    if not isinstance(name, str):
+        return False
+    key = name.strip().lower().replace("-", "_")
+    return key in ("grid", "gridsampler", "bruteforce", "brute_force", "bruteforcesampler")
+
+
+def raw_grid_size(params: Any) -> int | None:
+    """The grid size of unvalidated ``parameters``, or None if they do not validate."""
+    if not isinstance(params, dict):
+        return None
+    try:
+        models = {
+            name: _PARAM_BY_TYPE[raw["type"]].model_validate(raw) for name, raw in params.items()
+        }
+        return grid_size(models)
+    except Exception:
+        return None  # the parameters' own errors are reported
+
+
+def _grid_budget(data: dict[str, Any]) -> dict[str, Any]:
+    """With sampler grid, a missing budget (or one without n_trials) is the grid's size."""
+    budget = data.get("budget")
+    if not _names_grid(data.get("sampler")) or (
+        isinstance(budget, dict) and budget.get("n_trials") is not None
+    ):
+        return data
+    if budget is not None and not isinstance(budget, dict):
+        return data
+    size = raw_grid_size(data.get("parameters") or {})
+    if size is None:
+        return data  # n_trials stays unset: "missing budget" joins the parameters' errors
+    return {**data, "budget": {**(budget or {}), "n_trials": min(size, MAX_GRID_POINTS)}}

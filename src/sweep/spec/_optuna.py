@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from sweep.spec._common import _did_you_mean, _show, _spec_error
+from sweep.spec._grid import GridSampler
 from sweep.tpe import CachingTPESampler
 
 #: Short sampler names accepted in ``sampler.name`` and the Optuna classes they build.
@@ -35,7 +36,15 @@ SAMPLERS: dict[str, str] = {
     "gp": "GPSampler",
     "qmc": "QMCSampler",
     "nsgaii": "NSGAIISampler",
-    "bruteforce": "BruteForceSampler",
+    "grid": "GridSampler",  # sweep's own: sweep.spec._grid.GridSampler
+}
+
+# Optuna's BruteForceSampler repeats combinations across workers and calls Study.stop()
+# outside optimize(); its name now means sweep's grid, which runs each point once.
+_SAMPLER_ALIASES: dict[str, str] = {
+    "bruteforce": "grid",
+    "brute_force": "grid",
+    "bruteforcesampler": "grid",
 }
 
 #: Short pruner names accepted in ``pruner.name`` and the Optuna classes they build.
@@ -230,8 +239,19 @@ class SamplerSpec(_OptunaComponentSpec):
     component_kind: ClassVar[str] = "sampler"
     component_module: ClassVar[Any] = optuna.samplers
     known_names: ClassVar[dict[str, str]] = SAMPLERS
+    name_aliases: ClassVar[dict[str, str]] = _SAMPLER_ALIASES
 
     name: str = Field(description=f"one of {', '.join(SAMPLERS)}")
+
+    @property
+    def optuna_class(self) -> type:
+        """The sampler class ``name`` selects (sweep's own for ``grid``)."""
+        return GridSampler if self.name == "grid" else super().optuna_class
+
+    @property
+    def is_grid(self) -> bool:
+        """Whether this is a grid search (``grid``, or its alias ``bruteforce``)."""
+        return self.name == "grid"
 
     @property
     def seed(self) -> int | None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import yaml
 
 from sweep.errors import SpecError
+from sweep.spec._command import is_macro_reference
 from sweep.spec._common import _raise_all, _show
 
 _STR_TAG = "tag:yaml.org,2002:str"
@@ -25,10 +26,15 @@ _REF_RE = re.compile(r"\$\$|\$\{([^}]*)\}|\$\{")
 _BODY_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
 
 
-def interpolate_env(value: str, environ: Mapping[str, str] | None = None) -> tuple[str, list[str]]:
+def interpolate_env(
+    value: str,
+    environ: Mapping[str, str] | None = None,
+    keep: Callable[[str], bool] | None = None,
+) -> tuple[str, list[str]]:
     """Substitute ``${VAR}`` and ``${VAR:-default}`` in ``value``; ``$$`` is a literal ``$``.
 
     ``:-`` uses the default when the variable is unset or empty, as in the shell.
+    References for which ``keep(text)`` is true stay as written (W&B's command macros).
     Returns the new string and a list of problems (empty when all went well).
     """
     env = os.environ if environ is None else environ
@@ -38,6 +44,8 @@ def interpolate_env(value: str, environ: Mapping[str, str] | None = None) -> tup
         text = match.group(0)
         if text == "$$":
             return "$"
+        if keep is not None and keep(text):
+            return text
         body = match.group(1)
         parsed = _BODY_RE.fullmatch(body) if body is not None else None
         if parsed is None:
@@ -108,7 +116,9 @@ class _NodeWalker:
         elif isinstance(node, yaml.ScalarNode) and node.tag == _STR_TAG and "$" in node.value:
             # Tags were resolved when composing, so a substituted "8" stays a string and
             # pydantic's coercion decides whether it fits the field.
-            node.value, problems = interpolate_env(node.value, self.environ)
+            # In command, W&B's macros (${args}, ${envvar:NAME}...) are kept for the runner.
+            keep = is_macro_reference if path.split(".")[0] == "command" else None
+            node.value, problems = interpolate_env(node.value, self.environ, keep)
             line = node.start_mark.line + 1
             for problem in problems:
                 self.errors.append(

@@ -1,6 +1,7 @@
 """Experiment tracking: runs nested under a sweep's parent run, with params, step
 metrics, tags, datasets, artifacts, status and the lineage that produced them."""
 
+from sweep.tracking._artifact_root import ARTIFACT_ROOT_ENV, artifact_root
 from sweep.tracking._entities import (
     ArtifactInfo,
     Experiment,
@@ -15,6 +16,7 @@ from sweep.tracking._logging import (
     ActiveRun,
     activate,
     active_run,
+    attach_runs_with,
     log_artifact,
     log_input,
     log_metric,
@@ -31,6 +33,7 @@ from sweep.tracking._query import search_runs
 from sweep.tracking._store import RunEnd, TrackingStore
 
 __all__ = [
+    "ARTIFACT_ROOT_ENV",
     "ActiveRun",
     "ArtifactInfo",
     "Experiment",
@@ -42,6 +45,8 @@ __all__ = [
     "TrackingStore",
     "activate",
     "active_run",
+    "artifact_root",
+    "attach_runs_with",
     "command_line",
     "environment_tags",
     "log_artifact",

@@ -17,17 +17,17 @@ import math
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sweep.errors import InvalidValueError, MetricFlushError, NoActiveRunError, SweepError
 from sweep.storage._schema import KEY_LENGTH
+from sweep.tracking._artifact_root import artifact_root as resolve_artifact_root
 from sweep.tracking._artifacts import (
     artifact_location,
     copy_artifact,
-    is_url,
     save_model,
     write_bytes,
 )
@@ -41,7 +41,6 @@ from sweep.tracking._store import TrackingStore
 
 logger = logging.getLogger(__name__)
 
-ARTIFACT_ROOT_ENV = "SWEEP_ARTIFACT_ROOT"
 #: Longest dataset context (the column's width).
 CONTEXT_LENGTH = 64
 
@@ -255,8 +254,19 @@ def activate(active: ActiveRun, *, end: bool = False, flush: bool = True) -> Ite
     active.close(RunStatus.FINISHED if end else None)
 
 
+#: Where the script of a command-mode trial finds its trial's run, which another
+#: process (the trial's runner) opened: installed by :mod:`sweep.script`.
+_attached_run: Callable[[], ActiveRun | None] | None = None
+
+
+def attach_runs_with(find: Callable[[], ActiveRun | None]) -> None:
+    """Have ``active_run`` fall back on ``find()`` where no run is active."""
+    global _attached_run
+    _attached_run = find
+
+
 def active_run() -> ActiveRun:
-    run = _active.get()
+    run = _active.get() or (_attached_run() if _attached_run else None)
     if run is None:
         raise NoActiveRunError(
             "no active run: call sweep.log_* from inside an objective that sweep runs, "
@@ -286,16 +296,10 @@ def _store_for(url: str) -> TrackingStore:
 
 
 def _experiment_for(store: TrackingStore, name: str, artifact_root: str | None) -> Experiment:
-    from sweep.storage import default_home
-
     key = (os.getpid(), store.db.url, name)
     found = _experiments.get(key)
     if found is None:
-        root = artifact_root or os.environ.get(ARTIFACT_ROOT_ENV)
-        if not root:
-            root = str(default_home() / "artifacts")
-        elif not is_url(root):
-            root = str(Path(root).expanduser().resolve())
+        root = resolve_artifact_root(artifact_root)
         found = _experiments[key] = store.get_or_create_experiment(name, root)
     return found
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from sweep.controller import BATCH_MAX, QUEUE_SHORT, _Pace
+from sweep.pacing import BATCH_MAX, QUEUE_SHORT, Pace
 from sweep.trial import TrialOutcome
-from sweep.worker import TrialCrash, TrialWorker
+from sweep.worker import TrialActor, TrialCrash
 from tests.helpers import OBJECTIVES_DIR, sweep_context
 
 
@@ -17,7 +17,7 @@ def test_a_trial_that_raises_out_of_its_runner_fails_alone_in_its_call(
     # Not the objective's failure (its outcome records that) but the runner's: here the
     # second attempt at a claim whose run the first attempt opened.
     context = sweep_context(storage_url, tmp_path / "art", "crash-in-call", "toy:trivial")
-    worker = TrialWorker(context, 0, str(OBJECTIVES_DIR), uuid.uuid4().hex)
+    worker = TrialActor(context, 0, str(OBJECTIVES_DIR), uuid.uuid4().hex)
     try:
         coordinator = worker.runner.coordinator
         first = coordinator.claim(worker.heartbeat.worker_id)
@@ -39,7 +39,7 @@ def test_a_trial_that_raises_out_of_its_runner_fails_alone_in_its_call(
 
 
 def test_short_trials_share_calls_and_long_or_timed_ones_go_alone() -> None:
-    pace = _Pace(batches=True)
+    pace = Pace(batches=True)
     assert (pace.batch(), pace.queue()) == (1, 1)  # nothing timed yet
     for _ in range(20):
         pace.add(0.003)
@@ -49,7 +49,7 @@ def test_short_trials_share_calls_and_long_or_timed_ones_go_alone() -> None:
         pace.add(1.0)  # long trials: planned by the controller, one per call
     assert (pace.batch(), pace.queue()) == (1, 1)
     # With a trial_timeout each trial is timed on its own, so each goes in its own call.
-    timed = _Pace(batches=False)
+    timed = Pace(batches=False)
     for _ in range(20):
         timed.add(0.003)
     assert (timed.batch(), timed.queue()) == (1, QUEUE_SHORT)

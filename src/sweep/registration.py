@@ -1,0 +1,125 @@
+"""The end of a sweep: the best trial's model becomes a new model version with the
+spec's alias (``challenger``), if the spec's gates let it through.
+
+Gates: ``registry.threshold`` (the best value must reach it) and
+``registry.beat_champion`` (it must beat the version at ``@champion``). A closed gate
+is a decision, not a failure; a best trial without a model is a failure, which fails
+the launch when ``registry.required`` is set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import optuna
+
+from sweep.errors import NotFoundError
+from sweep.registry import CHAMPION, ModelRegistry, ModelVersion
+from sweep.spec import RegistrySpec, SweepSpec
+from sweep.study import RUN_ID_ATTR
+from sweep.tracking import TrackingStore
+from sweep.tracking._artifacts import artifact_location
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What the end of a sweep registered (``version``), what decided (``message``),
+    and whether registering failed (a closed gate is not a failure)."""
+
+    version: ModelVersion | None
+    message: str
+    failed: bool = False
+
+
+def register_best(
+    spec: SweepSpec, study: optuna.Study, tracking: TrackingStore, registry: ModelRegistry
+) -> Registration:
+    """Register the best trial's model and point the spec's alias at it, if the gates
+    let it through."""
+    registry_spec = spec.registry
+    assert registry_spec is not None
+    try:
+        best = study.best_trial
+    except ValueError:
+        return Registration(None, "no trial completed, so no model was registered", True)
+    run_id: str | None = best.system_attrs.get(RUN_ID_ATTR)
+    artifacts = tracking.list_artifacts(run_id) if run_id else []
+    models = [a for a in artifacts if a.kind == "model"]
+    if run_id is None or not models:
+        message = (
+            f"best trial {best.number} logged no model, so none was registered; "
+            "call sweep.log_model(model) in the objective"
+        )
+        return Registration(None, message, True)
+    name, alias = registry_spec.model_name, registry_spec.alias
+    assert best.value is not None  # the best trial of a single-objective study
+    closed = closed_gate(spec, registry, best.value)
+    if closed:
+        return Registration(None, closed)
+    current = version_at(registry, name, alias)
+    if current is not None and current.run_id == run_id:
+        message = f"{name} version {current.version} (@{alias}) is already this best trial"
+        return Registration(current, message)
+    reason = f"best trial {best.number} of sweep {spec.name}"
+    version = registry.create_model_version(
+        name,
+        artifact_location(tracking.get_run(run_id).artifact_uri, models[0].path),
+        run_id=run_id,
+        metric_name=spec.metric.name,
+        metric_value=best.value,
+        sweep_name=spec.name,
+        trial_number=best.number,
+        tags={spec.metric.name: best.value, "trial_number": best.number},
+        reason=reason,
+    )
+    registry.set_alias(name, alias, version.version, reason=reason)
+    version = registry.get_version(name, version.version)
+    gates = _gate_names(registry_spec)
+    passed = f" (passed {gates})" if gates else ""
+    return Registration(version, f"registered {name} version {version.version} as @{alias}{passed}")
+
+
+def closed_gate(spec: SweepSpec, registry: ModelRegistry, value: float) -> str | None:
+    """Why the spec's gates refuse ``value``, or None when they let it through."""
+    registry_spec = spec.registry
+    assert registry_spec is not None
+    maximize = spec.metric.direction == "maximize"
+
+    def better(a: float, b: float, strict: bool) -> bool:
+        if strict:
+            return a > b if maximize else a < b
+        return a >= b if maximize else a <= b
+
+    metric, threshold = spec.metric.name, registry_spec.threshold
+    if threshold is not None and not better(value, threshold, strict=False):
+        return (
+            f"not registered: the best {metric} {value:.6g} does not pass "
+            f"registry.threshold {threshold:g} (rule: threshold)"
+        )
+    if registry_spec.beat_champion:
+        champion = version_at(registry, registry_spec.model_name, CHAMPION)
+        if (
+            champion is not None
+            and champion.metric_value is not None
+            and not better(value, champion.metric_value, strict=True)
+        ):
+            return (
+                f"not registered: the best {metric} {value:.6g} does not beat @champion "
+                f"version {champion.version} ({champion.metric_value:.6g}) (rule: beat_champion)"
+            )
+    return None
+
+
+def _gate_names(registry_spec: RegistrySpec) -> str:
+    names = ["threshold"] if registry_spec.threshold is not None else []
+    if registry_spec.beat_champion:
+        names.append("beat_champion")
+    return " and ".join(names)
+
+
+def version_at(registry: ModelRegistry, model_name: str, alias: str) -> ModelVersion | None:
+    """The version ``alias`` points at, or None."""
+    try:
+        return registry.get_by_alias(model_name, alias)
+    except NotFoundError:
+        return None

@@ -1,0 +1,158 @@
+"""The sections of a spec: metric, budget, resources, Ray, tracking, registry, retries
+and leases."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from sweep.spec._base import Int, Number, OptionalText, _SpecModel
+from sweep.spec._common import _spec_error
+
+# Defaults are given as Field(default=...): type checkers read only that keyword as a
+# default (pydantic's dataclass_transform), so that e.g. ResourcesSpec() checks as a call
+# without arguments and the class can be a default_factory.
+
+
+class MetricSpec(_SpecModel):
+    """The metric the objective returns and which way is better."""
+
+    name: str = Field(min_length=1, description="the metric's name, e.g. val_accuracy")
+    direction: Literal["minimize", "maximize"] = Field(description="minimize or maximize")
+    target: Number | None = Field(
+        default=None,
+        description="stop the sweep once a trial reaches this value (W&B's metric.target)",
+    )
+
+    def reached(self, value: float | None) -> bool:
+        """Whether ``value`` reaches ``target`` (>= when maximizing, <= when minimizing)."""
+        if self.target is None or value is None:
+            return False
+        return value >= self.target if self.direction == "maximize" else value <= self.target
+
+
+class BudgetSpec(_SpecModel):
+    """When the sweep stops: after ``n_trials`` trials, ``timeout`` seconds, or both."""
+
+    n_trials: Int | None = Field(
+        default=None, ge=1, description="the number of trials (an integer >= 1)"
+    )
+    timeout: Number | None = Field(default=None, gt=0, description="seconds (a number > 0)")
+
+    @model_validator(mode="after")
+    def _something_set(self) -> BudgetSpec:
+        if self.n_trials is None and self.timeout is None:
+            raise _spec_error(
+                "budget needs n_trials (an integer >= 1), timeout (seconds > 0) or both"
+            )
+        return self
+
+
+class ResourcesSpec(_SpecModel):
+    """What one trial reserves from Ray."""
+
+    cpu: Number = Field(default=1.0, gt=0, description="CPUs per trial (a number > 0)")
+    gpu: Number = Field(default=0.0, ge=0, description="GPUs per trial (a number >= 0)")
+    memory_mb: Int | None = Field(
+        default=None,
+        ge=1,
+        description="memory a trial may allocate, in MiB (an integer >= 1); past it the "
+        "objective gets a MemoryError and only its trial fails",
+    )
+
+    @model_validator(mode="after")
+    def _ray_whole_numbers(self) -> ResourcesSpec:
+        # Ray rejects fractional quantities above 1 when the task is submitted; say so now.
+        for key in ("cpu", "gpu"):
+            value = getattr(self, key)
+            if value > 1 and not float(value).is_integer():
+                raise _spec_error(
+                    f"{key} must be a fraction up to 1 or a whole number (Ray's rule), got {value}",
+                    key,
+                )
+        return self
+
+
+class RaySpec(_SpecModel):
+    """Where trials run: an existing Ray cluster (``address``) or a locally started Ray."""
+
+    address: OptionalText = Field(
+        default=None, description="a Ray cluster address, e.g. auto or ray://head:10001"
+    )
+    num_cpus: Int | None = Field(
+        default=None, ge=1, description="logical CPUs of a local Ray (int >= 1)"
+    )
+    num_gpus: Int | None = Field(
+        default=None, ge=0, description="logical GPUs of a local Ray (int >= 0)"
+    )
+
+    @model_validator(mode="after")
+    def _local_only(self) -> RaySpec:
+        # Ray refuses num_cpus/num_gpus when connecting to an existing cluster.
+        if self.address is not None and self.address != "local":
+            for key in ("num_cpus", "num_gpus"):
+                if getattr(self, key) is not None:
+                    raise _spec_error(
+                        f"{key} applies only to a Ray that sweep starts locally; remove it or "
+                        f"unset address (got address {self.address!r})",
+                        key,
+                    )
+        return self
+
+
+class TrackingSpec(_SpecModel):
+    """Experiment tracking settings."""
+
+    experiment: OptionalText = Field(
+        default=None, description="experiment name (default: the sweep name)"
+    )
+    artifact_root: OptionalText = Field(default=None, description="where run artifacts are stored")
+
+
+class RegistrySpec(_SpecModel):
+    """Register the best trial's model under ``model_name`` and point ``alias`` at it."""
+
+    model_name: str = Field(min_length=1, description="the registered model's name")
+    alias: str = Field(
+        default="challenger", min_length=1, description="alias set on the new version"
+    )
+    required: bool = Field(
+        default=False, description="fail the sweep when no model can be registered"
+    )
+    threshold: Number | None = Field(
+        default=None,
+        description="register only a best value at least this good "
+        "(>= when maximizing, <= when minimizing)",
+    )
+    beat_champion: bool = Field(
+        default=False, description="register only a best value better than the @champion's metric"
+    )
+
+
+class RetrySpec(_SpecModel):
+    """What happens to a trial whose worker died (its lease expired)."""
+
+    max_retries: Int = Field(
+        default=1, ge=0, description="times a lost trial is retried with the same params (int >= 0)"
+    )
+
+
+class LeaseSpec(_SpecModel):
+    """Heartbeats of running trials: a trial whose worker stops renewing its lease for
+    ``timeout`` seconds is failed (and retried by the retry policy)."""
+
+    heartbeat_interval: Number = Field(
+        default=5.0, gt=0, description="seconds between renewals (> 0)"
+    )
+    timeout: Number = Field(default=30.0, gt=0, description="seconds without renewal (> 0)")
+
+    @model_validator(mode="after")
+    def _timeout_covers_beats(self) -> LeaseSpec:
+        if self.timeout < 2 * self.heartbeat_interval:
+            raise _spec_error(
+                f"timeout ({self.timeout:g} s) must be at least twice heartbeat_interval "
+                f"({self.heartbeat_interval:g} s), or one late beat fails a healthy trial",
+                "timeout",
+            )
+        return self
