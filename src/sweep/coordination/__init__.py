@@ -39,9 +39,10 @@ trial without a lease is lost at once (no process of this sweep runs it).
 
 Any controller or agent of the sweep may recover lost trials, and each does so
 periodically (:meth:`Coordinator.recover_stale`), or at once for a trial whose worker it
-knows is gone, timed out or killed (:meth:`Coordinator.fail_lost`). A recovery fails the
-trial, ends its run FAILED (KILLED for a kill) and queues its retry, in one transaction
-under the claim lock. Leases are dropped when a trial ends, and by recovery for
+knows is gone, timed out or killed (:meth:`Coordinator.fail_lost`); when, and whether to
+retry, is decided in one place for both (:class:`sweep.failures.FailurePolicy`). A
+recovery fails the trial, ends its run FAILED (KILLED for a kill) and queues its retry,
+in one transaction under the claim lock. Leases are dropped when a trial ends, and by recovery for
 finished trials whose worker died before dropping theirs.
 
 **Retries and the budget**
