@@ -11,8 +11,7 @@ from sqlalchemy import select
 
 from sweep.coordination import Coordinator, LeaseSettings, RegisteredWorker, SweepState
 from sweep.errors import NotFoundError, SweepError
-from sweep.storage import Database, resolve_storage_url
-from sweep.storage._schema import SweepRow
+from sweep.storage import Database, SweepRow, resolve_storage_url
 from sweep.study import (
     TrialCounts,
     count_trials,
