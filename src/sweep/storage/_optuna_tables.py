@@ -8,6 +8,7 @@ its functions or through Optuna's API.
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any, overload
 
 from optuna.storages._rdb import models
 from optuna.trial import TrialState
-from sqlalchemy import ColumnElement, ScalarSelect, func, select, update
+from sqlalchemy import ColumnElement, ScalarSelect, Select, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from sweep.storage._sql import insert_rows
@@ -68,6 +69,15 @@ def study_slots(
     whose key is in ``uncounted`` uses no budget. With ``lock``, on PostgreSQL, the
     study's row is locked as well, as Optuna's own trial creation locks it, so that a
     user's ``enqueue_trial`` cannot interleave with the numbering."""
+    postgresql = lock and session.get_bind().dialect.name == "postgresql"
+    query = _slots_query(tuple(uncounted), postgresql)
+    trials, waiting, used = session.execute(query, {"study_id": study_id}).one()
+    return StudySlots(int(trials), int(waiting), int(used))
+
+
+@functools.cache
+def _slots_query(uncounted: tuple[str, ...], lock: bool) -> Select[int, int, int]:
+    """:func:`study_slots`'s query, built once (``lock``: the study's row, PostgreSQL)."""
     of_study = TRIALS.c.study_id == STUDIES.c.study_id
     marked = (
         select(SYSTEM_ATTRS.c.trial_id)
@@ -79,12 +89,9 @@ def study_slots(
         return select(func.count()).select_from(TRIALS).where(of_study, *where).scalar_subquery()
 
     query = select(count(), count(TRIALS.c.state == TrialState.WAITING), count(~marked)).where(
-        STUDIES.c.study_id == study_id
+        STUDIES.c.study_id == bindparam("study_id")
     )
-    if lock and session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(of=STUDIES)
-    trials, waiting, used = session.execute(query).one()
-    return StudySlots(int(trials), int(waiting), int(used))
+    return query.with_for_update(of=STUDIES) if lock else query
 
 
 def unfinished_trials(session: Session, study_id: int) -> list[tuple[int, TrialState]]:
