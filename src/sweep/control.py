@@ -9,11 +9,16 @@ from typing import Any
 import optuna
 from sqlalchemy import select
 
-from sweep.coordination import Coordinator, LeaseSettings, SweepState, WorkerInfo
+from sweep.coordination import Coordinator, LeaseSettings, RegisteredWorker, SweepState
 from sweep.errors import NotFoundError, SweepError
-from sweep.storage import Database, resolve_storage_url
-from sweep.storage._schema import SweepRow
-from sweep.study import TrialCounts, count_trials, get_sweep_record, set_sweep_status
+from sweep.storage import Database, SweepRow, resolve_storage_url
+from sweep.study import (
+    TrialCounts,
+    count_trials,
+    get_sweep_record,
+    set_sweep_status,
+    sweep_not_found,
+)
 from sweep.tracking._store import now_ms
 from sweep.trial import lease_settings
 
@@ -31,9 +36,9 @@ class SweepStatus:
     best_trial: int | None
     direction: str
     lease_timeout_s: float
-    workers: list[WorkerInfo] = field(default_factory=list)
+    workers: list[RegisteredWorker] = field(default_factory=list)
 
-    def alive(self, worker: WorkerInfo) -> bool:
+    def alive(self, worker: RegisteredWorker) -> bool:
         """Whether ``worker`` still beats (a dead one stops within the lease timeout)."""
         return (
             worker.stopped_at is None
@@ -78,7 +83,7 @@ def statuses(db: Database, name: str | None = None) -> list[SweepStatus]:
             stmt = stmt.where(SweepRow.name == name)
         rows = [(r.name, r.study_name, r.status, r.n_trials) for r in session.scalars(stmt)]
     if name is not None and not rows:
-        raise NotFoundError(f"no sweep called {name!r} in {db.display_url}")
+        raise sweep_not_found(name, db.display_url)
     storage_ = db.optuna_storage()
     return [status_of(db, storage_, *row) for row in rows]
 
@@ -119,7 +124,7 @@ def _set_state(name: str, state: SweepState, storage: str | None) -> None:
     db = _open(storage)
     try:
         if get_sweep_record(db, name) is None:
-            raise NotFoundError(f"no sweep called {name!r} in {db.display_url}; see `sweep status`")
+            raise sweep_not_found(name, db.display_url)
         set_sweep_status(db, name, state.value)
     finally:
         db.dispose()
@@ -176,7 +181,7 @@ def unpause(name: str, *, db: Database) -> None:
     the sweep's controller; `sweep resume` on a machine with the code can)."""
     record = get_sweep_record(db, name)
     if record is None:
-        raise NotFoundError(f"no sweep called {name!r} in {db.display_url}; see `sweep status`")
+        raise sweep_not_found(name, db.display_url)
     if record.status != SweepState.PAUSED.value:
         raise SweepError(
             f"sweep {name!r} is {record.status}, not paused; to continue it, run "

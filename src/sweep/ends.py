@@ -23,6 +23,7 @@ from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from sweep.storage import Database, TrialLeaseRow, TrialWrites, retry_transient, write_trials
+from sweep.storage import EndSink as StudyEndSink
 from sweep.tracking import RunEnd, RunStatus, TrackingStore
 
 #: Why an attempt's result did not count, on its run.
@@ -84,8 +85,9 @@ def discarded(run_end: RunEnd) -> RunEnd:
     )
 
 
-class EndSink:
-    """Where the end of a trial this process runs goes once Optuna ends it.
+class EndSink(StudyEndSink):
+    """Where the end of a trial this process runs goes once Optuna ends it (the study
+    storage's sink, here with the run's end that goes with the study rows).
 
     The trial runner says what the trial's run ends with (:meth:`expect`) before it
     tells Optuna; the process's study storage then hands the trial's writes to

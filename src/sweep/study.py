@@ -17,7 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import case, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from sweep.errors import SpecError, StorageError
+from sweep.errors import NotFoundError, SpecError, StorageError
 from sweep.spec import SweepSpec
 from sweep.storage import Database
 from sweep.storage._schema import SweepRow
@@ -281,6 +281,14 @@ def open_sweep_record(
         raise
     return SweepRecord(
         spec.name, spec.name, experiment.experiment_id, parent.run_id, "RUNNING", True
+    )
+
+
+def sweep_not_found(name: str, display_url: str) -> NotFoundError:
+    """The error for a sweep ``name`` that the store at ``display_url`` does not hold."""
+    return NotFoundError(
+        f"no sweep called {name!r} in {display_url}; `sweep status` lists the sweeps there "
+        "(pass --storage to look in another store), and `sweep launch SPEC` starts one"
     )
 
 

@@ -13,7 +13,7 @@ from sweep.ledger import TRIM_AFTER, TrialLedger
 from sweep.storage import StudyStorage
 from sweep.tracking import TrackingStore
 from sweep.trial import TrialOutcome
-from tests.test_coordination import coordinator, make_sweep
+from tests.coordination.helpers import coordinator, make_sweep
 
 
 def finished(number: int) -> TrialOutcome:

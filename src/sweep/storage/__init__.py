@@ -2,9 +2,23 @@
 study tables and sweep's own tracking and registry tables."""
 
 from sweep.storage._database import Database
+from sweep.storage._optuna_tables import (
+    StudySlots,
+    insert_running_trials,
+    insert_system_attrs,
+    local_time,
+    queue_waiting_trial,
+    start_waiting_trials,
+    study_slots,
+    system_attr_by_number,
+    system_attrs_of,
+    unfinished_trials,
+    utc_now,
+)
 from sweep.storage._own_trials import TrialWrites
 from sweep.storage._retrying import retry_transient
-from sweep.storage._schema import TrialLeaseRow
+from sweep.storage._schema import SweepRow, TrialLeaseRow, WorkerRow
+from sweep.storage._sql import insert_rows
 from sweep.storage._study_storage import StudyStorage
 from sweep.storage._study_writer import EndSink, write_trials
 from sweep.storage._url import (
@@ -20,14 +34,28 @@ __all__ = [
     "DATABASE_URL_ENV",
     "Database",
     "EndSink",
+    "StudySlots",
     "StudyStorage",
+    "SweepRow",
     "TrialLeaseRow",
     "TrialWrites",
+    "WorkerRow",
     "default_home",
+    "insert_rows",
+    "insert_running_trials",
+    "insert_system_attrs",
+    "local_time",
     "mask_url",
     "normalise_url",
+    "queue_waiting_trial",
     "redact",
     "resolve_storage_url",
     "retry_transient",
+    "start_waiting_trials",
+    "study_slots",
+    "system_attr_by_number",
+    "system_attrs_of",
+    "unfinished_trials",
+    "utc_now",
     "write_trials",
 ]

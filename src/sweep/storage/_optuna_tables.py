@@ -8,10 +8,20 @@ its functions or through Optuna's API.
 from __future__ import annotations
 
 import datetime
-from typing import overload
+import functools
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, overload
 
 from optuna.storages._rdb import models
+from optuna.trial import TrialState
+from sqlalchemy import ColumnElement, ScalarSelect, Select, bindparam, func, select, update
+from sqlalchemy.orm import Session
 
+from sweep.storage._sql import insert_rows
+
+STUDIES = models.StudyModel.__table__
 TRIALS = models.TrialModel.__table__
 PARAMS = models.TrialParamModel.__table__
 VALUES = models.TrialValueModel.__table__
@@ -34,3 +44,173 @@ def local_time(stored: datetime.datetime | None) -> datetime.datetime | None:
     if stored is None:
         return None
     return stored.replace(tzinfo=datetime.timezone.utc).astimezone().replace(tzinfo=None)
+
+
+# -- what the coordination of a sweep reads and writes in them --------------------------
+#
+# Each function runs in the caller's session (one transaction, under the sweep's claim
+# lock where it writes) and names the rows it touches; none commits.
+
+
+@dataclass(frozen=True)
+class StudySlots:
+    """A study's trial slots: its trials (so the next trial's number), those WAITING to
+    run, and the budget used (the trials not marked with one of the uncounted keys)."""
+
+    trials: int
+    waiting: int
+    used: int
+
+
+def study_slots(
+    session: Session, study_id: int, *, uncounted: Sequence[str], lock: bool = False
+) -> StudySlots:
+    """The study's :class:`StudySlots`, in one query; a trial with a system attribute
+    whose key is in ``uncounted`` uses no budget. With ``lock``, on PostgreSQL, the
+    study's row is locked as well, as Optuna's own trial creation locks it, so that a
+    user's ``enqueue_trial`` cannot interleave with the numbering."""
+    postgresql = lock and session.get_bind().dialect.name == "postgresql"
+    query = _slots_query(tuple(uncounted), postgresql)
+    trials, waiting, used = session.execute(query, {"study_id": study_id}).one()
+    return StudySlots(int(trials), int(waiting), int(used))
+
+
+@functools.cache
+def _slots_query(uncounted: tuple[str, ...], lock: bool) -> Select[int, int, int]:
+    """:func:`study_slots`'s query, built once (``lock``: the study's row, PostgreSQL)."""
+    of_study = TRIALS.c.study_id == STUDIES.c.study_id
+    marked = (
+        select(SYSTEM_ATTRS.c.trial_id)
+        .where(SYSTEM_ATTRS.c.trial_id == TRIALS.c.trial_id, SYSTEM_ATTRS.c.key.in_(uncounted))
+        .exists()
+    )
+
+    def count(*where: ColumnElement[bool]) -> ScalarSelect[int]:
+        return select(func.count()).select_from(TRIALS).where(of_study, *where).scalar_subquery()
+
+    query = select(count(), count(TRIALS.c.state == TrialState.WAITING), count(~marked)).where(
+        STUDIES.c.study_id == bindparam("study_id")
+    )
+    return query.with_for_update(of=STUDIES) if lock else query
+
+
+def unfinished_trials(session: Session, study_id: int) -> list[tuple[int, TrialState]]:
+    """The study's trials still RUNNING or WAITING, oldest first, with their state."""
+    query = (
+        select(TRIALS.c.trial_id, TRIALS.c.state)
+        .where(
+            TRIALS.c.study_id == study_id,
+            TRIALS.c.state.in_([TrialState.RUNNING, TrialState.WAITING]),
+        )
+        .order_by(TRIALS.c.trial_id)
+    )
+    return [(int(trial_id), TrialState[_name(state)]) for trial_id, state in session.execute(query)]
+
+
+def start_waiting_trials(
+    session: Session, study_id: int, most: int, started: datetime.datetime
+) -> list[tuple[int, int]]:
+    """Set up to ``most`` of the study's WAITING trials, oldest first, RUNNING from
+    ``started`` (naive UTC); returns their ``(trial_id, number)``."""
+    waiting = session.execute(
+        select(TRIALS.c.trial_id, TRIALS.c.number)
+        .where(TRIALS.c.study_id == study_id, TRIALS.c.state == TrialState.WAITING)
+        .order_by(TRIALS.c.trial_id)
+        .limit(most)
+    ).all()
+    slots = [(int(trial_id), int(number)) for trial_id, number in waiting]
+    if slots:
+        session.execute(
+            update(TRIALS)
+            .where(TRIALS.c.trial_id.in_([trial_id for trial_id, _ in slots]))
+            .values(state=TrialState.RUNNING, datetime_start=started)
+        )
+    return slots
+
+
+def insert_running_trials(
+    session: Session, study_id: int, numbers: range, started: datetime.datetime
+) -> list[tuple[int, int]]:
+    """New trials of the study numbered ``numbers``, RUNNING from ``started`` (naive
+    UTC), in one statement; returns their ``(trial_id, number)``. The caller chose the
+    numbers as Optuna numbers trials (those before it in the study), holding the locks
+    that make them exact."""
+    if not numbers:
+        return []
+    created = session.execute(
+        TRIALS.insert().returning(TRIALS.c.trial_id, sort_by_parameter_order=True),
+        [
+            {
+                "number": number,
+                "study_id": study_id,
+                "state": TrialState.RUNNING,
+                "datetime_start": started,
+            }
+            for number in numbers
+        ],
+    ).scalars()
+    return [(int(trial_id), number) for trial_id, number in zip(created, numbers, strict=True)]
+
+
+def queue_waiting_trial(
+    session: Session, study_id: int, number: int, system_attrs: Mapping[str, Any]
+) -> int:
+    """A WAITING trial of the study numbered ``number`` with ``system_attrs`` (Optuna's
+    ``fixed_params`` among them, as its ``enqueue_trial`` makes one); returns its id."""
+    trial_id = int(
+        session.execute(
+            TRIALS.insert().returning(TRIALS.c.trial_id),
+            {"number": number, "study_id": study_id, "state": TrialState.WAITING},
+        ).scalar_one()
+    )
+    insert_system_attrs(session, [(trial_id, key, value) for key, value in system_attrs.items()])
+    return trial_id
+
+
+def system_attrs_of(session: Session, trial_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """The system attributes of each of ``trial_ids`` (an empty dict for one with none)."""
+    attrs: dict[int, dict[str, Any]] = {trial_id: {} for trial_id in trial_ids}
+    if trial_ids:
+        columns = SYSTEM_ATTRS.c.trial_id, SYSTEM_ATTRS.c.key, SYSTEM_ATTRS.c.value_json
+        for trial_id, key, value in session.execute(
+            select(*columns).where(SYSTEM_ATTRS.c.trial_id.in_(list(trial_ids)))
+        ):
+            attrs[int(trial_id)][key] = json.loads(value)
+    return attrs
+
+
+def system_attr_by_number(
+    session: Session, study_id: int, numbers: Sequence[int], key: str
+) -> dict[int, Any]:
+    """The system attribute ``key`` of the study's trials numbered ``numbers``, by
+    number (a trial without it is left out)."""
+    if not numbers:
+        return {}
+    rows = session.execute(
+        select(TRIALS.c.number, SYSTEM_ATTRS.c.value_json)
+        .join(TRIALS, TRIALS.c.trial_id == SYSTEM_ATTRS.c.trial_id)
+        .where(
+            TRIALS.c.study_id == study_id,
+            TRIALS.c.number.in_(list(numbers)),
+            SYSTEM_ATTRS.c.key == key,
+        )
+    )
+    return {int(number): json.loads(value) for number, value in rows}
+
+
+def insert_system_attrs(session: Session, attrs: Sequence[tuple[int, str, Any]]) -> None:
+    """Add system attributes, ``(trial_id, key, value)`` each, in one statement; a key a
+    trial already has is an integrity error (Optuna keeps one row per key)."""
+    insert_rows(
+        session,
+        SYSTEM_ATTRS,
+        [
+            {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
+            for trial_id, key, value in attrs
+        ],
+    )
+
+
+def _name(state: object) -> str:
+    """A state as the driver returns it (the enum, or its name) as its name."""
+    return state.name if isinstance(state, TrialState) else str(state)

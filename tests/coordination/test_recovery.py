@@ -1,79 +1,21 @@
-"""Trial slots, leases and recovery in the store, on every backend, without Ray: the
-guarantees controllers and agents build on."""
+"""Recovery of lost trials, on every backend, without Ray: a trial whose lease expired
+is failed and retried once, however many processes recover at once, and an attempt
+that comes back after its trial was recovered does not count."""
 
 from __future__ import annotations
 
-import multiprocessing
+import threading
 import time
 from pathlib import Path
 
 import optuna
-import pytest
 from optuna.trial import TrialState
 
-from sweep.coordination import Coordinator, LeaseSettings, SweepState
-from sweep.spec import load_spec_from_dict
-from sweep.storage import Database
-from sweep.study import TrialCounts, count_trials, open_study, open_sweep_record, set_sweep_status
+from sweep.coordination import LostTrial
+from sweep.storage import TrialLeaseRow
+from sweep.study import TrialCounts, count_trials
 from sweep.tracking import TrackingStore
-
-
-def make_sweep(url: str, tmp_path: Path, n_trials: int = 30) -> None:
-    spec = load_spec_from_dict(
-        {
-            "name": "slots",
-            "objective": "toy:trivial",
-            "metric": {"name": "loss", "direction": "minimize"},
-            "budget": {"n_trials": n_trials},
-        }
-    )
-    database = Database(url)
-    database.ensure_schema()
-    storage = database.optuna_storage()
-    open_study(spec, database, storage)
-    tracking = TrackingStore(database)
-    experiment = tracking.get_or_create_experiment("slots", tmp_path / "artifacts")
-    open_sweep_record(
-        spec, database, tracking, experiment, spec_text="", parent_tags={}, parent_params={}
-    )
-    database.dispose()
-
-
-def coordinator(url: str, **settings: float) -> Coordinator:
-    database = Database(url)
-    return Coordinator(database, database.optuna_storage(), "slots", LeaseSettings(**settings))
-
-
-def claim_all(url: str, results: multiprocessing.Queue) -> None:
-    """Claim and finish trials until the budget says no; report how many."""
-    coord = coordinator(url)
-    worker = coord.register_worker("agent")
-    claimed = 0
-    while (claim := coord.claim(worker)) is not None:
-        coord.storage.set_trial_state_values(claim.trial_id, TrialState.COMPLETE, [1.0])
-        coord.release(claim.trial_id)
-        claimed += 1
-    results.put(claimed)
-
-
-def test_claims_from_four_processes_fill_the_budget_exactly(
-    storage_url: str, tmp_path: Path
-) -> None:
-    make_sweep(storage_url, tmp_path, n_trials=30)
-    ctx = multiprocessing.get_context("spawn")
-    results = ctx.Queue()
-    workers = [ctx.Process(target=claim_all, args=(storage_url, results)) for _ in range(4)]
-    for w in workers:
-        w.start()
-    claimed = [results.get(timeout=120) for _ in workers]
-    for w in workers:
-        w.join(timeout=60)
-    assert sum(claimed) == 30
-    study = optuna.load_study(study_name="slots", storage=storage_url)
-    database = Database(storage_url)
-    assert len(study.trials) == 30
-    assert count_trials(database, study._study_id) == TrialCounts(complete=30)
-    database.dispose()
+from tests.coordination.helpers import coordinator, make_sweep
 
 
 def test_an_expired_lease_fails_the_trial_and_queues_one_retry(
@@ -113,8 +55,6 @@ def test_an_expired_lease_fails_the_trial_and_queues_one_retry(
     coord.release(kept_id)
     coord.storage.set_trial_state_values(kept_id, TrialState.COMPLETE, [1.0])
     with coord.db.session() as session:  # make the retry's lease look old
-        from sweep.storage._schema import TrialLeaseRow
-
         session.get(TrialLeaseRow, retry_id).renewed_at = 0  # type: ignore[union-attr]
     (again,) = coord.recover_stale()
     assert again.trial_id == retry_id and again.retry_number is None
@@ -122,20 +62,6 @@ def test_an_expired_lease_fails_the_trial_and_queues_one_retry(
     # Counted as the status report shows them: the first attempt, retried, uses no budget.
     counts = count_trials(coord.db, coord.study_id)
     assert counts == TrialCounts(complete=1, failed=1, retried=1) and counts.finished == 2
-
-
-@pytest.mark.parametrize("state", [SweepState.PAUSED, SweepState.STOPPED, SweepState.CANCELLED])
-def test_nothing_is_claimed_unless_the_sweep_runs(
-    storage_url: str, tmp_path: Path, state: SweepState
-) -> None:
-    make_sweep(storage_url, tmp_path)
-    coord = coordinator(storage_url)
-    set_sweep_status(coord.db, "slots", state.value)
-    worker = coord.register_worker("agent")
-    assert coord.claim(worker) is None
-    assert coord.beat(worker) is state
-    set_sweep_status(coord.db, "slots", SweepState.RUNNING.value)
-    assert coord.claim(worker) is not None
 
 
 def test_an_attempt_back_after_its_trial_was_recovered_leaves_no_run_open(
@@ -178,4 +104,56 @@ def test_an_attempt_back_after_its_trial_was_recovered_leaves_no_run_open(
     assert run.status is RunStatus.FAILED and run.end_time is not None
     assert run.tags["sweep.state"] == "FAIL" and "not counted" in run.tags["sweep.error"]
     assert coord.storage.get_trial(claim.trial_id).state == TrialState.FAIL
+    coord.db.dispose()
+
+
+def test_four_processes_recovering_at_once_recover_an_expired_lease_once(
+    storage_url: str, tmp_path: Path
+) -> None:
+    make_sweep(storage_url, tmp_path, n_trials=3)
+    coord = coordinator(storage_url, timeout=0.3)
+    dead = coord.register_worker("agent")
+    claims = coord.claim_many([(dead, None)] * 3)
+    assert len(claims) == 3
+    coord.storage.set_trial_state_values(claims[2].trial_id, TrialState.COMPLETE, [1.0])
+    time.sleep(0.5)
+    found: list[list[LostTrial]] = [[] for _ in range(4)]
+    start = threading.Barrier(4)
+
+    def recoverer(index: int) -> None:
+        mine = coordinator(storage_url, timeout=0.3, max_retries=1)
+        start.wait()
+        found[index] = mine.recover_stale()
+        mine.db.dispose()
+
+    threads = [threading.Thread(target=recoverer, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    lost = sorted((t for per_thread in found for t in per_thread), key=lambda t: t.number)
+    # Each lost trial once, each with one retry; the finished one is left alone.
+    assert [t.trial_id for t in lost] == [claims[0].trial_id, claims[1].trial_id]
+    assert sorted(t.retry_number for t in lost if t.retry_number is not None) == [3, 4]
+    counts = count_trials(coord.db, coord.study_id)
+    assert counts == TrialCounts(complete=1, retried=2, waiting=2)
+    with coord.db.session() as session:  # the finished trial's stale lease is dropped too
+        assert session.query(TrialLeaseRow).count() == 0
+    assert coord.budget_used() == 3
+    coord.db.dispose()
+
+
+def test_failing_a_trial_that_already_finished_changes_nothing(
+    storage_url: str, tmp_path: Path
+) -> None:
+    make_sweep(storage_url, tmp_path, n_trials=1)
+    coord = coordinator(storage_url)
+    claim = coord.claim(coord.register_worker("agent"))
+    assert claim is not None
+    coord.storage.set_trial_state_values(claim.trial_id, TrialState.COMPLETE, [1.0])
+    assert coord.fail_lost(claim.trial_id, "its worker died") is None
+    assert coord.storage.get_trial(claim.trial_id).state == TrialState.COMPLETE
+    assert count_trials(coord.db, coord.study_id) == TrialCounts(complete=1)
+    with coord.db.session() as session:
+        assert session.get(TrialLeaseRow, claim.trial_id) is None
     coord.db.dispose()
