@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 import sweep
 from sweep.registry import ModelRegistry
 from sweep.storage import Database
-from sweep.storage._schema import RunInputRow
+from sweep.storage.schema import RunInputRow
 from sweep.tracking import RunStatus, TrackingStore
 from tests.helpers import write_toy_spec
 

@@ -31,7 +31,7 @@ from sqlalchemy import delete, select
 
 import sweep
 from sweep.storage import Database
-from sweep.storage._schema import TrialLeaseRow, WorkerRow
+from sweep.storage.schema import TrialLeaseRow, WorkerRow
 from sweep.study import TrialCounts
 from sweep.tracking import RunStatus, TrackingStore
 from tests.helpers import sweep_invariants, write_toy_spec

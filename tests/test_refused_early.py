@@ -11,7 +11,7 @@ import pytest
 from sweep.errors import SpecError
 from sweep.spec import load_spec_from_dict
 from sweep.spec._common import MAX_INT32, MAX_NAME_LENGTH
-from sweep.storage._schema import KEY_LENGTH
+from sweep.storage.schema import KEY_LENGTH
 from tests.helpers import write_toy_spec
 from tests.test_cli import run_cli
 

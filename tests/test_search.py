@@ -13,7 +13,7 @@ from sqlalchemy import update
 import sweep
 from sweep.errors import FilterError, NotFoundError
 from sweep.storage import Database
-from sweep.storage._schema import RunRow, SweepRow
+from sweep.storage.schema import RunRow, SweepRow
 from sweep.tracking import MetricPoint, Run, RunStatus, TrackingStore
 from tests.test_cli import run_cli
 

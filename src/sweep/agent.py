@@ -35,8 +35,7 @@ from sweep.failures import AGENT_STOPPED, CANCELLED, FailurePolicy
 from sweep.spec import load_spec_from_dict
 from sweep.storage import Database, resolve_storage_url
 from sweep.study import SPEC_ATTR, get_sweep_record
-from sweep.tracking import command_line
-from sweep.tracking._environment import gpu_indices
+from sweep.tracking import command_line, gpu_indices
 from sweep.trial import SweepContext, TrialOutcome, TrialRunner, lease_settings
 
 #: A worker slot whose process dies this many times in a row without finishing a trial

@@ -19,7 +19,7 @@ from sweep.study import (
     set_sweep_status,
     sweep_not_found,
 )
-from sweep.tracking._store import now_ms
+from sweep.tracking import now_ms
 from sweep.trial import lease_settings
 
 #: The state shown for a sweep whose Optuna study was deleted behind its back.

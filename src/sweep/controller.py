@@ -45,9 +45,9 @@ from sweep.tracking import (
     TrackingStore,
     command_line,
     environment_tags,
+    now_ms,
     resolve_artifact_root,
 )
-from sweep.tracking._store import now_ms
 from sweep.trial import SweepContext, lease_settings
 from sweep.worker import RayWorkerPool
 

@@ -18,7 +18,7 @@ from sqlalchemy import delete, or_, select, update
 from sweep.errors import NotFoundError
 from sweep.registry import ModelRegistry
 from sweep.storage import Database, resolve_storage_url
-from sweep.storage._schema import (
+from sweep.storage.schema import (
     ArtifactRow,
     LatestMetricRow,
     MetricRow,
@@ -32,7 +32,7 @@ from sweep.storage._schema import (
     WorkerRow,
 )
 from sweep.study import get_sweep_record
-from sweep.tracking._artifacts import filesystem, local_path
+from sweep.tracking.artifacts import filesystem, local_path
 from sweep.trials import find_study
 
 #: The version tag marking versions whose sweep was deleted.

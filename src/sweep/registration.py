@@ -18,7 +18,7 @@ from sweep.registry import CHAMPION, ModelRegistry, ModelVersion
 from sweep.spec import RegistrySpec, SweepSpec
 from sweep.study import RUN_ID_ATTR
 from sweep.tracking import TrackingStore
-from sweep.tracking._artifacts import artifact_location
+from sweep.tracking.artifacts import artifact_location
 
 
 @dataclass(frozen=True)

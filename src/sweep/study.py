@@ -20,10 +20,9 @@ from sqlalchemy.exc import IntegrityError
 from sweep.errors import NotFoundError, SpecError, StorageError
 from sweep.spec import SweepSpec
 from sweep.storage import Database
-from sweep.storage._schema import SweepRow
-from sweep.storage._sql import insert_rows
-from sweep.tracking import Experiment, TrackingStore
-from sweep.tracking._store import now_ms
+from sweep.storage.schema import SweepRow
+from sweep.storage.sql import insert_rows
+from sweep.tracking import Experiment, TrackingStore, now_ms
 
 #: Trial system attribute linking an Optuna trial to its child run.
 RUN_ID_ATTR = "sweep:run_id"
@@ -118,7 +117,7 @@ def enqueue_grid(study: optuna.Study, spec: SweepSpec, db: Database | None = Non
     study's database) the trials are written in one transaction, as Optuna's
     ``enqueue_trial`` would write them one by one (about 40 ms each).
     """
-    from sweep.spec._grid import point_key, stored_point
+    from sweep.spec import point_key, stored_point
 
     trials = study.get_trials(deepcopy=False)
     names = list(spec.parameters)

@@ -44,10 +44,11 @@ from sweep.tracking import (
     TrackingStore,
     activate,
     environment_tags,
+    flusher,
+    now_ms,
+    reference_tags,
+    write_lineage,
 )
-from sweep.tracking._flusher import flusher
-from sweep.tracking._lineage import reference_tags, write_lineage
-from sweep.tracking._store import now_ms
 
 #: Metric key holding the value the objective returned (its learning curve, if it
 #: reports one, is logged under the spec's metric name, one point per step).

@@ -25,7 +25,7 @@ from sweep.errors import (
 from sweep.registry import CHALLENGER, DatasetInput, ModelRegistry
 from sweep.storage import Database, _database
 from sweep.storage._database import VERSION_TABLE
-from sweep.storage._schema import Base, ModelVersionRow, RunInputRow
+from sweep.storage.schema import Base, ModelVersionRow, RunInputRow
 from sweep.tracking import ActiveRun, MetricPoint, RunStatus, TrackingStore, activate
 
 
@@ -168,7 +168,7 @@ def test_rows_written_in_one_statement_end_as_if_written_one_by_one(
 ) -> None:
     # PostgreSQL gets many rows as one statement of arrays; the outcome must be that of
     # writing them one after the other, as SQLite does.
-    from sweep.storage._sql import insert_rows, upsert
+    from sweep.storage.sql import insert_rows, upsert
     from sweep.tracking._store import _LATEST_METRIC_TABLE, _METRIC_TABLE, _TAG_TABLE
 
     experiment = store.get_or_create_experiment("exp", tmp_path / "artifacts")

@@ -65,7 +65,7 @@ def _errors(debug: bool) -> Iterator[None]:
     except SweepError as exc:
         if debug:
             err_console.print_exception()
-        from sweep.storage._url import redact
+        from sweep.storage import redact
 
         # Every message is masked once more here: no credential reaches the terminal.
         err_console.print(f"[bold red]error:[/] {escape(redact(str(exc)))}", soft_wrap=True)

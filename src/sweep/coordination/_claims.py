@@ -29,8 +29,7 @@ from sweep.storage import (
     utc_now,
 )
 from sweep.study import KILLED_ATTR, RUN_ID_ATTR, SUPERSEDED_ATTR
-from sweep.tracking import TrackingStore
-from sweep.tracking._store import RunRecord, now_ms
+from sweep.tracking import RunRecord, TrackingStore, now_ms
 
 #: Trial system attributes of a retry: the number of the trial it retries, its attempt.
 RETRY_OF_ATTR = "sweep:retry_of"

@@ -22,8 +22,7 @@ from sweep.storage import (
     unfinished_trials,
 )
 from sweep.study import ERROR_ATTR, KILLED_ATTR, RUN_ID_ATTR, SUPERSEDED_ATTR
-from sweep.tracking import RunEnd, RunStatus, TrackingStore
-from sweep.tracking._store import now_ms
+from sweep.tracking import RunEnd, RunStatus, TrackingStore, now_ms
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 
 from sweep.coordination._state import LeaseSettings, SweepState
 from sweep.storage import Database, SweepRow, TrialLeaseRow, WorkerRow
-from sweep.tracking._store import now_ms
+from sweep.tracking import now_ms
 
 logger = logging.getLogger(__name__)
 

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from sweep.errors import MlflowExportError, NotFoundError
-from sweep.flavors._base import require
+from sweep.flavors import require
 from sweep.storage import Database, resolve_storage_url
 from sweep.study import get_sweep_record
 from sweep.tracking import Run, RunStatus, TrackingStore
-from sweep.tracking._artifacts import artifact_location, filesystem, local_path
+from sweep.tracking.artifacts import artifact_location, filesystem, local_path
 
 #: The MLflow tag holding the id of the sweep run an MLflow run was copied from.
 SOURCE_TAG = "sweep.run_id"

@@ -16,12 +16,14 @@ A ``str`` or ``Path`` is always a path, never pickled. Saving is atomic (see
 missing one is named in the error.
 """
 
+from sweep.flavors._base import require
 from sweep.flavors._load import load_model_dir, model_path, read_model_info
 from sweep.flavors._meta import MODEL_META, ModelFile, ModelInfo
 from sweep.flavors._registry import FLAVORS, detect
 from sweep.flavors._save import save_model
 
 __all__ = [
+    "require",
     "FLAVORS",
     "MODEL_META",
     "ModelFile",

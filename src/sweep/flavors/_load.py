@@ -11,7 +11,7 @@ from typing import Any
 from sweep.errors import RegistryError
 from sweep.flavors._meta import MODEL_META, ModelInfo, sha256
 from sweep.flavors._registry import FLAVORS
-from sweep.tracking._artifacts import filesystem, local_path
+from sweep.tracking.artifacts import filesystem, local_path
 
 
 def read_model_info(location: str | os.PathLike[str]) -> ModelInfo:

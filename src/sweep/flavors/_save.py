@@ -25,7 +25,7 @@ from sweep.flavors._meta import (
     python_version,
 )
 from sweep.flavors._registry import detect, flavor_named
-from sweep.tracking._artifacts import filesystem, local_path
+from sweep.tracking.artifacts import filesystem, local_path
 
 
 def save_model(

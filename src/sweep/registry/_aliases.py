@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from sweep.registry._audit import Change, audit
-from sweep.storage._schema import ModelAliasRow
+from sweep.storage.schema import ModelAliasRow
 
 
 def move_alias(

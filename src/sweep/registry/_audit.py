@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from sweep.registry._entities import RegistryEvent
-from sweep.storage._schema import RegistryEventRow
-from sweep.tracking._store import now_ms
+from sweep.storage.schema import RegistryEventRow
+from sweep.tracking import now_ms
 
 
 @dataclass(frozen=True)

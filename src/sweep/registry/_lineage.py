@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from sweep.registry._entities import DatasetInput, VersionLineage
-from sweep.storage._schema import ModelVersionRow, ParamRow, RunInputRow, RunRow, TagRow
+from sweep.storage.schema import ModelVersionRow, ParamRow, RunInputRow, RunRow, TagRow
 
 _GIT_TAGS = ("sweep.git.commit", "sweep.git.branch", "sweep.git.dirty")
 _RUN_TAGS = (*_GIT_TAGS, "sweep.sweep", "sweep.trial_number")

@@ -12,7 +12,7 @@ from sweep.flavors import MODEL_META, read_model_info, save_model
 from sweep.registry._entities import ModelVersion
 from sweep.registry._registry import ModelRegistry
 from sweep.tracking import TrackingStore
-from sweep.tracking._artifacts import (
+from sweep.tracking.artifacts import (
     artifact_location,
     copy_artifact,
     join_location,
@@ -78,7 +78,7 @@ def _copy_in(source: Path, model_name: str, flavor: str | None, root: str | None
 
 
 def _rename(old: str, new: str) -> None:
-    from sweep.tracking._artifacts import filesystem, local_path
+    from sweep.tracking.artifacts import filesystem, local_path
 
     local = local_path(old)
     if local is not None:

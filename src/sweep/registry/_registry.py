@@ -27,14 +27,14 @@ from sweep.registry._entities import (
 from sweep.registry._lineage import lineages
 from sweep.registry._uris import parse_model_uri
 from sweep.storage import Database
-from sweep.storage._schema import (
+from sweep.storage.schema import (
     ModelAliasRow,
     ModelVersionRow,
     ModelVersionTagRow,
     RegisteredModelRow,
     RegistryEventRow,
 )
-from sweep.tracking._store import now_ms
+from sweep.tracking import now_ms
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from sweep.errors import NotFoundError, RegistryError
 from sweep.registry._entities import ModelVersion
-from sweep.storage._schema import (
+from sweep.storage.schema import (
     KEY_LENGTH,
     ModelAliasRow,
     ModelVersionRow,

@@ -28,7 +28,7 @@ native spec it becomes. ``sampler: grid`` runs every combination once
 """
 
 from sweep.spec._command import DEFAULT_COMMAND, MACROS, CollectorSpec, build_argv
-from sweep.spec._grid import GridSampler, grid_points, grid_size
+from sweep.spec._grid import GridSampler, grid_points, grid_size, point_key, stored_point
 from sweep.spec._load import (
     WANDB,
     check_launchable,
@@ -62,6 +62,8 @@ from sweep.spec._wandb import is_wandb_config, translate_wandb
 from sweep.spec._yaml import interpolate_env
 
 __all__ = [
+    "point_key",
+    "stored_point",
     "DEFAULT_COMMAND",
     "MACROS",
     "PARAMETER_TYPES",

@@ -13,7 +13,7 @@ from pydantic_core import PydanticCustomError
 from sweep.errors import SpecError, SpecErrors
 
 #: Longest name the store keeps (sweep, experiment, model, alias): the width of its name
-#: columns, ``sweep.storage._schema.KEY_LENGTH`` (a test checks they agree).
+#: columns, ``sweep.storage.schema.KEY_LENGTH`` (a test checks they agree).
 MAX_NAME_LENGTH = 250
 #: Largest n_trials the store's integer columns hold.
 MAX_INT32 = 2**31 - 1

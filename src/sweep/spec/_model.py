@@ -222,7 +222,7 @@ class SweepSpec(_SpecModel):
             return None
         # Imported here: SQLAlchemy is slow to import and only specs with storage need it.
         from sweep.errors import StorageError
-        from sweep.storage._url import check_url
+        from sweep.storage import check_url
 
         try:
             check_url(value)

@@ -17,20 +17,22 @@ from sweep.storage._optuna_tables import (
 )
 from sweep.storage._own_trials import TrialWrites
 from sweep.storage._retrying import retry_transient
-from sweep.storage._schema import SweepRow, TrialLeaseRow, WorkerRow
-from sweep.storage._sql import insert_rows
 from sweep.storage._study_storage import StudyStorage
 from sweep.storage._study_writer import EndSink, write_trials
 from sweep.storage._url import (
     DATABASE_URL_ENV,
+    check_url,
     default_home,
     mask_url,
     normalise_url,
     redact,
     resolve_storage_url,
 )
+from sweep.storage.schema import SweepRow, TrialLeaseRow, WorkerRow
+from sweep.storage.sql import insert_rows
 
 __all__ = [
+    "check_url",
     "DATABASE_URL_ENV",
     "Database",
     "EndSink",

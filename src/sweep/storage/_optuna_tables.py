@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 from sqlalchemy import ColumnElement, ScalarSelect, Select, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from sweep.storage._sql import insert_rows
+from sweep.storage.sql import insert_rows
 
 STUDIES = models.StudyModel.__table__
 TRIALS = models.TrialModel.__table__

@@ -24,7 +24,7 @@ from sweep.storage._optuna_tables import (
 )
 from sweep.storage._own_trials import TrialWrites
 from sweep.storage._retrying import retry_transient
-from sweep.storage._sql import insert_rows, upsert
+from sweep.storage.sql import insert_rows, upsert
 
 if TYPE_CHECKING:
     from sweep.storage._database import Database

@@ -1,7 +1,6 @@
 """Experiment tracking: runs nested under a sweep's parent run, with params, step
 metrics, tags, datasets, artifacts, status and the lineage that produced them."""
 
-from sweep.tracking._artifacts import ARTIFACT_ROOT_ENV, resolve_artifact_root
 from sweep.tracking._autolog import autolog
 from sweep.tracking._entities import (
     ArtifactInfo,
@@ -11,8 +10,10 @@ from sweep.tracking._entities import (
     RunInput,
     RunStatus,
 )
-from sweep.tracking._environment import command_line, environment_tags
-from sweep.tracking._lineage import open_run
+from sweep.tracking._environment import command_line, environment_tags, gpu_indices
+from sweep.tracking._filter import parse_filter, parse_order_by
+from sweep.tracking._flusher import flusher
+from sweep.tracking._lineage import open_run, reference_tags, write_lineage
 from sweep.tracking._logging import (
     ActiveRun,
     activate,
@@ -31,7 +32,9 @@ from sweep.tracking._logging import (
     start_run,
 )
 from sweep.tracking._query import search_runs
-from sweep.tracking._store import RunEnd, TrackingStore
+from sweep.tracking._search import build_search
+from sweep.tracking._store import RunEnd, RunRecord, TrackingStore, now_ms
+from sweep.tracking.artifacts import ARTIFACT_ROOT_ENV, resolve_artifact_root
 
 __all__ = [
     "ARTIFACT_ROOT_ENV",
@@ -42,14 +45,18 @@ __all__ = [
     "Run",
     "RunEnd",
     "RunInput",
+    "RunRecord",
     "RunStatus",
     "TrackingStore",
     "activate",
     "active_run",
     "attach_runs_with",
     "autolog",
+    "build_search",
     "command_line",
     "environment_tags",
+    "flusher",
+    "gpu_indices",
     "log_artifact",
     "log_input",
     "log_metric",
@@ -58,10 +65,15 @@ __all__ = [
     "log_param",
     "log_params",
     "log_text",
-    "resolve_artifact_root",
+    "now_ms",
     "open_run",
+    "parse_filter",
+    "parse_order_by",
+    "reference_tags",
+    "resolve_artifact_root",
     "search_runs",
     "set_tag",
     "set_tags",
     "start_run",
+    "write_lineage",
 ]

@@ -3,7 +3,7 @@
 On PostgreSQL with psycopg 3 a batch of ``COPY_THRESHOLD`` points or more goes through
 ``COPY ... FROM STDIN`` on the session's own connection, so they commit (or roll back)
 together with whatever else the session writes (the latest-metric upsert). A smaller
-batch, or any on another backend, is one ``INSERT`` (:func:`sweep.storage._sql.insert_rows`).
+batch, or any on another backend, is one ``INSERT`` (:func:`sweep.storage.sql.insert_rows`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any, cast
 from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
-from sweep.storage._schema import MetricRow
-from sweep.storage._sql import insert_rows
+from sweep.storage.schema import MetricRow
+from sweep.storage.sql import insert_rows
 
 #: A metric point as the ingest path carries it: (key, value, step, timestamp ms).
 PointTuple = tuple[str, float, int, int]

@@ -20,10 +20,10 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from sweep.tracking._artifacts import artifact_location, write_bytes
 from sweep.tracking._entities import Experiment, Run, RunStatus
 from sweep.tracking._environment import git_diff, installed_packages
 from sweep.tracking._store import TrackingStore
+from sweep.tracking.artifacts import artifact_location, write_bytes
 
 PACKAGES_ARTIFACT = "lineage/packages.txt"
 DIFF_ARTIFACT = "lineage/git.diff"

@@ -23,13 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sweep.errors import InvalidValueError, MetricFlushError, NoActiveRunError, SweepError
-from sweep.storage._schema import KEY_LENGTH
-from sweep.tracking._artifacts import (
-    copy_artifact,
-    resolve_artifact_root,
-    user_artifact_location,
-    write_bytes,
-)
+from sweep.storage.schema import KEY_LENGTH
 from sweep.tracking._datasets import digest_dataset
 from sweep.tracking._entities import Experiment, Run, RunInput, RunStatus
 from sweep.tracking._environment import command_line, environment_tags
@@ -37,6 +31,12 @@ from sweep.tracking._flusher import FLUSH_EVERY, flusher
 from sweep.tracking._ingest import PointTuple
 from sweep.tracking._lineage import open_run
 from sweep.tracking._store import TrackingStore
+from sweep.tracking.artifacts import (
+    copy_artifact,
+    resolve_artifact_root,
+    user_artifact_location,
+    write_bytes,
+)
 
 logger = logging.getLogger(__name__)
 

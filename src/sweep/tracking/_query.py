@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from sweep.errors import NotFoundError
 from sweep.storage import Database, resolve_storage_url
-from sweep.storage._schema import SweepRow
+from sweep.storage.schema import SweepRow
 from sweep.tracking._entities import Run
 from sweep.tracking._filter import parse_filter, parse_order_by
 from sweep.tracking._search import check_max_results, search_timeout_s

@@ -52,7 +52,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, aliased
 
 from sweep.errors import InvalidValueError, SearchTimeoutError
-from sweep.storage._schema import LatestMetricRow, ParamRow, RunRow, TagRow
+from sweep.storage.schema import LatestMetricRow, ParamRow, RunRow, TagRow
 from sweep.tracking._filter import Condition, OrderKey, Value
 
 #: Environment variable: seconds a search may run in the database before the server

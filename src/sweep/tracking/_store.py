@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from sweep.errors import NotFoundError, StorageError
 from sweep.storage import Database
-from sweep.storage._schema import (
+from sweep.storage.schema import (
     ArtifactRow,
     ExperimentRow,
     LatestMetricRow,
@@ -34,8 +34,7 @@ from sweep.storage._schema import (
     RunRow,
     TagRow,
 )
-from sweep.storage._sql import insert_rows, upsert
-from sweep.tracking._artifacts import join_location
+from sweep.storage.sql import insert_rows, upsert
 from sweep.tracking._entities import (
     ArtifactInfo,
     Experiment,
@@ -58,6 +57,7 @@ from sweep.tracking._search import (
     search_timeout_s,
     statement_deadline,
 )
+from sweep.tracking.artifacts import join_location
 
 # The tables written through Core statements. DeclarativeBase types ``__table__`` as any
 # FromClause (a model may map a join); each of these models maps one Table.

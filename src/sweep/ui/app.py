@@ -30,7 +30,7 @@ from sweep.errors import NotFoundError, StorageError, SweepError
 from sweep.registry import ModelRegistry, acting_user
 from sweep.storage import Database, redact
 from sweep.tracking import TrackingStore
-from sweep.tracking._artifacts import artifact_location
+from sweep.tracking.artifacts import artifact_location
 from sweep.ui import charts, queries, status
 from sweep.ui.render import dumps_figure, render
 

@@ -20,11 +20,16 @@ from sweep.control import STUDY_DELETED, SweepStatus
 from sweep.errors import NotFoundError, SweepError
 from sweep.registry import ModelRegistry, ModelVersion, RegisteredModel, RegistryEvent
 from sweep.storage import Database, redact
-from sweep.storage._schema import MetricRow, RunRow, SweepRow
+from sweep.storage.schema import MetricRow, RunRow, SweepRow
 from sweep.study import SweepRecord, get_sweep_record
-from sweep.tracking import ArtifactInfo, Run, TrackingStore
-from sweep.tracking._filter import parse_filter, parse_order_by
-from sweep.tracking._search import build_search
+from sweep.tracking import (
+    ArtifactInfo,
+    Run,
+    TrackingStore,
+    build_search,
+    parse_filter,
+    parse_order_by,
+)
 from sweep.trials import StudyInfo, TrialRow
 from sweep.ui.status import sweep_status, trial_counts
 

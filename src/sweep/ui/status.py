@@ -16,7 +16,7 @@ from sweep.control import STUDY_DELETED, SweepStatus, coordinator_of
 from sweep.coordination import Coordinator, LeaseSettings
 from sweep.errors import SweepError
 from sweep.storage import Database, redact
-from sweep.storage._schema import SweepRow
+from sweep.storage.schema import SweepRow
 from sweep.study import TrialCounts, count_trials
 
 _lock = threading.Lock()

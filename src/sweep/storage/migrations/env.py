@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from sweep.storage._schema import Base
+from sweep.storage.schema import Base
 
 config = context.config
 connection = config.attributes["connection"]
