@@ -169,7 +169,9 @@ def test_rows_written_in_one_statement_end_as_if_written_one_by_one(
     # PostgreSQL gets many rows as one statement of arrays; the outcome must be that of
     # writing them one after the other, as SQLite does.
     from sweep.storage.sql import insert_rows, upsert
-    from sweep.tracking._store import _LATEST_METRIC_TABLE, _METRIC_TABLE, _TAG_TABLE
+    from sweep.tracking._rows import LATEST_METRIC_TABLE as _LATEST_METRIC_TABLE
+    from sweep.tracking._rows import METRIC_TABLE as _METRIC_TABLE
+    from sweep.tracking._rows import TAG_TABLE as _TAG_TABLE
 
     experiment = store.get_or_create_experiment("exp", tmp_path / "artifacts")
     run_id = store.create_run(experiment, "trial-0").run_id

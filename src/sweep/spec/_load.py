@@ -347,28 +347,33 @@ def resolve_objective(spec: SweepSpec) -> Callable[..., Any]:
             "module so that it imports cleanly"
         ) from exc
 
-    where = getattr(module, "__file__", None) or module_name
     function = getattr(module, function_name, None)
     if function is None:
-        defined = sorted(
-            name
-            for name, value in vars(module).items()
-            if callable(value)
-            and not name.startswith("_")
-            and getattr(value, "__module__", None) == module.__name__
-        )
-        listing = (
-            f"callables defined there: {', '.join(defined)}"
-            if defined
-            else "it defines no public functions"
-        )
-        raise fail(
-            f"module {module_name!r} ({where}) has no function {function_name!r}"
-            f"{_did_you_mean(function_name, defined)}; {listing}"
-        )
+        raise fail(_no_such_function(module, module_name, function_name))
     if not callable(function):
         raise fail(
             f"{module_name}:{function_name} is {type(function).__name__}, not a function; "
             "point objective at a function that takes an optuna.Trial"
         )
     return typing.cast(Callable[..., Any], function)
+
+
+def _no_such_function(module: Any, module_name: str, function_name: str) -> str:
+    """Why ``function_name`` cannot be found in ``module``: what it does define."""
+    where = getattr(module, "__file__", None) or module_name
+    defined = sorted(
+        name
+        for name, value in vars(module).items()
+        if callable(value)
+        and not name.startswith("_")
+        and getattr(value, "__module__", None) == module.__name__
+    )
+    listing = (
+        f"callables defined there: {', '.join(defined)}"
+        if defined
+        else "it defines no public functions"
+    )
+    return (
+        f"module {module_name!r} ({where}) has no function {function_name!r}"
+        f"{_did_you_mean(function_name, defined)}; {listing}"
+    )

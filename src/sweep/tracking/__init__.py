@@ -32,6 +32,7 @@ from sweep.tracking._logging import (
     start_run,
 )
 from sweep.tracking._query import search_runs
+from sweep.tracking._run_reads import load_runs
 from sweep.tracking._search import build_search
 from sweep.tracking._store import RunEnd, RunRecord, TrackingStore, now_ms
 from sweep.tracking.artifacts import ARTIFACT_ROOT_ENV, resolve_artifact_root
@@ -57,6 +58,7 @@ __all__ = [
     "environment_tags",
     "flusher",
     "gpu_indices",
+    "load_runs",
     "log_artifact",
     "log_input",
     "log_metric",

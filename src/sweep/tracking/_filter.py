@@ -18,7 +18,6 @@ text attributes with text, params with either (numbers compare numerically). Err
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -26,6 +25,7 @@ from typing import Literal
 from sweep.errors import FilterError
 from sweep.tracking._entities import RunStatus
 from sweep.tracking._filter_limits import check_length, check_size
+from sweep.tracking._filter_scanner import Scanner, Token
 
 KeyType = Literal["params", "metrics", "tags", "attributes"]
 Value = float | str
@@ -85,137 +85,20 @@ class OrderKey:
     descending: bool
 
 
-# -- tokenizer -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Token:
-    kind: str  # key, word, number, string, op, punct, end
-    text: str
-    position: int
-    value: object = None  # key: list of name parts; number: float; string: its text
-
-
-_SCANNER = re.compile(
-    r"""
-    (?P<ws>\s+)
-  | (?P<number>[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)(?P<tail>[\w.]*)
-  | (?P<op><=|>=|!=|<>|==|=|<|>)
-  | (?P<punct>[(),])
-  | (?P<string>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
-    """,
-    re.VERBOSE | re.DOTALL,
-)
-_WORD = re.compile(r"[^\W\d]\w*")  # a letter or _, then letters, digits, _
-_SEGMENT = re.compile(r"\w+|`[^`]*`")
-_ESCAPED_QUOTE = re.compile(r"""\\(['"\\])""")
-
-
-class _Scanner:
-    def __init__(self, text: str, what: str) -> None:
-        self.text = text
-        self.what = what
-
-    def error(self, reason: str, position: int, length: int = 1) -> FilterError:
-        return FilterError(reason, text=self.text, position=position, length=length, what=self.what)
-
-    def tokens(self) -> list[_Token]:
-        text, pos, found = self.text, 0, []
-        while pos < len(text):
-            if _WORD.match(text, pos):
-                token = self._key(pos)
-                found.append(token)
-                pos += len(token.text)
-                continue
-            match = _SCANNER.match(text, pos)
-            if match is None:
-                raise self._unexpected(pos)
-            if match.group("number") is not None:
-                if match.group("tail"):  # a number run on into letters or dots: 1e, 0.0.1
-                    bad = match.group(0)
-                    raise self.error(
-                        f"invalid number {bad!r} at position {pos}; "
-                        "expected a number like 0.01, -3 or 1e-3",
-                        pos,
-                        len(bad),
-                    )
-                found.append(_Token("number", match.group(0), pos, float(match.group(0))))
-            elif match.group("string") is not None:
-                raw = match.group(0)
-                found.append(_Token("string", raw, pos, _ESCAPED_QUOTE.sub(r"\1", raw[1:-1])))
-            elif match.group("op") is not None:
-                op = {"==": "=", "<>": "!="}.get(match.group(0), match.group(0))
-                found.append(_Token("op", match.group(0), pos, op))
-            elif match.group("punct") is not None:
-                found.append(_Token("punct", match.group(0), pos))
-            pos = match.end()
-        found.append(_Token("end", "", len(text)))
-        return found
-
-    def _key(self, start: int) -> _Token:
-        """A word, or a dotted key whose segments may be backquoted: tags.`my-key`."""
-        text = self.text
-        word = _WORD.match(text, start)
-        assert word is not None
-        parts, pos = [word.group(0)], word.end()
-        while pos < len(text) and text[pos] == ".":
-            segment = _SEGMENT.match(text, pos + 1)
-            if segment is None:
-                if text.startswith("`", pos + 1):
-                    raise self.error(
-                        f"unterminated backquoted key starting at position {pos + 1}; "
-                        "close it with a backquote (`)",
-                        pos + 1,
-                        len(text) - pos - 1,
-                    )
-                raise self.error(
-                    f"expected a key name after {text[start : pos + 1]!r} at position {pos + 1}; "
-                    "put names with dashes, spaces or other symbols in backquotes: "
-                    f"{text[start:pos]}.`my-key`",
-                    pos + 1,
-                )
-            raw = segment.group(0)
-            parts.append(raw[1:-1] if raw.startswith("`") else raw)
-            pos = segment.end()
-        kind = "key" if len(parts) > 1 else "word"
-        return _Token(kind, text[start:pos], start, parts)
-
-    def _unexpected(self, pos: int) -> FilterError:
-        char = self.text[pos]
-        if char in "'\"":
-            return self.error(
-                f"unterminated string starting at position {pos}; close it with {char}",
-                pos,
-                len(self.text) - pos,
-            )
-        if char == "`":
-            return self.error(
-                f"unexpected backquote at position {pos}; backquotes quote a key name after "
-                "its type, like params.`my.key`",
-                pos,
-            )
-        return self.error(
-            f"unexpected character {char!r} at position {pos}; names with dashes, dots or "
-            "spaces go in backquotes, like params.`my-key`, and text values in quotes, "
-            "like 'sgd'",
-            pos,
-        )
-
-
 # -- parser --------------------------------------------------------------------------
 
 
 class _Parser:
     def __init__(self, text: str, what: str) -> None:
-        self.scanner = _Scanner(text, what)
+        self.scanner = Scanner(text, what)
         self.tokens = self.scanner.tokens()
         self.index = 0
 
     @property
-    def current(self) -> _Token:
+    def current(self) -> Token:
         return self.tokens[self.index]
 
-    def advance(self) -> _Token:
+    def advance(self) -> Token:
         token = self.tokens[self.index]
         self.index = min(self.index + 1, len(self.tokens) - 1)
         return token
@@ -223,7 +106,7 @@ class _Parser:
     def is_word(self, *words: str) -> bool:
         return self.current.kind == "word" and self.current.text.lower() in words
 
-    def fail(self, expected: str, after: _Token | None, extra: str = "") -> FilterError:
+    def fail(self, expected: str, after: Token | None, extra: str = "") -> FilterError:
         token = self.current
         where = f" after {after.text!r}" if after is not None else ""
         got = f"the end of the {self.scanner.what}" if token.kind == "end" else repr(token.text)
@@ -235,7 +118,7 @@ class _Parser:
 
     # key --------------------------------------------------------------------------
 
-    def key(self, after: _Token | None) -> Key:
+    def key(self, after: Token | None) -> Key:
         token = self.current
         if token.kind == "word" and token.text.lower() not in ("and", "in", "not", "like"):
             name = token.text
@@ -273,7 +156,7 @@ class _Parser:
         conditions: list[Condition] = []
         if self.current.kind == "end":
             return conditions
-        after: _Token | None = None
+        after: Token | None = None
         while True:
             conditions.append(self.condition(after))
             last = self.tokens[self.index - 1]
@@ -290,7 +173,7 @@ class _Parser:
                 raise self.fail("'and' or the end of the filter", last)
             after = self.advance()
 
-    def condition(self, after: _Token | None) -> Condition:
+    def condition(self, after: Token | None) -> Condition:
         key = self.key(after)
         key_token = self.tokens[self.index - 1]
         op, op_token = self.operator(key_token)
@@ -302,7 +185,7 @@ class _Parser:
         self.check_types(condition, op_token)
         return condition
 
-    def operator(self, after: _Token) -> tuple[str, _Token]:
+    def operator(self, after: Token) -> tuple[str, Token]:
         token = self.current
         if token.kind == "op":
             self.advance()
@@ -315,10 +198,10 @@ class _Parser:
             if not self.is_word("in"):
                 raise self.fail("'in'", token)
             in_token = self.advance()
-            return "not in", _Token("word", f"{token.text} {in_token.text}", token.position)
+            return "not in", Token("word", f"{token.text} {in_token.text}", token.position)
         raise self.fail(OPERATORS_HINT, after)
 
-    def value(self, after: _Token) -> Value:
+    def value(self, after: Token) -> Value:
         token = self.current
         if token.kind in ("number", "string"):
             self.advance()
@@ -328,7 +211,7 @@ class _Parser:
             extra = f"; quote text values: '{token.text}'"
         raise self.fail(VALUE_HINT, after, extra)
 
-    def value_list(self, after: _Token) -> tuple[Value, ...]:
+    def value_list(self, after: Token) -> tuple[Value, ...]:
         if not (self.current.kind == "punct" and self.current.text == "("):
             raise self.fail("'(' to open the list of values, like in ('sgd', 'adam'),", after)
         previous = self.advance()
@@ -351,7 +234,7 @@ class _Parser:
             )
         return tuple(values)
 
-    def check_types(self, condition: Condition, op_token: _Token) -> None:
+    def check_types(self, condition: Condition, op_token: Token) -> None:
         key, op = condition.key, condition.op
         value_token = self.tokens[self.index - 1]
         if key.type == "metrics" or (key.type == "attributes" and ATTRIBUTES[key.name]):
@@ -402,7 +285,7 @@ class _Parser:
             if any(v not in allowed for v in values):
                 raise self._value_error(f"expected a status ({', '.join(allowed)})", value_token)
 
-    def _value_error(self, reason: str, token: _Token, hint: str = "") -> FilterError:
+    def _value_error(self, reason: str, token: Token, hint: str = "") -> FilterError:
         return self.scanner.error(
             f"{reason} at position {token.position}, got {token.text}{hint}",
             token.position,
@@ -413,7 +296,7 @@ class _Parser:
 
     def order_by(self) -> list[OrderKey]:
         keys: list[OrderKey] = []
-        after: _Token | None = None
+        after: Token | None = None
         while True:
             key = self.key(after)
             last = self.tokens[self.index - 1]

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -27,12 +25,8 @@ from sweep.storage import Database
 from sweep.storage.schema import (
     ArtifactRow,
     ExperimentRow,
-    LatestMetricRow,
     MetricRow,
-    ParamRow,
-    RunInputRow,
     RunRow,
-    TagRow,
 )
 from sweep.storage.sql import insert_rows, upsert
 from sweep.tracking._entities import (
@@ -51,92 +45,27 @@ from sweep.tracking._ingest import (
     latest_points,
     point_rows,
 )
+from sweep.tracking._rows import (
+    METRIC_TABLE,
+    PARAM_TABLE,
+    RUN_INPUT_TABLE,
+    RUN_TABLE,
+    TAG_TABLE,
+    RunEnd,
+    RunRecord,
+    now_ms,
+    param_rows,
+    tag_rows,
+    text_value,
+    upsert_latest,
+)
+from sweep.tracking._run_reads import experiment_of, load_runs, run_inputs
 from sweep.tracking._search import (
     build_search,
     check_max_results,
     search_timeout_s,
     statement_deadline,
 )
-from sweep.tracking.artifacts import join_location
-
-# The tables written through Core statements. DeclarativeBase types ``__table__`` as any
-# FromClause (a model may map a join); each of these models maps one Table.
-_RUN_TABLE = cast(Table, RunRow.__table__)
-_PARAM_TABLE = cast(Table, ParamRow.__table__)
-_TAG_TABLE = cast(Table, TagRow.__table__)
-_METRIC_TABLE = cast(Table, MetricRow.__table__)
-_LATEST_METRIC_TABLE = cast(Table, LatestMetricRow.__table__)
-_RUN_INPUT_TABLE = cast(Table, RunInputRow.__table__)
-
-#: Longest param or tag value kept; longer values are cut with a marker so logging never fails.
-MAX_VALUE_LENGTH = 8000
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _text(value: Any) -> str:
-    text = str(value)
-    if len(text) > MAX_VALUE_LENGTH:
-        return text[: MAX_VALUE_LENGTH - 15] + "...[truncated]"
-    return text
-
-
-def _number(value: Any) -> float | None:
-    """``value`` as a finite float when it is a number (or a numeric string), else None."""
-    if isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _param_rows(run_id: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return [
-        {"run_id": run_id, "key": str(k), "value": _text(v), "value_num": _number(v)}
-        for k, v in params.items()
-    ]
-
-
-def _tag_rows(run_id: str, tags: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return [{"run_id": run_id, "key": str(k), "value": _text(v)} for k, v in tags.items()]
-
-
-@dataclasses.dataclass(frozen=True)
-class RunRecord:
-    """A run to open: where, under which parent, with which params and tags."""
-
-    experiment_id: int
-    artifact_root: str
-    name: str
-    run_id: str
-    parent_run_id: str | None = None
-    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    tags: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-
-    @property
-    def artifact_uri(self) -> str:
-        return join_location(self.artifact_root, str(self.experiment_id), self.run_id)
-
-
-@dataclasses.dataclass(frozen=True)
-class RunEnd:
-    """How a run ends: its status, and the params, tags and metric points to write with
-    it (picklable: a Ray worker hands its trial's run end to the controller)."""
-
-    run_id: str
-    status: RunStatus
-    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    tags: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    points: Sequence[PointTuple] = ()
-
-
-def _upsert_latest(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Keep each (run, key)'s latest point: replaced only by the same or a higher step."""
-    upsert(session, _LATEST_METRIC_TABLE, rows, ("run_id", "key"), only_if_step_not_lower=True)
 
 
 class TrackingStore:
@@ -159,7 +88,7 @@ class TrackingStore:
                 )
                 session.add(row)
                 session.flush()
-                return _experiment(row)
+                return experiment_of(row)
         except StorageError as exc:
             # Another process created it between our read and our insert.
             if isinstance(exc.__cause__, IntegrityError):
@@ -171,14 +100,14 @@ class TrackingStore:
     def find_experiment(self, name: str) -> Experiment | None:
         with self.db.session() as session:
             row = session.scalar(select(ExperimentRow).where(ExperimentRow.name == name))
-            return _experiment(row) if row is not None else None
+            return experiment_of(row) if row is not None else None
 
     def get_experiment(self, experiment_id: int) -> Experiment:
         with self.db.session() as session:
             row = session.get(ExperimentRow, experiment_id)
             if row is None:
                 raise NotFoundError(f"no experiment with id {experiment_id}")
-            return _experiment(row)
+            return experiment_of(row)
 
     # -- runs -------------------------------------------------------------------------
 
@@ -214,8 +143,8 @@ class TrackingStore:
             start_time=started,
             end_time=None,
             artifact_uri=record.artifact_uri,
-            params={k: _text(v) for k, v in record.params.items()},
-            tags={k: _text(v) for k, v in record.tags.items()},
+            params={k: text_value(v) for k, v in record.params.items()},
+            tags={k: text_value(v) for k, v in record.tags.items()},
         )
 
     @staticmethod
@@ -228,7 +157,7 @@ class TrackingStore:
         # Core inserts, not the ORM: a nested run is created in about a millisecond.
         insert_rows(
             session,
-            _RUN_TABLE,
+            RUN_TABLE,
             [
                 {
                     "run_id": r.run_id,
@@ -242,24 +171,24 @@ class TrackingStore:
                 for r in records
             ],
         )
-        params = [row for r in records for row in _param_rows(r.run_id, r.params)]
+        params = [row for r in records for row in param_rows(r.run_id, r.params)]
         if params:
-            insert_rows(session, _PARAM_TABLE, params)
-        tags = [row for r in records for row in _tag_rows(r.run_id, r.tags)]
+            insert_rows(session, PARAM_TABLE, params)
+        tags = [row for r in records for row in tag_rows(r.run_id, r.tags)]
         if tags:
-            insert_rows(session, _TAG_TABLE, tags)
+            insert_rows(session, TAG_TABLE, tags)
         return started
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         """Record params; a param already set to another value is overwritten."""
         if params:
             with self.db.session() as session:
-                upsert(session, _PARAM_TABLE, _param_rows(run_id, params), ("run_id", "key"))
+                upsert(session, PARAM_TABLE, param_rows(run_id, params), ("run_id", "key"))
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         if tags:
             with self.db.session() as session:
-                upsert(session, _TAG_TABLE, _tag_rows(run_id, tags), ("run_id", "key"))
+                upsert(session, TAG_TABLE, tag_rows(run_id, tags), ("run_id", "key"))
 
     def log_metrics(self, run_id: str, points: Sequence[MetricPoint]) -> None:
         """Append metric points in one transaction (``COPY`` on PostgreSQL) and move each
@@ -280,7 +209,7 @@ class TrackingStore:
         if not points:
             return
         insert_points(session, run_id, points)
-        _upsert_latest(session, point_rows(run_id, latest_points(points)))
+        upsert_latest(session, point_rows(run_id, latest_points(points)))
 
     def log_input(
         self,
@@ -303,11 +232,11 @@ class TrackingStore:
             "created_at": now_ms(),
         }
         with self.db.session() as session:
-            upsert(session, _RUN_INPUT_TABLE, [row], ("run_id", "name", "context"))
+            upsert(session, RUN_INPUT_TABLE, [row], ("run_id", "name", "context"))
 
     def list_inputs(self, run_id: str) -> list[RunInput]:
         with self.db.session() as session:
-            return _inputs(session, run_id)
+            return run_inputs(session, run_id)
 
     def record_artifact(self, run_id: str, path: str, kind: str, size: int) -> None:
         with self.db.session() as session:
@@ -357,10 +286,10 @@ class TrackingStore:
                 ).scalars()
             )
         ends = [end for end in ends if end.run_id in closed]
-        params = [row for end in ends for row in _param_rows(end.run_id, end.params)]
-        upsert(session, _PARAM_TABLE, params, ("run_id", "key"))
-        tags = [row for end in ends for row in _tag_rows(end.run_id, end.tags)]
-        upsert(session, _TAG_TABLE, tags, ("run_id", "key"))
+        params = [row for end in ends for row in param_rows(end.run_id, end.params)]
+        upsert(session, PARAM_TABLE, params, ("run_id", "key"))
+        tags = [row for end in ends for row in tag_rows(end.run_id, end.tags)]
+        upsert(session, TAG_TABLE, tags, ("run_id", "key"))
         few: list[dict[str, Any]] = []
         latest: list[dict[str, Any]] = []
         for end in ends:
@@ -370,9 +299,9 @@ class TrackingStore:
                 few.extend(point_rows(end.run_id, end.points))
             latest.extend(point_rows(end.run_id, latest_points(end.points)))
         if few:
-            insert_rows(session, _METRIC_TABLE, few)
+            insert_rows(session, METRIC_TABLE, few)
         latest.sort(key=lambda row: (row["run_id"], row["key"]))  # one lock order
-        _upsert_latest(session, latest)
+        upsert_latest(session, latest)
         return closed
 
     def end_running_children(self, parent_run_id: str, status: RunStatus) -> int:
@@ -396,8 +325,8 @@ class TrackingStore:
         """The run with its params, latest metrics, tags and datasets (``inputs``)."""
         with self.db.session() as session:
             row = self._require_run(session, run_id)
-            run = self._load_runs(session, [row])[0]
-            return dataclasses.replace(run, inputs=tuple(_inputs(session, run_id)))
+            run = load_runs(session, [row])[0]
+            return dataclasses.replace(run, inputs=tuple(run_inputs(session, run_id)))
 
     def list_runs(
         self,
@@ -415,7 +344,7 @@ class TrackingStore:
         if statuses is not None:
             stmt = stmt.where(RunRow.status.in_([s.value for s in statuses]))
         with self.db.session() as session:
-            return self._load_runs(session, list(session.scalars(stmt)))
+            return load_runs(session, list(session.scalars(stmt)))
 
     def search_runs(
         self,
@@ -449,7 +378,7 @@ class TrackingStore:
             max_results=max_results,
         )
         with self.db.session() as session, statement_deadline(session, timeout):
-            return self._load_runs(session, list(session.scalars(stmt)))
+            return load_runs(session, list(session.scalars(stmt)))
 
     def metric_history(self, run_id: str, key: str) -> list[MetricPoint]:
         with self.db.session() as session:
@@ -475,57 +404,3 @@ class TrackingStore:
         if row is None:
             raise NotFoundError(f"no run with id {run_id!r}; list runs with: sweep runs <sweep>")
         return row
-
-    @staticmethod
-    def _load_runs(session: Session, rows: list[RunRow]) -> list[Run]:
-        ids = [r.run_id for r in rows]
-        if not ids:
-            return []
-        params: dict[str, dict[str, str]] = {i: {} for i in ids}
-        tags: dict[str, dict[str, str]] = {i: {} for i in ids}
-        metrics: dict[str, dict[str, float]] = {i: {} for i in ids}
-        # Chunk the IN lists: SQLite limits the number of bound parameters. Plain column
-        # tuples, not ORM objects: a page of 1000 runs has some 30,000 of them.
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            sources: list[tuple[Any, dict[str, dict[str, Any]]]] = [
-                (ParamRow, params),
-                (TagRow, tags),
-                (LatestMetricRow, metrics),
-            ]
-            for table, into in sources:
-                query = select(table.run_id, table.key, table.value).where(table.run_id.in_(chunk))
-                for run_id, key, value in session.execute(query):
-                    into[run_id][key] = value
-        return [
-            Run(
-                run_id=r.run_id,
-                experiment_id=r.experiment_id,
-                parent_run_id=r.parent_run_id,
-                name=r.name,
-                status=RunStatus(r.status),
-                start_time=r.start_time,
-                end_time=r.end_time,
-                artifact_uri=r.artifact_uri,
-                description=r.description,
-                params=params[r.run_id],
-                tags=tags[r.run_id],
-                metrics=metrics[r.run_id],
-            )
-            for r in rows
-        ]
-
-
-def _inputs(session: Session, run_id: str) -> list[RunInput]:
-    rows = session.scalars(
-        select(RunInputRow)
-        .where(RunInputRow.run_id == run_id)
-        .order_by(RunInputRow.context, RunInputRow.name)
-    )
-    return [
-        RunInput(r.name, r.context, r.digest, r.source, json.loads(r.profile or "{}")) for r in rows
-    ]
-
-
-def _experiment(row: ExperimentRow) -> Experiment:
-    return Experiment(row.experiment_id, row.name, row.artifact_root, row.created_at)

@@ -27,6 +27,7 @@ from sweep.tracking import (
     Run,
     TrackingStore,
     build_search,
+    load_runs,
     parse_filter,
     parse_order_by,
 )
@@ -216,7 +217,7 @@ def trials_page(
         pages = max(1, -(-total // page_size))
         page = min(max(1, page), pages)
         rows = list(session.scalars(stmt.limit(page_size).offset((page - 1) * page_size)))
-        runs = TrackingStore._load_runs(session, rows)
+        runs = load_runs(session, rows)
     return TrialsPage(trial_reads.with_live_params(db, runs), total, page, pages)
 
 
