@@ -34,7 +34,7 @@ from sweep.errors import ExecutionError, NotFoundError
 from sweep.failures import AGENT_STOPPED, CANCELLED, FailurePolicy
 from sweep.spec import load_spec_from_dict
 from sweep.storage import Database, resolve_storage_url
-from sweep.study import SPEC_ATTR, get_sweep_record
+from sweep.study import SPEC_ATTR, get_sweep_record, sweep_not_found
 from sweep.tracking import command_line, gpu_indices
 from sweep.trial import SweepContext, TrialOutcome, TrialRunner, lease_settings
 
@@ -85,10 +85,7 @@ def join_context(
     (through ``storage``, the caller's Optuna storage on ``db``, when given)."""
     record = get_sweep_record(db, sweep_name)
     if record is None:
-        raise NotFoundError(
-            f"no sweep called {sweep_name!r} in {db.display_url}; start it with "
-            "`sweep launch SPEC` first, or list sweeps with `sweep status`"
-        )
+        raise sweep_not_found(sweep_name, db.display_url)
     storage = storage or db.optuna_storage()
     attrs = storage.get_study_system_attrs(storage.get_study_id_from_name(record.study_name))
     if SPEC_ATTR not in attrs:

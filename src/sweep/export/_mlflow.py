@@ -17,10 +17,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sweep.errors import MlflowExportError, NotFoundError
+from sweep.errors import MlflowExportError
 from sweep.flavors import require
 from sweep.storage import Database, resolve_storage_url
-from sweep.study import get_sweep_record
+from sweep.study import get_sweep_record, sweep_not_found
 from sweep.tracking import Run, RunStatus, TrackingStore
 from sweep.tracking.artifacts import artifact_location, filesystem, local_path
 
@@ -68,7 +68,7 @@ def export_to_mlflow(
         db.ensure_schema()
         record = get_sweep_record(db, sweep_name)
         if record is None:
-            raise NotFoundError(f"no sweep called {sweep_name!r}; list them with: sweep list")
+            raise sweep_not_found(sweep_name, db.display_url)
         tracking = TrackingStore(db)
         exporter = _RunExporter(client, tracking)
         report = exporter.export(
