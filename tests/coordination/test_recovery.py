@@ -34,6 +34,7 @@ def test_an_expired_lease_fails_the_trial_and_queues_one_retry(
     lost = coord.recover_stale()
     assert [t.trial_id for t in lost] == [lost_id]
     assert "lease expired" in lost[0].reason and lost[0].retry_number is not None
+    coord.beat(alive)  # (a slow first recovery must not let the live lease expire)
     assert coord.recover_stale() == []  # recovered once
     assert count_trials(coord.db, coord.study_id) == TrialCounts(running=1, retried=1, waiting=1)
     # The retry takes the lost trial's slot, with its params.

@@ -644,7 +644,7 @@ def test_upgrading_moves_old_tag_events_keys_out_of_the_alias_column(tmp_path: P
     import sqlite3
 
     old = tmp_path / "old.db"
-    shutil.copy(Path(__file__).parent / "assets" / "sweep-0001.db", old)
+    shutil.copy(Path(__file__).parents[1] / "assets" / "sweep-0001.db", old)
     # The audit rows the first release wrote for: register, tag, alias, untag.
     with sqlite3.connect(old) as conn:
         conn.execute("INSERT INTO sweep_registered_models VALUES ('toy', NULL, 1)")
