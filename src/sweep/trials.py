@@ -19,20 +19,22 @@ from functools import lru_cache
 from typing import Any
 
 from optuna.distributions import BaseDistribution, json_to_distribution
-from optuna.storages._rdb import models
 from sqlalchemy import case, func, select
 
-from sweep.storage import Database
+from sweep.storage import (
+    INTERMEDIATE_VALUES as REPORTS,
+)
+from sweep.storage import (
+    PARAMS,
+    STUDIES,
+    STUDY_DIRECTIONS,
+    SYSTEM_ATTRS,
+    TRIALS,
+    VALUES,
+    Database,
+)
 from sweep.study import RUN_ID_ATTR
 from sweep.tracking import Run, RunStatus
-
-_TRIALS = models.TrialModel.__table__
-_PARAMS = models.TrialParamModel.__table__
-_VALUES = models.TrialValueModel.__table__
-_REPORTS = models.TrialIntermediateValueModel.__table__
-_ATTRS = models.TrialSystemAttributeModel.__table__
-_STUDIES = models.StudyModel.__table__
-_DIRECTIONS = models.StudyDirectionModel.__table__
 
 _SPECIAL = {"INF_POS": math.inf, "INF_NEG": -math.inf, "NAN": math.nan}
 
@@ -68,12 +70,12 @@ def find_study(db: Database, name: str) -> StudyInfo | None:
     """The study called ``name``, or None when there is none (never created, or deleted
     by Optuna's tools behind the sweep's back)."""
     with db.session() as session:
-        study_id = session.scalar(select(_STUDIES.c.study_id).where(_STUDIES.c.study_name == name))
+        study_id = session.scalar(select(STUDIES.c.study_id).where(STUDIES.c.study_name == name))
         if study_id is None:
             return None
         direction = session.scalar(
-            select(_DIRECTIONS.c.direction).where(
-                _DIRECTIONS.c.study_id == study_id, _DIRECTIONS.c.objective == 0
+            select(STUDY_DIRECTIONS.c.direction).where(
+                STUDY_DIRECTIONS.c.study_id == study_id, STUDY_DIRECTIONS.c.objective == 0
             )
         )
     return StudyInfo(int(study_id), name, _name(direction or "MINIMIZE").lower())
@@ -81,7 +83,7 @@ def find_study(db: Database, name: str) -> StudyInfo | None:
 
 def list_study_names(db: Database) -> list[str]:
     with db.session() as session:
-        return list(session.scalars(select(_STUDIES.c.study_name).order_by(_STUDIES.c.study_id)))
+        return list(session.scalars(select(STUDIES.c.study_name).order_by(STUDIES.c.study_id)))
 
 
 def trial_rows(
@@ -98,25 +100,25 @@ def trial_rows(
     created after ``after_trial_id`` if given."""
     query = (
         select(
-            _TRIALS.c.trial_id,
-            _TRIALS.c.number,
-            _TRIALS.c.state,
-            _VALUES.c.value,
-            _VALUES.c.value_type,
-            _TRIALS.c.datetime_start,
-            _TRIALS.c.datetime_complete,
+            TRIALS.c.trial_id,
+            TRIALS.c.number,
+            TRIALS.c.state,
+            VALUES.c.value,
+            VALUES.c.value_type,
+            TRIALS.c.datetime_start,
+            TRIALS.c.datetime_complete,
         )
-        .outerjoin(_VALUES, (_VALUES.c.trial_id == _TRIALS.c.trial_id) & (_VALUES.c.objective == 0))
-        .where(_TRIALS.c.study_id == study_id)
-        .order_by(_TRIALS.c.number)
+        .outerjoin(VALUES, (VALUES.c.trial_id == TRIALS.c.trial_id) & (VALUES.c.objective == 0))
+        .where(TRIALS.c.study_id == study_id)
+        .order_by(TRIALS.c.number)
     )
     if states is not None:
-        query = query.where(_TRIALS.c.state.in_(list(states)))
+        query = query.where(TRIALS.c.state.in_(list(states)))
     ids = None if trial_ids is None else list(trial_ids)
     if ids is not None:
-        query = query.where(_TRIALS.c.trial_id.in_(ids))
+        query = query.where(TRIALS.c.trial_id.in_(ids))
     if after_trial_id is not None:
-        query = query.where(_TRIALS.c.trial_id > after_trial_id)
+        query = query.where(TRIALS.c.trial_id > after_trial_id)
     with db.session() as session:
         rows = session.execute(query).all()
         if ids is None and (states is not None or after_trial_id is not None):
@@ -139,23 +141,23 @@ def trial_rows(
 def fingerprint(db: Database, study_id: int) -> tuple[Any, ...]:
     """What changes whenever a trial starts or ends: a cache of :func:`trial_rows` is
     current while this is unchanged (one aggregate over the study's trials index)."""
-    running = func.sum(case((_TRIALS.c.state == "RUNNING", 1), else_=0))
+    running = func.sum(case((TRIALS.c.state == "RUNNING", 1), else_=0))
     query = select(
-        func.count(), func.max(_TRIALS.c.trial_id), func.max(_TRIALS.c.datetime_complete), running
-    ).where(_TRIALS.c.study_id == study_id)
+        func.count(), func.max(TRIALS.c.trial_id), func.max(TRIALS.c.datetime_complete), running
+    ).where(TRIALS.c.study_id == study_id)
     with db.session() as session:
         return tuple(session.execute(query).one())
 
 
 def _params(session: Any, study_id: int, trial_ids: list[int] | None) -> dict[int, dict[str, Any]]:
     query = select(
-        _PARAMS.c.trial_id, _PARAMS.c.param_name, _PARAMS.c.param_value, _PARAMS.c.distribution_json
+        PARAMS.c.trial_id, PARAMS.c.param_name, PARAMS.c.param_value, PARAMS.c.distribution_json
     )
     if trial_ids is not None:
-        query = query.where(_PARAMS.c.trial_id.in_(trial_ids))
+        query = query.where(PARAMS.c.trial_id.in_(trial_ids))
     else:
-        query = query.join(_TRIALS, _TRIALS.c.trial_id == _PARAMS.c.trial_id).where(
-            _TRIALS.c.study_id == study_id
+        query = query.join(TRIALS, TRIALS.c.trial_id == PARAMS.c.trial_id).where(
+            TRIALS.c.study_id == study_id
         )
     out: dict[int, dict[str, Any]] = {}
     for trial_id, name, value, dist in session.execute(query):
@@ -165,14 +167,14 @@ def _params(session: Any, study_id: int, trial_ids: list[int] | None) -> dict[in
 
 def best_trial(db: Database, study_id: int, direction: str) -> tuple[int, float] | None:
     """The number and value of the study's best complete trial, in one query."""
-    value = _VALUES.c.value
+    value = VALUES.c.value
     query = (
-        select(_TRIALS.c.number, value)
-        .join(_VALUES, (_VALUES.c.trial_id == _TRIALS.c.trial_id) & (_VALUES.c.objective == 0))
+        select(TRIALS.c.number, value)
+        .join(VALUES, (VALUES.c.trial_id == TRIALS.c.trial_id) & (VALUES.c.objective == 0))
         .where(
-            _TRIALS.c.study_id == study_id,
-            _TRIALS.c.state == "COMPLETE",
-            _VALUES.c.value_type == "FINITE",
+            TRIALS.c.study_id == study_id,
+            TRIALS.c.state == "COMPLETE",
+            VALUES.c.value_type == "FINITE",
         )
         .order_by(value.desc() if direction == "maximize" else value.asc())
         .limit(1)
@@ -185,13 +187,13 @@ def best_trial(db: Database, study_id: int, direction: str) -> tuple[int, float]
 def distributions(db: Database, study_id: int) -> dict[str, BaseDistribution]:
     """Each param's distribution (the latest trial's, should they differ)."""
     latest = (
-        select(func.max(_PARAMS.c.param_id))
-        .join(_TRIALS, _TRIALS.c.trial_id == _PARAMS.c.trial_id)
-        .where(_TRIALS.c.study_id == study_id)
-        .group_by(_PARAMS.c.param_name)
+        select(func.max(PARAMS.c.param_id))
+        .join(TRIALS, TRIALS.c.trial_id == PARAMS.c.trial_id)
+        .where(TRIALS.c.study_id == study_id)
+        .group_by(PARAMS.c.param_name)
     )
-    query = select(_PARAMS.c.param_name, _PARAMS.c.distribution_json).where(
-        _PARAMS.c.param_id.in_(latest)
+    query = select(PARAMS.c.param_name, PARAMS.c.distribution_json).where(
+        PARAMS.c.param_id.in_(latest)
     )
     with db.session() as session:
         return {name: _distribution(text) for name, text in session.execute(query)}
@@ -205,9 +207,13 @@ def reports(
     if not trial_ids:
         return {}
     query = (
-        select(_REPORTS.c.trial_id, _REPORTS.c.step, _REPORTS.c.intermediate_value)
-        .where(_REPORTS.c.trial_id.in_(list(trial_ids)))
-        .order_by(_REPORTS.c.trial_id, _REPORTS.c.step)
+        select(
+            REPORTS.c.trial_id,
+            REPORTS.c.step,
+            REPORTS.c.intermediate_value,
+        )
+        .where(REPORTS.c.trial_id.in_(list(trial_ids)))
+        .order_by(REPORTS.c.trial_id, REPORTS.c.step)
     )
     series: dict[int, list[tuple[int, float]]] = {}
     with db.session() as session:
@@ -222,13 +228,18 @@ def latest_reports(db: Database, trial_ids: Sequence[int]) -> dict[int, tuple[in
     if not trial_ids:
         return {}
     top = (
-        select(_REPORTS.c.trial_id, func.max(_REPORTS.c.step).label("step"))
-        .where(_REPORTS.c.trial_id.in_(list(trial_ids)))
-        .group_by(_REPORTS.c.trial_id)
+        select(REPORTS.c.trial_id, func.max(REPORTS.c.step).label("step"))
+        .where(REPORTS.c.trial_id.in_(list(trial_ids)))
+        .group_by(REPORTS.c.trial_id)
         .subquery()
     )
-    query = select(_REPORTS.c.trial_id, _REPORTS.c.step, _REPORTS.c.intermediate_value).join(
-        top, (top.c.trial_id == _REPORTS.c.trial_id) & (top.c.step == _REPORTS.c.step)
+    query = select(
+        REPORTS.c.trial_id,
+        REPORTS.c.step,
+        REPORTS.c.intermediate_value,
+    ).join(
+        top,
+        (top.c.trial_id == REPORTS.c.trial_id) & (top.c.step == REPORTS.c.step),
     )
     with db.session() as session:
         return {t: (int(s), float(v)) for t, s, v in session.execute(query) if v is not None}
@@ -238,8 +249,8 @@ def run_ids(db: Database, trial_ids: Sequence[int]) -> dict[int, str]:
     """The child run of each of ``trial_ids`` that has one."""
     if not trial_ids:
         return {}
-    query = select(_ATTRS.c.trial_id, _ATTRS.c.value_json).where(
-        _ATTRS.c.key == RUN_ID_ATTR, _ATTRS.c.trial_id.in_(list(trial_ids))
+    query = select(SYSTEM_ATTRS.c.trial_id, SYSTEM_ATTRS.c.value_json).where(
+        SYSTEM_ATTRS.c.key == RUN_ID_ATTR, SYSTEM_ATTRS.c.trial_id.in_(list(trial_ids))
     )
     with db.session() as session:
         return {t: json.loads(v) for t, v in session.execute(query)}
@@ -251,8 +262,8 @@ def params_of_runs(db: Database, run_id_list: Sequence[str]) -> dict[str, dict[s
     if not run_id_list:
         return {}
     keys = {json.dumps(r): r for r in run_id_list}
-    query = select(_ATTRS.c.trial_id, _ATTRS.c.value_json).where(
-        _ATTRS.c.key == RUN_ID_ATTR, _ATTRS.c.value_json.in_(list(keys))
+    query = select(SYSTEM_ATTRS.c.trial_id, SYSTEM_ATTRS.c.value_json).where(
+        SYSTEM_ATTRS.c.key == RUN_ID_ATTR, SYSTEM_ATTRS.c.value_json.in_(list(keys))
     )
     with db.session() as session:
         trial_of = {keys[v]: t for t, v in session.execute(query) if v in keys}

@@ -3,6 +3,13 @@ study tables and sweep's own tracking and registry tables."""
 
 from sweep.storage._database import Database
 from sweep.storage._optuna_tables import (
+    INTERMEDIATE_VALUES,
+    PARAMS,
+    STUDIES,
+    STUDY_DIRECTIONS,
+    SYSTEM_ATTRS,
+    TRIALS,
+    VALUES,
     StudySlots,
     insert_running_trials,
     insert_system_attrs,
@@ -32,6 +39,13 @@ from sweep.storage.schema import SweepRow, TrialLeaseRow, WorkerRow
 from sweep.storage.sql import insert_rows
 
 __all__ = [
+    "INTERMEDIATE_VALUES",
+    "PARAMS",
+    "STUDIES",
+    "STUDY_DIRECTIONS",
+    "SYSTEM_ATTRS",
+    "TRIALS",
+    "VALUES",
     "check_url",
     "DATABASE_URL_ENV",
     "Database",

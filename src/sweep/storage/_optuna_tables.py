@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from sweep.storage.sql import insert_rows
 
 STUDIES = models.StudyModel.__table__
+STUDY_DIRECTIONS = models.StudyDirectionModel.__table__
 TRIALS = models.TrialModel.__table__
 PARAMS = models.TrialParamModel.__table__
 VALUES = models.TrialValueModel.__table__
