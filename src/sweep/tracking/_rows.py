@@ -33,7 +33,7 @@ RUN_TABLE = cast(Table, RunRow.__table__)
 PARAM_TABLE = cast(Table, ParamRow.__table__)
 TAG_TABLE = cast(Table, TagRow.__table__)
 METRIC_TABLE = cast(Table, MetricRow.__table__)
-LATESTMETRIC_TABLE = cast(Table, LatestMetricRow.__table__)
+LATEST_METRIC_TABLE = cast(Table, LatestMetricRow.__table__)
 RUN_INPUT_TABLE = cast(Table, RunInputRow.__table__)
 
 #: Longest param or tag value kept; longer values are cut with a marker so logging never fails.
@@ -104,4 +104,4 @@ class RunEnd:
 
 def upsert_latest(session: Session, rows: list[dict[str, Any]]) -> None:
     """Keep each (run, key)'s latest point: replaced only by the same or a higher step."""
-    upsert(session, LATESTMETRIC_TABLE, rows, ("run_id", "key"), only_if_step_not_lower=True)
+    upsert(session, LATEST_METRIC_TABLE, rows, ("run_id", "key"), only_if_step_not_lower=True)
