@@ -108,7 +108,10 @@ def test_a_sweep_exports_to_mlflow_and_mlflow_opens_it(sqlite_url: str, tmp_path
     db.dispose()
 
 
-def test_a_sweep_mirrors_to_mlflow_as_it_runs(sqlite_url: str, tmp_path: Path) -> None:
+def test_a_sweep_mirrors_to_mlflow_as_it_runs(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # MLflow puts a new experiment's artifacts in ./mlruns
     mlflow_uri = f"sqlite:///{tmp_path / 'mirror.db'}"
     spec = write_toy_spec(
         tmp_path,
@@ -124,7 +127,10 @@ def test_a_sweep_mirrors_to_mlflow_as_it_runs(sqlite_url: str, tmp_path: Path) -
     assert parent.tags["sweep.mirror"] == "ok"
 
 
-def test_a_mirror_that_fails_never_fails_the_sweep(sqlite_url: str, tmp_path: Path) -> None:
+def test_a_mirror_that_fails_never_fails_the_sweep(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "a-file").write_text("")  # a directory cannot be made under it
     unwritable = f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}"
     spec = write_toy_spec(
