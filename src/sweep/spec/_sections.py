@@ -61,9 +61,9 @@ class BudgetSpec(_SpecModel):
                 "budget needs n_trials (an integer >= 1), timeout (seconds > 0) or both "
                 "(a target or patience alone may never end the sweep)"
             )
-        if "on_target" in self.model_fields_set and self.target is None:
+        if self.on_target == "cancel" and self.target is None:
             raise _spec_error(
-                "on_target says what running trials do when the target is reached; "
+                "on_target: cancel says what running trials do when the target is reached; "
                 "set budget.target too, or drop on_target",
                 "on_target",
             )
