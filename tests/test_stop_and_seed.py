@@ -15,11 +15,12 @@ from optuna.trial import TrialState
 
 import sweep
 from sweep.agent import run_agent
+from sweep.control import sweep_status
 from sweep.controller import agent_spec_json
 from sweep.errors import ObjectiveImportError, SpecError
 from sweep.spec import load_spec, load_spec_from_dict
 from sweep.storage import Database
-from sweep.study import SPEC_ATTR, get_sweep_record
+from sweep.study import SPEC_ATTR, get_sweep_record, open_study
 from tests.helpers import OBJECTIVES_DIR, sweep_context, sweep_invariants
 
 # -- the spec ---------------------------------------------------------------------------
@@ -207,7 +208,7 @@ def test_on_target_cancel_kills_the_running_trials(postgres_url: str, tmp_path: 
 def test_enqueued_configs_run_first_and_once_with_four_workers_and_seed_a_warm_start(
     postgres_url: str, tmp_path: Path
 ) -> None:
-    configs = [{"x": 0.1, "y": 0.0}, {"x": 0.2, "y": 0.5}, {"x": 0.9, "y": 0.0}, {"x": 0.4}]
+    configs = [{"x": 0.1, "y": 0.0}, {"x": 0.2, "y": 0.5}, {"x": 0.9, "y": 0.5}, {"x": 0.4}]
     space = {
         "x": {"type": "float", "low": 0.0, "high": 1.0},
         "y": {"type": "categorical", "choices": [0.0, 0.5]},
@@ -226,14 +227,15 @@ def test_enqueued_configs_run_first_and_once_with_four_workers_and_seed_a_warm_s
     # Enqueued first: they are the study's first four trials.
     assert all("sweep:enqueued" in t.system_attrs for t in trials[:4])
     assert not any("sweep:enqueued" in t.system_attrs for t in trials[4:])
-    # A relaunch with a larger budget does not enqueue them again.
+    # A relaunch with a larger budget (which opens the study first) does not enqueue
+    # them again: they ran.
     path = write(tmp_path, "queued", budget={"n_trials": 8}, enqueue=configs, **keys)
-    sweep.launch(sweep.load_spec(path), storage=postgres_url)
-    assert (
-        runs_of_each_config() == [1, 1, 1, 1] and len(study_of(postgres_url, "queued").trials) == 8
-    )
+    database = Database(postgres_url)
+    open_study(sweep.load_spec(path), database, database.optuna_storage())
+    database.dispose()
+    assert len(study_of(postgres_url, "queued").trials) == 6
 
-    # Warm start from it, on a narrower x: the 8 complete trials seed the sampler (x
+    # Warm start from it, on a narrower x: the 6 complete trials seed the sampler (x
     # kept where it fits), use no budget and are never this sweep's best.
     narrow = {**space, "x": {"type": "float", "low": 0.0, "high": 0.5}}
     warm = write(
@@ -246,20 +248,23 @@ def test_enqueued_configs_run_first_and_once_with_four_workers_and_seed_a_warm_s
         registry=None,
     )
     result = sweep.launch(sweep.load_spec(warm), storage=postgres_url)
-    assert result.counts.complete == 2 and result.counts.seeded == 8
+    assert result.counts.complete == 2 and result.counts.seeded == 6
     study = study_of(postgres_url, "warm")
     seeds = [t for t in study.trials if "sweep:warm_start" in t.system_attrs]
-    assert len(seeds) == 8 and all(t.state == TrialState.COMPLETE for t in seeds)
+    assert len(seeds) == 6 and all(t.state == TrialState.COMPLETE for t in seeds)
     assert all(t.params.get("x", 0.0) <= 0.5 and "y" in t.params for t in seeds)
     assert any("x" not in t.params for t in seeds)  # x = 0.9 lies outside the new space
-    own = [t for t in study.trials if t not in seeds]
-    assert result.best_trial_number in {t.number for t in own}
+    own = {t.number for t in study.trials if t not in seeds}
+    # The source's 0.9 + 0.5 is out of this sweep's reach (x <= 0.5): Optuna's best is
+    # that copy, the sweep's best (its result, its status, what it would register) is
+    # its own.
+    assert study.best_trial in seeds and result.best_trial_number in own
+    assert sweep_status("warm", storage=postgres_url)[0].best_trial in own
     # Launched again, it is not seeded twice.
     sweep.launch(sweep.load_spec(warm), storage=postgres_url)
-    assert len([t for t in study_of(postgres_url, "warm").trials if t.number < 8]) == 8
     assert (
         sum("sweep:warm_start" in t.system_attrs for t in study_of(postgres_url, "warm").trials)
-        == 8
+        == 6
     )
 
     # A missing source is refused before anything is created.
