@@ -93,7 +93,8 @@ def _why_not_in(param: Any, value: Any) -> str | None:
         return f"{_show(value)} is not one of the choices {_show(list(allowed))}"
     low, high = getattr(param, "low", None), getattr(param, "high", None)
     if low is not None and high is not None and isinstance(value, (int, float)):
-        return f"{_show(value)} is outside [{low:g}, {high:g}] (or off its step)"
+        off_step = " (or off its step)" if getattr(param, "step", None) not in (None, 1) else ""
+        return f"{_show(value)} is outside [{low:g}, {high:g}]{off_step}"
     return f"{_show(value)} ({_yaml_type(value)}) is not a value of this {param.type} parameter"
 
 
