@@ -25,7 +25,7 @@ from typing import Any
 
 import optuna
 
-from sweep.spec import SweepSpec, resolve_callbacks
+from sweep.spec import SweepSpec
 from sweep.study import TrialCounts, best_own_trial
 from sweep.trial import TrialOutcome
 
@@ -69,16 +69,20 @@ TrialCallback = Callable[[TrialOutcome, TrialCounts], None]
 
 
 def start_callbacks(
-    spec: SweepSpec, study: optuna.Study, on_trial: TrialCallback | None
+    spec: SweepSpec,
+    hooks: Sequence[tuple[str, Hook]],
+    study: optuna.Study,
+    on_trial: TrialCallback | None,
 ) -> tuple[Callbacks | None, TrialCallback | None]:
-    """The spec's callbacks, imported and started with the best trial so far (None
-    without any), and ``on_trial`` followed by their ``trial_end``."""
-    if not spec.callbacks:
+    """The spec's callbacks (``hooks``: :func:`sweep.spec.resolve_callbacks`) started
+    with the best trial so far (None without any), and ``on_trial`` followed by their
+    ``trial_end``."""
+    if not hooks:
         return None, on_trial
     best = best_own_trial(study)
     callbacks = Callbacks(
         spec.name,
-        resolve_callbacks(spec),
+        hooks,
         maximize=spec.metric.direction == "maximize",
         best=(best.number, best.value) if best is not None and best.value is not None else None,
     )

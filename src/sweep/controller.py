@@ -29,7 +29,7 @@ from sweep.dispatcher import Dispatcher, TrialCallback
 from sweep.errors import RegistrationError, summary
 from sweep.registration import register_best
 from sweep.registry import ModelRegistry, ModelVersion
-from sweep.spec import SweepSpec, load_spec
+from sweep.spec import SweepSpec, load_spec, resolve_callbacks
 from sweep.stopping import StopRules, clear_stop, end_sweep, stopped_by
 from sweep.storage import Database, redact, resolve_storage_url
 from sweep.study import (
@@ -125,6 +125,7 @@ class _Launch:
     def run(self) -> SweepResult:
         started = time.monotonic()
         spec, db = self.spec, self.db
+        hooks = resolve_callbacks(spec)  # a hook that cannot import fails before any write
         db.ensure_schema()
         storage = db.optuna_storage()
         study = open_study(spec, db, storage)
@@ -136,7 +137,7 @@ class _Launch:
         storage.set_study_system_attr(study_id, SPEC_ATTR, agent_spec_json(spec))
 
         coordinator = Coordinator(db, storage, spec.name, lease_settings(spec), self.tracking)
-        callbacks, self.on_trial = start_callbacks(spec, study, self.on_trial)
+        callbacks, self.on_trial = start_callbacks(spec, hooks, study, self.on_trial)
         controller_id = coordinator.register_worker("controller")
         heartbeat = Heartbeat(coordinator, controller_id).start()
         try:

@@ -217,7 +217,7 @@ class Dispatcher:
                 # discarded, and it counts as what they made of it.
                 ended_trial = self.coordinator.storage.get_trial(outcome.trial_id)
                 self._report(outcome, counted_as(ended_trial))
-        if self.ended and self.rules.patience is not None and self.heartbeat.state.claims:
+        if self.ended and self.rules.patience is not None and self._may_stop():
             self._stop(self.rules.check(self.coordinator))  # the ends are written now
         self.ended = []
 
@@ -225,8 +225,12 @@ class Dispatcher:
         self.counts = self.counts.add(counted)
         if self.on_trial:
             self.on_trial(outcome, self.counts)
-        if self.heartbeat.state.claims:
+        if self._may_stop():
             self._stop(self.rules.after_trial(counted, outcome.value, outcome.number))
+
+    def _may_stop(self) -> bool:
+        """Whether a stop rule may still end the sweep (it is running or paused)."""
+        return self.heartbeat.state in (SweepState.RUNNING, SweepState.PAUSED)
 
     def _stop(self, stop: Stop | None) -> None:
         """A stop rule's decision: the sweep STOPPED (running trials finish, none

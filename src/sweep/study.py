@@ -88,8 +88,11 @@ def open_study(spec: SweepSpec, db: Database, storage: optuna.storages.BaseStora
     what they add (:mod:`sweep.seeding`)."""
     from sweep.seeding import add_warm_start, enqueue_configs, warm_start_trials
 
-    # The source sweep is read first: a missing one fails before anything is created.
-    seeds = warm_start_trials(spec, db, storage) if spec.warm_start is not None else []
+    # Read before the study is created, so that a missing source fails before anything
+    # is written; only by the launch that creates it (a relaunch needs no source).
+    seeds = []
+    if spec.warm_start is not None and not _study_exists(storage, spec.name):
+        seeds = warm_start_trials(spec, db, storage)
     direction = spec.metric.direction
     try:
         study = optuna.create_study(
@@ -118,6 +121,14 @@ def open_study(spec: SweepSpec, db: Database, storage: optuna.storages.BaseStora
     if spec.enqueue:
         enqueue_configs(study, spec, db)
     return study
+
+
+def _study_exists(storage: optuna.storages.BaseStorage, name: str) -> bool:
+    try:
+        storage.get_study_id_from_name(name)
+    except KeyError:
+        return False
+    return True
 
 
 def enqueue_grid(study: optuna.Study, spec: SweepSpec, db: Database | None = None) -> int:
