@@ -277,30 +277,52 @@ def test_enqueued_configs_run_first_and_once_with_four_workers_and_seed_a_warm_s
         study_of(postgres_url, "cold")
 
 
-def test_patience_ends_a_sweep_run_by_agents_alone(postgres_url: str, tmp_path: Path) -> None:
-    # No controller: the study and the sweep's record as a launch leaves them, then an
-    # agent (one worker process) runs the trials.
+def agent_only_sweep(url: str, root: Path, name: str, objective: str, budget: dict) -> None:
+    """The study and the sweep's record as a launch leaves them, with no controller."""
     context = sweep_context(
-        postgres_url,
-        tmp_path,
-        "patient",
-        "early:plateau",
-        budget={"n_trials": 10, "patience": 4},
+        url,
+        root,
+        name,
+        objective,
+        budget=budget,
         parameters={"x": {"type": "float", "low": 0.0, "high": 1.0}},
     )
-    database = Database(postgres_url)
+    database = Database(url)
     storage = database.optuna_storage()
-    study_id = storage.get_study_id_from_name("patient")
+    study_id = storage.get_study_id_from_name(name)
     storage.set_study_system_attr(study_id, SPEC_ATTR, agent_spec_json(context.spec))
     database.dispose()
+
+
+def stop_record(url: str, name: str) -> tuple[str | None, dict]:
+    database = Database(url)
+    record = get_sweep_record(database, name)
+    database.dispose()
+    study = study_of(url, name)
+    return (record.status if record else None), study._storage.get_study_system_attrs(
+        study._study_id
+    )["sweep:stopped_by"]
+
+
+def test_target_and_patience_end_sweeps_run_by_agents_alone(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    agent_only_sweep(
+        postgres_url, tmp_path, "aimed", "early:by_number", {"n_trials": 8, "target": 0.2}
+    )
+    result = run_agent("aimed", storage=postgres_url, code_dir=str(OBJECTIVES_DIR))
+    assert result.trials == 3  # values 0.0, 0.1, 0.2
+    status, why = stop_record(postgres_url, "aimed")
+    assert status == "STOPPED" and why["rule"] == "target"
+
+    agent_only_sweep(
+        postgres_url, tmp_path, "patient", "early:plateau", {"n_trials": 10, "patience": 4}
+    )
     result = run_agent("patient", storage=postgres_url, code_dir=str(OBJECTIVES_DIR))
     # Values 0.5, 0.7 (the best), then 0.6, 0.65, 0.6, 0.62: four without improving.
     assert result.trials == 6
     study = study_of(postgres_url, "patient")
     assert [t.value for t in study.trials] == [0.5, 0.7, 0.6, 0.65, 0.6, 0.62]
-    database = Database(postgres_url)
-    record = get_sweep_record(database, "patient")
-    database.dispose()
-    assert record is not None and record.status == "STOPPED"
-    attrs = study._storage.get_study_system_attrs(study._study_id)["sweep:stopped_by"]
-    assert attrs["rule"] == "patience" and "none improved on the best (0.7)" in attrs["message"]
+    status, why = stop_record(postgres_url, "patient")
+    assert status == "STOPPED" and why["rule"] == "patience"
+    assert "none improved on the best (0.7)" in why["message"]
