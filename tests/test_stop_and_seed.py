@@ -245,6 +245,8 @@ def test_enqueued_configs_run_first_and_once_with_four_workers_and_seed_a_warm_s
         parameters=narrow,
         budget={"n_trials": 2},
         warm_start={"from_sweep": "queued"},
+        # With 6 startup trials, TPE models from the first trial on the 6 copies.
+        sampler={"name": "tpe", "seed": 1, "multivariate": True, "n_startup_trials": 6},
         registry=None,
     )
     result = sweep.launch(sweep.load_spec(warm), storage=postgres_url)
