@@ -170,6 +170,8 @@ def test_a_target_reached_by_the_third_trial_ends_the_sweep_and_callbacks_hear_i
         ("sweep_end", None),
     ]
     assert lines[-1]["state"] == "STOPPED" and lines[-1]["best_value"] == 0.2
+    assert [e["value"] for e in lines[:3]] == [0.0, 0.1, 0.2]
+    assert all(0.0 <= e["params"]["x"] <= 1.0 for e in lines[:3])
     failures = [r for r in caplog.records if "callback early:explode raised" in r.getMessage()]
     assert len(failures) == 4 and failures[0].exc_info is not None
 

@@ -90,8 +90,9 @@ def start_callbacks(
     def chained(outcome: TrialOutcome, counts: TrialCounts) -> None:
         if on_trial is not None:
             on_trial(outcome, counts)
+        params = spec.decode_params(outcome.params)  # values, not Optuna's stored form
         callbacks.trial_end(
-            outcome.number, outcome.state, outcome.value, outcome.params, outcome.error, counts
+            outcome.number, outcome.state, outcome.value, params, outcome.error, counts
         )
 
     return callbacks, chained

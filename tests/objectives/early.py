@@ -34,7 +34,8 @@ def echo(trial: optuna.Trial) -> float:
 def record(event: object) -> None:
     """A callback: one JSON line per event in $SWEEP_TEST_EVENTS."""
     fields = {
-        k: getattr(event, k) for k in ("kind", "state", "trial_number", "value", "best_value")
+        k: getattr(event, k)
+        for k in ("kind", "state", "trial_number", "value", "best_value", "params")
     }
     with open(os.environ["SWEEP_TEST_EVENTS"], "a") as out:
         out.write(json.dumps(fields) + "\n")
