@@ -14,6 +14,7 @@ from sweep.errors import NotFoundError, SweepError
 from sweep.storage import Database, SweepRow, resolve_storage_url
 from sweep.study import (
     TrialCounts,
+    best_own_trial,
     count_trials,
     get_sweep_record,
     set_sweep_status,
@@ -101,11 +102,9 @@ def status_of(
     except KeyError:  # Optuna's "no such study"
         return SweepStatus(sweep_name, STUDY_DELETED, n_trials, TrialCounts(), None, None, "", 0.0)
     best_value = best_trial = None
-    try:
-        best = study.best_trial
+    best = best_own_trial(study)
+    if best is not None:
         best_value, best_trial = best.value, best.number
-    except ValueError:
-        pass
     coordinator = coordinator_of(db, sweep_name, storage)
     return SweepStatus(
         sweep_name,

@@ -16,7 +16,7 @@ import optuna
 from sweep.errors import NotFoundError
 from sweep.registry import CHAMPION, ModelRegistry, ModelVersion
 from sweep.spec import RegistrySpec, SweepSpec
-from sweep.study import RUN_ID_ATTR
+from sweep.study import RUN_ID_ATTR, best_own_trial
 from sweep.tracking import TrackingStore
 from sweep.tracking.artifacts import artifact_location
 
@@ -38,9 +38,8 @@ def register_best(
     let it through."""
     registry_spec = spec.registry
     assert registry_spec is not None
-    try:
-        best = study.best_trial
-    except ValueError:
+    best = best_own_trial(study)  # never a trial copied by warm_start: it has no model
+    if best is None:
         return Registration(None, "no trial completed, so no model was registered", True)
     run_id: str | None = best.system_attrs.get(RUN_ID_ATTR)
     artifacts = tracking.list_artifacts(run_id) if run_id else []
