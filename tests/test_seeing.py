@@ -248,3 +248,32 @@ def test_ui_controls_need_the_token_and_are_audited(sqlite_url: str, tmp_path: P
         again = client.post("/sweeps/seen/control", data={**form, "action": "resume"})
         assert again.status_code == 400 and "sweep resume seen" in again.text
         db.dispose()
+
+
+def test_importances_are_worked_out_off_the_request_and_kept_in_the_study(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    import time
+
+    from starlette.testclient import TestClient
+
+    from sweep.ui import create_app, importances
+
+    _sweep(sqlite_url, tmp_path, trials=8)
+    with TestClient(create_app(sqlite_url)) as client:
+        first = client.get("/sweeps/seen/importances")
+        # At once: a placeholder (202) while fANOVA runs in the background.
+        assert first.status_code in (200, 202)
+        deadline = time.monotonic() + 60
+        figure = first.json()
+        while figure.get("pending") or not figure.get("data"):
+            assert time.monotonic() < deadline, figure
+            time.sleep(0.1)
+            figure = client.get("/sweeps/seen/importances").json()
+        assert sorted(figure["data"][0]["y"]) == ["kind", "x"]
+        assert "over 8 complete trials" in figure["layout"]["title"]["text"]
+    # A restarted UI (nothing in memory) finds them stored in the study: no recompute.
+    importances._known.clear()
+    with TestClient(create_app(sqlite_url)) as client:
+        again = client.get("/sweeps/seen/importances")
+        assert again.status_code == 200 and again.json() == figure

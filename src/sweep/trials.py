@@ -19,7 +19,7 @@ from functools import lru_cache
 from typing import Any
 
 from optuna.distributions import BaseDistribution, json_to_distribution
-from sqlalchemy import case, func, select
+from sqlalchemy import String, case, cast, func, select
 
 from sweep.storage import (
     INTERMEDIATE_VALUES as REPORTS,
@@ -102,9 +102,10 @@ def trial_rows(
         select(
             TRIALS.c.trial_id,
             TRIALS.c.number,
-            TRIALS.c.state,
+            # As text: SQLAlchemy's Enum conversion of 10,000 rows costs tens of ms.
+            cast(TRIALS.c.state, String).label("state"),
             VALUES.c.value,
-            VALUES.c.value_type,
+            cast(VALUES.c.value_type, String).label("value_type"),
             TRIALS.c.datetime_start,
             TRIALS.c.datetime_complete,
         )

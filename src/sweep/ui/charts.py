@@ -169,8 +169,9 @@ def parallel_coordinates(
     return {"data": data if best else [], "layout": layout}
 
 
-def importances(values: Mapping[str, float]) -> Figure:
-    """Optuna's param importances as horizontal bars, most important on top."""
+def importances(values: Mapping[str, float], complete: int | None = None) -> Figure:
+    """Optuna's param importances as horizontal bars, most important on top (over
+    ``complete`` complete trials, when told)."""
     ordered = sorted(values.items(), key=lambda kv: kv[1])
     data = [
         {
@@ -183,7 +184,11 @@ def importances(values: Mapping[str, float]) -> Figure:
     ]
     return {
         "data": data,
-        "layout": _layout("Param importances (Optuna)", xaxis={"title": {"text": "importance"}}),
+        "layout": _layout(
+            "Param importances (Optuna)"
+            + (f", over {complete} complete trials" if complete is not None else ""),
+            xaxis={"title": {"text": "importance"}},
+        ),
     }
 
 

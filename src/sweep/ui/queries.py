@@ -32,7 +32,7 @@ from sweep.tracking import (
     parse_order_by,
 )
 from sweep.trials import StudyInfo, TrialRow
-from sweep.ui.status import sweep_status, trial_counts
+from sweep.ui.status import sweep_status
 
 #: Trials per page of the trials table.
 PAGE_SIZE = 50
@@ -312,57 +312,3 @@ def _metric_name(db: Database, name: str) -> str:
         return str(data["metric"]["name"])
     except (yaml.YAMLError, KeyError, TypeError):
         return "value"
-
-
-#: Complete trials Optuna's importance evaluator sees (the latest ones).
-IMPORTANCE_TRIALS = 300
-_importance_cache: dict[tuple[str, int, int], dict[str, float]] = {}
-
-
-def param_importances(db: Database, name: str) -> dict[str, float]:
-    """Optuna's fANOVA param importances over the latest complete trials of sweep (or
-    study) ``name``, cached per study and count of complete trials (they change only
-    when a trial completes)."""
-    import optuna
-
-    record = get_sweep_record(db, name)
-    study_info = trial_reads.find_study(db, record.study_name if record else name)
-    if study_info is None:
-        return {}
-    complete = trial_counts(db, study_info.study_id).complete
-    key = (db.url, study_info.study_id, complete)
-    if key in _importance_cache:
-        return _importance_cache[key]
-    done = trial_reads.trial_rows(db, study_info.study_id, states=["COMPLETE"])
-    done = [r for r in done if r.value is not None][-IMPORTANCE_TRIALS:]
-    dists = trial_reads.distributions(db, study_info.study_id)
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created" line
-    try:
-        study = optuna.create_study(
-            direction="maximize" if study_info.direction == "maximize" else "minimize"
-        )
-    finally:
-        optuna.logging.set_verbosity(verbosity)
-    for row in done:
-        try:
-            study.add_trial(
-                optuna.trial.create_trial(
-                    params=row.params,
-                    distributions={k: dists[k] for k in row.params},
-                    value=row.value,
-                )
-            )
-        except (KeyError, ValueError):
-            continue  # a param whose distribution changed between launches
-    try:
-        result = {
-            k: float(v)
-            for k, v in optuna.importance.get_param_importances(
-                study, evaluator=optuna.importance.FanovaImportanceEvaluator(n_trees=16, seed=0)
-            ).items()
-        }
-    except (ValueError, RuntimeError):
-        result = {}  # too few trials, or a single distinct value
-    _importance_cache[key] = result
-    return result
