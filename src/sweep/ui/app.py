@@ -373,6 +373,7 @@ def create_app(storage: str | None = None, *, write_token: str | None = None) ->
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await run_in_threadpool(_warm_up, db)
         yield
+        importances.shutdown()
         db.dispose()
 
     app = Starlette(routes=routes, lifespan=lifespan)

@@ -1,20 +1,26 @@
 """Param importances for the sweep page: Optuna's fANOVA, worked out once per count of
 complete trials, off the request path, and stored in the study.
 
-fANOVA over a few hundred trials takes a second or more (scikit-learn's import alone is
-most of one), longer than a page may take. So the UI asks :func:`lookup`, which answers
-at once: the importances for the study's current count of complete trials if they were
-worked out (by this process, or by an earlier one: they are stored as a system
-attribute of the study, so a restarted UI is not cold), else the latest stored ones
-while a background thread works out the new ones, else None (the page shows a
-placeholder and asks again). ``sweep report`` calls :func:`param_importances` directly.
+fANOVA over a few hundred trials takes a second or more, and importing scikit-learn for
+it several more on a loaded machine: longer than a page may take, and, in a thread, it
+would hold the interpreter's lock while other pages wait. So it runs in a worker process
+(started on first need, kept for the next sweeps), and the UI asks :func:`lookup`,
+which answers at once: the importances for the study's current count of complete trials
+if they were worked out (by this process, or by an earlier one: they are stored as a
+system attribute of the study, so a restarted UI is not cold), else the latest known
+ones while the worker works out the new ones, else None (the page shows a placeholder
+and asks again). ``sweep report`` calls :func:`param_importances` directly.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import multiprocessing
 import threading
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,11 +48,12 @@ class Importances:
 _lock = threading.Lock()
 _known: dict[tuple[str, int], Importances] = {}  # (url, study id) -> latest
 _running: set[tuple[str, int, int]] = set()  # (url, study id, complete) being worked out
+_pool: ProcessPoolExecutor | None = None
 
 
 def lookup(db: Database, name: str) -> Importances | None:
     """The importances of sweep (or study) ``name`` as they are known now, without
-    waiting; starts working them out in the background when they are not current.
+    waiting; has the worker process work them out when they are not current.
     Returns None when none are known yet (nor for a sweep whose study is gone)."""
     study = _study(db, name)
     if study is None:
@@ -62,24 +69,62 @@ def lookup(db: Database, name: str) -> Importances | None:
         start = job not in _running
         _running.add(job)
     if start:
-        threading.Thread(
-            target=_work_out, args=(db, name, job), name="sweep-importances", daemon=True
-        ).start()
+        try:
+            future = _executor().submit(_work_out, db.url, name)
+        except RuntimeError:  # the pool is shutting down with the app
+            with _lock:
+                _running.discard(job)
+        else:
+            future.add_done_callback(functools.partial(_done, db, job))
     return Importances(known.values, known.complete, current=False) if known else None
 
 
-def _work_out(db: Database, name: str, job: tuple[str, int, int]) -> None:
+def shutdown() -> None:
+    """Stop the worker process (the app's shutdown)."""
+    global _pool
+    with _lock:
+        pool, _pool = _pool, None
+    if pool is not None:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _executor() -> ProcessPoolExecutor:
+    global _pool
+    with _lock:
+        if _pool is None:
+            # spawn: a fork of a threaded server could inherit a held lock.
+            context = multiprocessing.get_context("spawn")
+            _pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
+        return _pool
+
+
+def _work_out(url: str, name: str) -> tuple[dict[str, float], int]:
+    """In the worker process: the importances of ``name`` and their count."""
+    db = Database(url)
     try:
-        values, complete = param_importances(db, name)
-        result = Importances(values, complete)
-        _known[(job[0], job[1])] = result
+        return param_importances(db, name)
+    finally:
+        db.dispose()
+
+
+def _done(db: Database, job: tuple[str, int, int], future: Future[Any]) -> None:
+    global _pool
+    try:
+        values, complete = future.result()
+    except BrokenProcessPool:
+        with _lock:
+            _pool = None  # the worker died (killed, out of memory): a new one next time
+    except Exception:
+        # Not asked again until another trial completes (else every poll would retry).
+        _known[(job[0], job[1])] = Importances({}, job[2])
+    else:
+        _known[(job[0], job[1])] = Importances(values, complete)
         with contextlib.suppress(Exception):
             # Best effort: a UI on a read-only database role keeps them in memory only.
             payload = json.dumps({"complete": complete, "values": values})
             optuna_storage(db).set_study_system_attr(job[1], IMPORTANCES_ATTR, payload)
-    finally:
-        with _lock:
-            _running.discard(job)
+    with _lock:
+        _running.discard(job)
 
 
 def _stored(db: Database, study_id: int) -> Importances | None:
