@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -50,13 +51,15 @@ _spec_storage_option = click.option(
 )
 
 
-def _load(spec_path: str, overrides: tuple[str, ...], n_trials: int | None = None) -> SweepSpec:
+def _load(
+    spec_path: str, overrides: tuple[str, ...], n_trials: int | None, out: Console = console
+) -> SweepSpec:
     """The spec with its overrides (--n-trials last), checked as launch needs it."""
     from sweep.spec import check_launchable, load_spec
 
     texts = [*overrides, *([f"budget.n_trials={n_trials}"] if n_trials is not None else [])]
     spec = load_spec(spec_path, overrides=texts)
-    _say_dialect(spec_path, spec)
+    _say_dialect(spec_path, spec, out)
     check_launchable(spec)  # before anything is created
     return spec
 
@@ -261,7 +264,9 @@ def create(
     from sweep.create import create as create_sweep
 
     with _errors(ctx.obj["debug"]):
-        created = create_sweep(_load(spec_path, overrides, n_trials), storage=storage)
+        # stdout holds the name alone: NAME=$(sweep create spec.yaml)
+        spec = _load(spec_path, overrides, n_trials, out=err_console)
+        created = create_sweep(spec, storage=storage)
         if created.created:
             err_console.print(
                 f"created sweep {created.name} in {created.storage} (parent run "
@@ -277,7 +282,6 @@ def create(
                 "continues it with this spec",
                 soft_wrap=True,
             )
-        # The name alone on stdout, for scripts: NAME=$(sweep create spec.yaml)
         click.echo(created.name)
 
 
@@ -301,11 +305,11 @@ def validate(ctx: click.Context, spec_path: str, overrides: tuple[str, ...]) -> 
         )
 
 
-def _say_dialect(spec_path: str, spec: SweepSpec) -> None:
+def _say_dialect(spec_path: str, spec: SweepSpec, out: Console = console) -> None:
     from sweep.spec import WANDB
 
     if spec.dialect == WANDB:
-        console.print(
+        out.print(
             f"{spec_path}: read as a W&B sweep config (`sweep convert {spec_path}` shows the "
             "native spec)",
             soft_wrap=True,
