@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import optuna
 import pytest
 
 from sweep.errors import SpecError
@@ -125,6 +126,9 @@ def test_create_then_agents_alone_then_launch_continue_one_sweep(
     rest = run_cli("agent", "made-first", "--storage", postgres_url, cwd=tmp_path)
     assert rest.returncode == 0 and "2 trials" in rest.stdout, rest.stdout + rest.stderr
     assert sweep_invariants(postgres_url, "made-first")["counted"] == 3
+    # Agents seed their samplers apart: the seeded sampler's first draws differ per agent.
+    study = optuna.load_study(study_name="made-first", storage=postgres_url)
+    assert len({t.params["x"] for t in study.get_trials()}) == 3
 
     # A launch of the same spec, with a larger budget from the CLI, adds a controller to
     # the same sweep: the same study and parent run, the overrides recorded on it.
