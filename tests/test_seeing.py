@@ -277,3 +277,40 @@ def test_importances_are_worked_out_off_the_request_and_kept_in_the_study(
     with TestClient(create_app(sqlite_url)) as client:
         again = client.get("/sweeps/seen/importances")
         assert again.status_code == 200 and again.json() == figure
+
+
+def test_charts_from_a_partial_first_read_equal_those_from_every_param(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cold sweep page reads params only for the latest and the best trials; the
+    charts are the same as from every trial's params, also after more trials end."""
+    import dataclasses
+
+    from sweep.ui import charts, queries
+
+    # As on a sweep of thousands: params of the 3 latest and the 2 best trials only.
+    monkeypatch.setattr(queries, "PARAMS_OF_LATEST", 3)
+    monkeypatch.setattr(queries, "MAX_PLOTTED_TRIALS", 2)
+    monkeypatch.setattr(charts, "MAX_PLOTTED_TRIALS", 2)
+    _sweep(sqlite_url, tmp_path, trials=10)
+    db = Database(sqlite_url)
+    study = optuna.load_study(study_name="seen", storage=sqlite_url)
+
+    def same_charts() -> None:
+        view = sweep_view(db, "seen")
+        assert sum(bool(r.params) for r in view.rows) < len(view.rows)
+        full = dataclasses.replace(view, rows=trial_rows(db, study._study_id))
+        assert charts.sweep_figures(view) == charts.sweep_figures(full)
+
+    from sweep.ui.queries import sweep_view
+
+    same_charts()
+    running = study.get_trials(states=[optuna.trial.TrialState.RUNNING])[0]
+    study.tell(running.number, 2.0)  # the new best
+    study.enqueue_trial({"x": 0.5, "kind": "a"})
+    trial = study.ask()
+    trial.suggest_float("x", 0.0, 1.0)
+    trial.suggest_categorical("kind", ["a", "b"])
+    study.tell(trial, 1.5)
+    same_charts()
+    db.dispose()

@@ -142,6 +142,14 @@ def trial_rows(
     ]
 
 
+def trial_params(
+    db: Database, study_id: int, trial_ids: Sequence[int]
+) -> dict[int, dict[str, Any]]:
+    """The params (external form) of ``trial_ids``, trials of study ``study_id``."""
+    with db.session() as session:
+        return _params(session, study_id, list(trial_ids))
+
+
 def fingerprint(db: Database, study_id: int) -> tuple[Any, ...]:
     """What changes whenever a trial starts or ends: a cache of :func:`trial_rows` is
     current while this is unchanged (one aggregate over the study's trials index)."""
