@@ -10,7 +10,9 @@ from pathlib import Path
 
 import optuna
 import pytest
+from click.testing import CliRunner, Result
 
+from sweep.cli import cli
 from sweep.errors import SpecError
 from sweep.spec import load_spec
 from sweep.storage import Database
@@ -19,6 +21,11 @@ from sweep.tracking import RunStatus, TrackingStore
 from tests.helpers import sweep_invariants, write_toy_spec
 
 SWEEP = [sys.executable, "-m", "sweep.cli"]
+
+
+def in_process(*args: str) -> Result:
+    """A `sweep` command run in this process (for those that start no trial)."""
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -66,8 +73,8 @@ def test_set_overrides_are_typed_validated_and_name_the_override(tmp_path: Path)
     assert error_of(bad, "sampler.seed=3").startswith(f"{bad}:")
 
     # The CLI: a non-zero exit and the override named.
-    result = run_cli("validate", str(spec_path), "--set", "budget.n_trials=zero", cwd=tmp_path)
-    assert result.returncode == 2
+    result = in_process("validate", str(spec_path), "--set", "budget.n_trials=zero")
+    assert result.exit_code == 2
     assert "--set budget.n_trials=zero: budget.n_trials:" in result.stderr
 
 
@@ -83,8 +90,8 @@ def test_dry_run_prints_the_resolved_spec_and_first_params_and_writes_nothing(
     spec_path = write_toy_spec(tmp_path, name="dry")
     store = tmp_path / "store.db"
     args = ["launch", str(spec_path), "--storage", f"sqlite:///{store}", "--dry-run"]
-    result = run_cli(*args, "--n-trials", "5", "--set", "sampler.seed=7", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    result = in_process(*args, "--n-trials", "5", "--set", "sampler.seed=7")
+    assert result.exit_code == 0, result.output
     out = result.stdout
     assert "seed: 7" in out and "n_trials: 5" in out
     samples = [line for line in out.splitlines() if line.startswith("#   trial ")]
@@ -94,7 +101,7 @@ def test_dry_run_prints_the_resolved_spec_and_first_params_and_writes_nothing(
     assert "nothing was written" in out
     assert not store.exists()
     # Seeded: the same draws again.
-    again = run_cli(*args, "--n-trials", "5", "--set", "sampler.seed=7", cwd=tmp_path)
+    again = in_process(*args, "--n-trials", "5", "--set", "sampler.seed=7")
     assert again.stdout == out
     assert not store.exists()
 
@@ -116,8 +123,9 @@ def test_create_then_agents_alone_then_launch_continue_one_sweep(
     assert created.returncode == 0, created.stderr
     assert created.stdout.strip() == "made-first"  # the name alone, for scripts
     assert "sweep agent made-first" in created.stderr
-    again = run_cli("create", str(spec_path), "--storage", postgres_url, cwd=tmp_path)
-    assert again.returncode == 0 and "already exists" in again.stderr
+    again = in_process("create", str(spec_path), "--storage", postgres_url)
+    assert again.exit_code == 0 and "already exists" in again.stderr
+    assert again.stdout.strip() == "made-first"
 
     # Agents alone, no controller: one stops after its --count, the next runs the rest
     # of the budget and ends by itself.
