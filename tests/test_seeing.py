@@ -248,3 +248,69 @@ def test_ui_controls_need_the_token_and_are_audited(sqlite_url: str, tmp_path: P
         again = client.post("/sweeps/seen/control", data={**form, "action": "resume"})
         assert again.status_code == 400 and "sweep resume seen" in again.text
         db.dispose()
+
+
+def test_importances_are_worked_out_off_the_request_and_kept_in_the_study(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    import time
+
+    from starlette.testclient import TestClient
+
+    from sweep.ui import create_app, importances
+
+    _sweep(sqlite_url, tmp_path, trials=8)
+    with TestClient(create_app(sqlite_url)) as client:
+        first = client.get("/sweeps/seen/importances")
+        # At once: a placeholder (202) while fANOVA runs in the background.
+        assert first.status_code in (200, 202)
+        deadline = time.monotonic() + 60
+        figure = first.json()
+        while figure.get("pending") or not figure.get("data"):
+            assert time.monotonic() < deadline, figure
+            time.sleep(0.1)
+            figure = client.get("/sweeps/seen/importances").json()
+        assert sorted(figure["data"][0]["y"]) == ["kind", "x"]
+        assert "over 8 complete trials" in figure["layout"]["title"]["text"]
+    # A restarted UI (nothing in memory) finds them stored in the study: no recompute.
+    importances._known.clear()
+    with TestClient(create_app(sqlite_url)) as client:
+        again = client.get("/sweeps/seen/importances")
+        assert again.status_code == 200 and again.json() == figure
+
+
+def test_charts_from_a_partial_first_read_equal_those_from_every_param(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cold sweep page reads params only for the latest and the best trials; the
+    charts are the same as from every trial's params, also after more trials end."""
+    import dataclasses
+
+    from sweep.ui import charts, queries
+
+    # As on a sweep of thousands: params of the 3 latest and the 2 best trials only.
+    monkeypatch.setattr(queries, "PARAMS_OF_LATEST", 3)
+    monkeypatch.setattr(queries, "MAX_PLOTTED_TRIALS", 2)
+    monkeypatch.setattr(charts, "MAX_PLOTTED_TRIALS", 2)
+    _sweep(sqlite_url, tmp_path, trials=10)
+    db = Database(sqlite_url)
+    study = optuna.load_study(study_name="seen", storage=sqlite_url)
+
+    def same_charts() -> None:
+        view = sweep_view(db, "seen")
+        assert sum(bool(r.params) for r in view.rows) < len(view.rows)
+        full = dataclasses.replace(view, rows=trial_rows(db, study._study_id))
+        assert charts.sweep_figures(view) == charts.sweep_figures(full)
+
+    from sweep.ui.queries import sweep_view
+
+    same_charts()
+    running = study.get_trials(states=[optuna.trial.TrialState.RUNNING])[0]
+    study.tell(running.number, 2.0)  # the new best
+    study.enqueue_trial({"x": 0.5, "kind": "a"})
+    trial = study.ask()
+    trial.suggest_float("x", 0.0, 1.0)
+    trial.suggest_categorical("kind", ["a", "b"])
+    study.tell(trial, 1.5)
+    same_charts()
+    db.dispose()

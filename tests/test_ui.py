@@ -132,7 +132,10 @@ def _shot(page: Any, name: str) -> None:
 
 def _charts_drawn(page: Any, ids: list[str]) -> None:
     for chart_id in ids:
-        page.wait_for_selector(f"#chart-{chart_id}.js-plotly-plot", timeout=15_000)
+        # Importances are worked out in a worker process that the first sweep page starts
+        # (its imports take seconds on a loaded machine); the page asks again each second.
+        timeout = 90_000 if chart_id == "importances" else 15_000
+        page.wait_for_selector(f"#chart-{chart_id}.js-plotly-plot", timeout=timeout)
         assert page.locator(f"#chart-{chart_id} .main-svg").count() >= 1, chart_id
 
 

@@ -282,6 +282,16 @@ def _die_with_parent() -> None:
         pass  # not Linux: the worker ends when its next claim finds nothing to do
 
 
+def _seed_index(slot: int) -> int:
+    """The worker index an agent worker seeds its sampler with (``seed + index + 1``,
+    recorded on each run as ``sweep.sampler_seed``): distinct across the agents of a
+    sweep, which all number their slots from 0, and from the Ray workers' 0..N-1;
+    otherwise agents started together draw the same params until TPE has a history."""
+    import random
+
+    return 1_000 + slot + 1_000 * random.SystemRandom().randrange(1_000_000)
+
+
 def _worker_main(
     context: SweepContext, index: int, gpu: str | None, budget: Any, events: Any
 ) -> None:
@@ -294,7 +304,7 @@ def _worker_main(
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    runner = TrialRunner(context, index)
+    runner = TrialRunner(context, _seed_index(index))
     coordinator = runner.coordinator
     worker_id = coordinator.register_worker("agent", gpus=gpu)
     heartbeat = Heartbeat(coordinator, worker_id).start()

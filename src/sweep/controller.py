@@ -105,6 +105,12 @@ def launch(
         db.dispose()
 
 
+def record_sweep(spec: SweepSpec, db: Database) -> tuple[Experiment, str]:
+    """The sweep's experiment and parent run, opened as a launch opens them (for
+    :func:`sweep.create.create`, which records a sweep before any worker runs)."""
+    return _Launch(spec, db, None, None, None)._open_parent_run()
+
+
 class _Launch:
     def __init__(
         self,
@@ -228,6 +234,10 @@ class _Launch:
             },
             parent_params=self._parent_params(),
         )
+        if spec.overrides:
+            # Set on every launch: a relaunch may override differently (a new --n-trials).
+            overrides = redact(" ".join(f"--set {o}" for o in spec.overrides))
+            self.tracking.set_tags(record.parent_run_id, {"sweep.overrides": overrides})
         if not record.created:
             self.tracking.end_run(record.parent_run_id, RunStatus.RUNNING, force=True)
         return experiment, record.parent_run_id
@@ -354,9 +364,14 @@ class _Launch:
     # -- helpers ------------------------------------------------------------------------
 
     def _spec_text(self) -> str:
-        if self.spec.source_path is not None:
-            return redact(Path(self.spec.source_path).read_text())
-        return redact(yaml.safe_dump(self.spec.model_dump(mode="json"), sort_keys=False))
+        if self.spec.source_path is None:
+            return redact(yaml.safe_dump(self.spec.model_dump(mode="json"), sort_keys=False))
+        text = Path(self.spec.source_path).read_text()
+        if self.spec.overrides:
+            text += "\n# overridden on the command line:\n" + "".join(
+                f"#   --set {o}\n" for o in self.spec.overrides
+            )
+        return redact(text)
 
     def _parent_params(self) -> dict[str, Any]:
         spec = self.spec

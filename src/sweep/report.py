@@ -16,6 +16,7 @@ from sweep.storage import Database, resolve_storage_url
 from sweep.tracking import Run, TrackingStore
 from sweep.ui import charts, queries
 from sweep.ui.app import plotly_js
+from sweep.ui.importances import param_importances
 from sweep.ui.render import dumps_figure, render
 
 #: Trial runs listed in the report's best-trials table.
@@ -40,7 +41,7 @@ def report_html(db: Database, name: str) -> str:
     """The report of ``name`` as one HTML document."""
     view = queries.sweep_view(db, name)
     figures, _, _ = charts.sweep_figures(view)
-    importances = queries.param_importances(db, name)
+    importances, _ = param_importances(db, name)
     if importances:
         figures["importances"] = charts.importances(importances)
     best = _best_runs(db, view)

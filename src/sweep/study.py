@@ -225,27 +225,47 @@ def counted_as(trial: FrozenTrial) -> str:
 
 def count_trials(db: Database, study_id: int) -> TrialCounts:
     """The study's trials counted by state, in one query: a long sweep's trials are
-    never loaded to count them (10,000 trials as Optuna objects take tens of MB)."""
+    never loaded to count them (10,000 trials as Optuna objects take tens of MB).
+
+    The killed, superseded and warm-start marks are outer-joined (one row each at most: Optuna's
+    attributes are unique per trial and key) rather than tested with EXISTS per trial,
+    which PostgreSQL costs high enough to JIT-compile: 70 ms for 10,000 trials, not 5.
+    """
     trials = models.TrialModel.__table__
     attrs = models.TrialSystemAttributeModel.__table__
-
-    def marked(key: str) -> Any:
-        return (
-            select(attrs.c.trial_id)
-            .where(attrs.c.trial_id == trials.c.trial_id, attrs.c.key == key)
-            .exists()
-        )
-
-    kind = case(
-        (marked(KILLED_ATTR), "killed"),
-        (marked(SUPERSEDED_ATTR), "retried"),
-        (marked(WARM_START_ATTR), "seeded"),
-        else_="failed",
-    )
+    killed, superseded = attrs.alias("killed"), attrs.alias("superseded")
+    seeded = attrs.alias("seeded")
     query = (
-        select(trials.c.state, kind, func.count())
+        select(
+            trials.c.state,
+            func.count(),
+            func.count(killed.c.trial_id),
+            func.count(case((killed.c.trial_id.is_(None), superseded.c.trial_id))),
+            func.count(
+                case(
+                    (
+                        killed.c.trial_id.is_(None) & superseded.c.trial_id.is_(None),
+                        seeded.c.trial_id,
+                    )
+                )
+            ),
+        )
+        .select_from(
+            trials.outerjoin(
+                killed, (killed.c.trial_id == trials.c.trial_id) & (killed.c.key == KILLED_ATTR)
+            )
+            .outerjoin(
+                superseded,
+                (superseded.c.trial_id == trials.c.trial_id)
+                & (superseded.c.key == SUPERSEDED_ATTR),
+            )
+            .outerjoin(
+                seeded,
+                (seeded.c.trial_id == trials.c.trial_id) & (seeded.c.key == WARM_START_ATTR),
+            )
+        )
         .where(trials.c.study_id == study_id)
-        .group_by(trials.c.state, kind)
+        .group_by(trials.c.state)
     )
     field_of = {
         TrialState.COMPLETE: "complete",
@@ -257,12 +277,16 @@ def count_trials(db: Database, study_id: int) -> TrialCounts:
         ("complete", "pruned", "failed", "running", "killed", "retried", "waiting", "seeded"), 0
     )
     with db.session() as session:
-        for state, fail_kind, count in session.execute(query):
+        for state, count, n_killed, n_retried, n_seeded in session.execute(query):
             state = TrialState[state] if isinstance(state, str) else TrialState(state)
-            field = fail_kind if state == TrialState.FAIL else field_of[state]
-            if fail_kind == "seeded":
-                field = "seeded"
-            counts[field] += int(count)
+            counts["seeded"] += int(n_seeded)
+            if state == TrialState.FAIL:
+                counts["killed"] += int(n_killed)
+                counts["retried"] += int(n_retried)
+                rest = int(count) - int(n_killed) - int(n_retried) - int(n_seeded)
+                counts["failed"] += rest
+            else:
+                counts[field_of[state]] += int(count) - int(n_seeded)
     return TrialCounts(**counts)
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -17,6 +18,7 @@ from sweep.cli import (
     _storage_option,
     cli,
     console,
+    err_console,
 )
 from sweep.errors import RegistrationError
 
@@ -28,19 +30,56 @@ if TYPE_CHECKING:  # the CLI imports these lazily: they pull in SQLAlchemy, Ray
     from sweep.trial import TrialOutcome
 
 
-@cli.command()
-@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
-@click.option(
+_set_option = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY.PATH=VALUE",
+    help="Override a key of the spec, e.g. --set sampler.seed=3 (VALUE read as YAML); "
+    "repeatable, validated like the file.",
+)
+_n_trials_option = click.option(
+    "--n-trials",
+    type=click.IntRange(min=1),
+    help="The trial budget (same as --set budget.n_trials=N).",
+)
+_spec_storage_option = click.option(
     "--storage",
     envvar=None,
     help="Database URL (overrides the spec and SWEEP_DATABASE_URL), e.g. "
     "postgresql+psycopg://user@host/db.",
 )
+
+
+def _load(
+    spec_path: str, overrides: tuple[str, ...], n_trials: int | None, out: Console = console
+) -> SweepSpec:
+    """The spec with its overrides (--n-trials last), checked as launch needs it."""
+    from sweep.spec import check_launchable, load_spec
+
+    texts = [*overrides, *([f"budget.n_trials={n_trials}"] if n_trials is not None else [])]
+    spec = load_spec(spec_path, overrides=texts)
+    _say_dialect(spec_path, spec, out)
+    check_launchable(spec)  # before anything is created
+    return spec
+
+
+@cli.command()
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@_spec_storage_option
 @click.option("--ray-address", help="Join this Ray cluster instead of starting a local Ray.")
 @click.option(
     "--follow",
     is_flag=True,
     help="Stream command-mode trials' output here, each line prefixed with its trial.",
+)
+@_n_trials_option
+@_set_option
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the resolved spec and the first params its sampler draws; run nothing, "
+    "write nothing.",
 )
 @click.pass_context
 def launch(
@@ -49,15 +88,18 @@ def launch(
     storage: str | None,
     ray_address: str | None,
     follow: bool,
+    n_trials: int | None,
+    overrides: tuple[str, ...],
+    dry_run: bool,
 ) -> None:
     """Run the sweep in SPEC (or continue it, if its study exists) to the end of its budget."""
     from sweep.controller import launch as launch_sweep
-    from sweep.spec import check_launchable, load_spec
 
     with _errors(ctx.obj["debug"]):
-        spec = load_spec(spec_path)
-        _say_dialect(spec_path, spec)
-        check_launchable(spec)  # before anything is created
+        spec = _load(spec_path, overrides, n_trials)
+        if dry_run:
+            _print_dry_run(spec)
+            return
         if follow:
             spec = spec.model_copy(update={"follow": True})
         _stop_on_signals()
@@ -186,17 +228,78 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def _print_dry_run(spec: SweepSpec, n: int = 3) -> None:
+    from sweep.dryrun import dry_run
+
+    preview = dry_run(spec, n)
+    note = " (with " + " ".join(f"--set {o}" for o in preview.overrides) + ")"
+    console.print(f"# sweep {spec.name}: the resolved spec{note if preview.overrides else ''}")
+    console.print(escape(preview.spec_yaml), end="", soft_wrap=True)
+    if not spec.parameters:
+        console.print("# no declared parameters: the objective suggests its own when it runs")
+        return
+    console.print(f"# the first {len(preview.samples)} trials' declared parameters:")
+    for number, params in enumerate(preview.samples):
+        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in params.items())
+        console.print(f"#   trial {number}: {escape(shown)}", soft_wrap=True)
+    if not spec.is_command:
+        console.print("# parameters the objective suggests itself are sampled when it runs")
+    console.print("# dry run: nothing was written and no trial ran")
+
+
 @cli.command()
 @click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@_spec_storage_option
+@_n_trials_option
+@_set_option
 @click.pass_context
-def validate(ctx: click.Context, spec_path: str) -> None:
+def create(
+    ctx: click.Context,
+    spec_path: str,
+    storage: str | None,
+    n_trials: int | None,
+    overrides: tuple[str, ...],
+) -> None:
+    """Record the sweep in SPEC without running it, and print its name.
+
+    Agents then run its trials (`sweep agent NAME`, on any node); `sweep launch SPEC`
+    adds a controller with Ray workers. A sweep the store holds is left as it is."""
+    from sweep.create import create as create_sweep
+
+    with _errors(ctx.obj["debug"]):
+        # stdout holds the name alone: NAME=$(sweep create spec.yaml)
+        spec = _load(spec_path, overrides, n_trials, out=err_console)
+        created = create_sweep(spec, storage=storage)
+        if created.created:
+            err_console.print(
+                f"created sweep {created.name} in {created.storage} (parent run "
+                f"{created.parent_run_id}); start agents with `sweep agent {created.name}`",
+                soft_wrap=True,
+            )
+        else:
+            c = created.counts
+            err_console.print(
+                f"sweep {created.name} already exists in {created.storage} "
+                f"({c.finished} trials finished, {c.running} running); left as it is: "
+                f"`sweep agent {created.name}` joins it, `sweep launch {spec_path}` "
+                "continues it with this spec",
+                soft_wrap=True,
+            )
+        click.echo(created.name)
+
+
+@cli.command()
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@_set_option
+@click.pass_context
+def validate(ctx: click.Context, spec_path: str, overrides: tuple[str, ...]) -> None:
     """Check SPEC (keys, types, ranges, objective import) without running it.
 
     A W&B sweep config is accepted as it is; `sweep convert SPEC` shows the native spec."""
     from sweep.spec import load_spec
 
     with _errors(ctx.obj["debug"]):
-        spec = load_spec(spec_path)
+        spec = load_spec(spec_path, overrides=overrides)
         _say_dialect(spec_path, spec)
         console.print(
             f"{spec_path}: ok — sweep {spec.name!r}, {len(spec.parameters)} declared parameters, "
@@ -205,11 +308,11 @@ def validate(ctx: click.Context, spec_path: str) -> None:
         )
 
 
-def _say_dialect(spec_path: str, spec: SweepSpec) -> None:
+def _say_dialect(spec_path: str, spec: SweepSpec, out: Console = console) -> None:
     from sweep.spec import WANDB
 
     if spec.dialect == WANDB:
-        console.print(
+        out.print(
             f"{spec_path}: read as a W&B sweep config (`sweep convert {spec_path}` shows the "
             "native spec)",
             soft_wrap=True,

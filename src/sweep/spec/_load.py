@@ -10,7 +10,7 @@ import importlib
 import os
 import sys
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from sweep.spec._common import (
 )
 from sweep.spec._model import SweepSpec
 from sweep.spec._optuna import _OptunaComponentSpec
+from sweep.spec._overrides import Override, apply_overrides, attribute, parse_overrides
 from sweep.spec._parameters import _PARAM_BY_TYPE, PARAMETER_TYPES
 from sweep.spec._wandb import is_wandb_config, translate_wandb
 from sweep.spec._yaml import _nearest_line, _read_yaml
@@ -139,8 +140,14 @@ def _convert_validation_error(
     return errors
 
 
-def _validate(data: Any, file: str, lines: Mapping[str, int] | None) -> SweepSpec:
-    """Validate a native spec, or translate a W&B sweep config and validate the result."""
+def _validate(
+    data: Any,
+    file: str,
+    lines: Mapping[str, int] | None,
+    overrides: Sequence[Override] = (),
+) -> SweepSpec:
+    """Validate a native spec, or translate a W&B sweep config and validate the result;
+    ``overrides`` are set (on the native keys) first, and errors they cause name them."""
     if not isinstance(data, Mapping):
         raise SpecError(
             f"a spec must be a mapping of keys to values, got {_yaml_type(data)}",
@@ -150,13 +157,17 @@ def _validate(data: Any, file: str, lines: Mapping[str, int] | None) -> SweepSpe
     origin: dict[str, str] | None = None
     if is_wandb_config(data):
         data, origin = translate_wandb(data, file, lines)
+    if overrides:
+        data = apply_overrides(data, overrides)
     try:
         spec = SweepSpec.model_validate(dict(data))
     except ValidationError as exc:
         errors = _convert_validation_error(exc, file, None if origin is not None else lines)
+        errors = [attribute(e, overrides) for e in errors]
         if origin is not None:
-            errors = [_to_wandb_key(e, origin, lines) for e in errors]
+            errors = [e if e.file != file else _to_wandb_key(e, origin, lines) for e in errors]
     else:
+        spec._overrides = tuple(overrides)
         if origin is not None:
             spec._dialect = WANDB
             if lines is not None:
@@ -239,16 +250,25 @@ def check_launchable(spec: SweepSpec) -> None:
         )
 
 
-def load_spec(path: str | os.PathLike[str], *, check_objective: bool = True) -> SweepSpec:
+def load_spec(
+    path: str | os.PathLike[str],
+    *,
+    check_objective: bool = True,
+    overrides: Iterable[str] = (),
+) -> SweepSpec:
     """Read, interpolate and validate the YAML spec at ``path``.
 
+    ``overrides`` are ``KEY.PATH=VALUE`` texts (the CLI's ``--set``), each value read as
+    YAML and set on the spec's native keys before validation (``spec.overrides`` keeps
+    them); an error one causes names it instead of a line of the file.
     With ``check_objective`` the objective is also imported (see :func:`resolve_objective`).
     Raises SpecError (SpecErrors for several problems) or ObjectiveImportError.
     """
     file = os.fspath(path)
     spec_path = Path(file)
+    parsed = parse_overrides(overrides)
     data, lines = _read_spec_file(file)
-    spec = _validate(data, file, lines)
+    spec = _validate(data, file, lines, parsed)
     source_path = spec_path.resolve()
     spec._source = file
     spec._source_path = source_path

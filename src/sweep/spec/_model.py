@@ -15,6 +15,7 @@ from sweep.spec._command import CollectorSpec, check_command
 from sweep.spec._common import MAX_NAME_LENGTH, NotGriddable, _show, _spec_error
 from sweep.spec._grid import MAX_GRID_POINTS, grid_points, grid_size
 from sweep.spec._optuna import PRUNERS, SAMPLERS, PrunerSpec, SamplerSpec
+from sweep.spec._overrides import Override
 from sweep.spec._parameters import _PARAM_BY_TYPE, ParameterSpec, stores_other_form
 from sweep.spec._search import WarmStartSpec, is_function_ref, search_problems, target_in_budget
 from sweep.spec._sections import (
@@ -127,6 +128,7 @@ class SweepSpec(_SpecModel):
     _base_dir: Path | None = PrivateAttr(default=None)
     _lines: dict[str, int] = PrivateAttr(default_factory=dict)
     _dialect: str = PrivateAttr(default="native")
+    _overrides: tuple[Override, ...] = PrivateAttr(default=())
 
     @model_validator(mode="before")
     @classmethod
@@ -300,6 +302,11 @@ class SweepSpec(_SpecModel):
         """How errors name this spec's origin: the file as given, or e.g. ``<dict>``."""
         return self._source
 
+    @property
+    def overrides(self) -> tuple[str, ...]:
+        """The ``KEY.PATH=VALUE`` overrides (``--set``) applied to the file, as given."""
+        return tuple(o.text for o in self._overrides)
+
     def line_of(self, key_path: str, *, nearest: bool = True) -> int | None:
         """The YAML line of ``key_path`` (dotted, e.g. ``budget.n_trials``).
 
@@ -315,7 +322,11 @@ class SweepSpec(_SpecModel):
     def error_at(
         self, key_path: str, message: str, *, cls: type[SpecError] = SpecError
     ) -> SpecError:
-        """A ``cls`` error that points at ``key_path`` of this spec; for later checks."""
+        """A ``cls`` error that points at ``key_path`` of this spec (or at the ``--set``
+        override that set it); for later checks."""
+        for override in reversed(self._overrides):
+            if override.covers(key_path):
+                return cls(message, file=override.source, key_path=key_path)
         return cls(message, file=self._source, key_path=key_path, line=self.line_of(key_path))
 
     def suggest_parameters(self, trial: optuna.Trial) -> dict[str, Any]:

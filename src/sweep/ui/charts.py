@@ -131,7 +131,9 @@ def learning_curves(
     }
 
 
-def _best(rows: Sequence[TrialRow], direction: str, limit: int) -> list[TrialRow]:
+def best_rows(rows: Sequence[TrialRow], direction: str, limit: int) -> list[TrialRow]:
+    """The best ``limit`` complete trials, in number order (what the charts of params
+    draw)."""
     done = [r for r in rows if r.state == "COMPLETE" and _finite(r.value)]
     done.sort(key=lambda r: r.value or 0.0, reverse=direction == "maximize")
     return sorted(done[:limit], key=lambda r: r.number)
@@ -154,7 +156,9 @@ def parallel_coordinates(
     rows: Sequence[TrialRow], params: Sequence[str], direction: str, metric: str
 ) -> Figure:
     """The best complete trials' params and value, one axis each."""
-    best = [r for r in _best(rows, direction, MAX_PLOTTED_TRIALS) if set(params) <= set(r.params)]
+    best = [
+        r for r in best_rows(rows, direction, MAX_PLOTTED_TRIALS) if set(params) <= set(r.params)
+    ]
     values = [r.value for r in best]
     dimensions = [_dimension(p, [r.params[p] for r in best]) for p in params]
     dimensions.append({"label": metric, "values": values})
@@ -169,8 +173,9 @@ def parallel_coordinates(
     return {"data": data if best else [], "layout": layout}
 
 
-def importances(values: Mapping[str, float]) -> Figure:
-    """Optuna's param importances as horizontal bars, most important on top."""
+def importances(values: Mapping[str, float], complete: int | None = None) -> Figure:
+    """Optuna's param importances as horizontal bars, most important on top (over
+    ``complete`` complete trials, when told)."""
     ordered = sorted(values.items(), key=lambda kv: kv[1])
     data = [
         {
@@ -183,13 +188,17 @@ def importances(values: Mapping[str, float]) -> Figure:
     ]
     return {
         "data": data,
-        "layout": _layout("Param importances (Optuna)", xaxis={"title": {"text": "importance"}}),
+        "layout": _layout(
+            "Param importances (Optuna)"
+            + (f", over {complete} complete trials" if complete is not None else ""),
+            xaxis={"title": {"text": "importance"}},
+        ),
     }
 
 
 def slices(rows: Sequence[TrialRow], params: Sequence[str], direction: str, metric: str) -> Figure:
     """The value against each param (one panel per param), trials coloured by number."""
-    best = _best(rows, direction, MAX_PLOTTED_TRIALS)
+    best = best_rows(rows, direction, MAX_PLOTTED_TRIALS)
     shown = list(params)[:6]
     gap = 0.04
     width = (1 - gap * (len(shown) - 1)) / max(1, len(shown))
@@ -229,7 +238,7 @@ def contour(
     """The value over two params: the mean of each cell of a grid as a contour (numeric
     params), with the trials on top."""
     best = [
-        r for r in _best(rows, direction, MAX_PLOTTED_TRIALS) if x in r.params and y in r.params
+        r for r in best_rows(rows, direction, MAX_PLOTTED_TRIALS) if x in r.params and y in r.params
     ]
     xs = [r.params[x] for r in best]
     ys = [r.params[y] for r in best]

@@ -32,7 +32,8 @@ from sweep.tracking import (
     parse_order_by,
 )
 from sweep.trials import StudyInfo, TrialRow
-from sweep.ui.status import sweep_status, trial_counts
+from sweep.ui.charts import MAX_PLOTTED_TRIALS, best_rows
+from sweep.ui.status import sweep_status
 
 #: Trials per page of the trials table.
 PAGE_SIZE = 50
@@ -121,7 +122,7 @@ def sweep_view(db: Database, name: str, *, curves: bool = True) -> SweepView:
             "no sweep record: a plain Optuna study, or a sweep whose launch stopped "
             "half-way; trials are shown, runs are not"
         )
-    fingerprint, rows = _trial_rows(db, study.study_id) if study else ((), [])
+    fingerprint, rows = _trial_rows(db, study.study_id, study.direction) if study else ((), [])
     chosen = curve_trials(rows, study.direction if study else "minimize") if curves else []
     return SweepView(
         name=name,
@@ -142,7 +143,9 @@ _lock = threading.Lock()
 _rows_cache: dict[tuple[str, int], tuple[tuple[Any, ...], list[TrialRow]]] = {}
 
 
-def _trial_rows(db: Database, study_id: int) -> tuple[tuple[Any, ...], list[TrialRow]]:
+def _trial_rows(
+    db: Database, study_id: int, direction: str
+) -> tuple[tuple[Any, ...], list[TrialRow]]:
     """The study's trial rows, read again only when a trial started or ended since the
     last read, and then only the trials that can have changed (a running trial's newly
     suggested params reach the charts when it ends; the trials table shows them at once)."""
@@ -151,7 +154,7 @@ def _trial_rows(db: Database, study_id: int) -> tuple[tuple[Any, ...], list[Tria
     cached = _rows_cache.get(key)
     if cached is not None and cached[0] == current:
         return cached
-    rows = _reread(db, study_id, cached[1]) if cached else trial_reads.trial_rows(db, study_id)
+    rows = _reread(db, study_id, cached[1]) if cached else _first_read(db, study_id, direction)
     with _lock:
         _rows_cache.pop(key, None)
         while len(_rows_cache) >= CACHED_STUDIES:
@@ -161,6 +164,23 @@ def _trial_rows(db: Database, study_id: int) -> tuple[tuple[Any, ...], list[Tria
 
 
 _FINISHED = frozenset({"COMPLETE", "PRUNED", "FAIL"})
+#: The latest trials whose params are read (the page's param names come from them).
+PARAMS_OF_LATEST = 2000
+
+
+def _first_read(db: Database, study_id: int, direction: str) -> list[TrialRow]:
+    """Every trial's row, with params only where the charts use them: the latest
+    ``PARAMS_OF_LATEST`` trials and the best that the charts of params draw. Later reads
+    (:func:`_reread`) read every new or unfinished trial with its params, and an older
+    finished trial never joins either set, so the charts lose nothing; a cold sweep page
+    of 10,000 trials reads a third of their params."""
+    rows = trial_reads.trial_rows(db, study_id, params=False)
+    wanted = {r.trial_id for r in rows[-PARAMS_OF_LATEST:]}
+    wanted.update(r.trial_id for r in best_rows(rows, direction, MAX_PLOTTED_TRIALS))
+    by_trial = trial_reads.trial_params(db, study_id, sorted(wanted))
+    for row in rows:
+        row.params = by_trial.get(row.trial_id, {})
+    return rows
 
 
 def _reread(db: Database, study_id: int, old: list[TrialRow]) -> list[TrialRow]:
@@ -312,57 +332,3 @@ def _metric_name(db: Database, name: str) -> str:
         return str(data["metric"]["name"])
     except (yaml.YAMLError, KeyError, TypeError):
         return "value"
-
-
-#: Complete trials Optuna's importance evaluator sees (the latest ones).
-IMPORTANCE_TRIALS = 300
-_importance_cache: dict[tuple[str, int, int], dict[str, float]] = {}
-
-
-def param_importances(db: Database, name: str) -> dict[str, float]:
-    """Optuna's fANOVA param importances over the latest complete trials of sweep (or
-    study) ``name``, cached per study and count of complete trials (they change only
-    when a trial completes)."""
-    import optuna
-
-    record = get_sweep_record(db, name)
-    study_info = trial_reads.find_study(db, record.study_name if record else name)
-    if study_info is None:
-        return {}
-    complete = trial_counts(db, study_info.study_id).complete
-    key = (db.url, study_info.study_id, complete)
-    if key in _importance_cache:
-        return _importance_cache[key]
-    done = trial_reads.trial_rows(db, study_info.study_id, states=["COMPLETE"])
-    done = [r for r in done if r.value is not None][-IMPORTANCE_TRIALS:]
-    dists = trial_reads.distributions(db, study_info.study_id)
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created" line
-    try:
-        study = optuna.create_study(
-            direction="maximize" if study_info.direction == "maximize" else "minimize"
-        )
-    finally:
-        optuna.logging.set_verbosity(verbosity)
-    for row in done:
-        try:
-            study.add_trial(
-                optuna.trial.create_trial(
-                    params=row.params,
-                    distributions={k: dists[k] for k in row.params},
-                    value=row.value,
-                )
-            )
-        except (KeyError, ValueError):
-            continue  # a param whose distribution changed between launches
-    try:
-        result = {
-            k: float(v)
-            for k, v in optuna.importance.get_param_importances(
-                study, evaluator=optuna.importance.FanovaImportanceEvaluator(n_trees=16, seed=0)
-            ).items()
-        }
-    except (ValueError, RuntimeError):
-        result = {}  # too few trials, or a single distinct value
-    _importance_cache[key] = result
-    return result

@@ -55,7 +55,13 @@ def render(template: str, **context: Any) -> str:
 def dumps_figure(figure: dict[str, Any]) -> str:
     """``figure`` as JSON for a ``<script type="application/json">`` element: NaN and
     infinities become null, and ``</`` cannot close the element."""
-    return json.dumps(_clean(figure), separators=(",", ":")).replace("</", "<\\/")
+    try:
+        # Most figures hold no NaN: JSON's C encoder alone, without a walk over every
+        # point (a 10,000-trial sweep page's figures take ~40,000 _clean calls).
+        text = json.dumps(figure, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        text = json.dumps(_clean(figure), separators=(",", ":"))
+    return text.replace("</", "<\\/")
 
 
 def _clean(value: Any) -> Any:
