@@ -70,7 +70,7 @@ def written_form(data: Mapping[str, Any]) -> Callable[[str | None], str | None]:
     def rewrite(path: str | None) -> str | None:
         if path is None:
             return None
-        if under(path, "metric") and not has_metric:
+        if under(path, "metric") and not has_metric and (as_list or has_metrics):
             return ""  # filled in from metrics[0]: its error is metrics.0's
         if under(path, "metrics"):
             if as_list:
