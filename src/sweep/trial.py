@@ -21,7 +21,7 @@ import os
 import resource
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,7 +73,7 @@ class TrialOutcome:
     trial_id: int
     number: int
     state: str  # COMPLETE, PRUNED or FAIL
-    value: float | None
+    value: float | None  # the first objective's
     run_id: str
     duration_s: float
     error: str | None = None
@@ -82,6 +82,8 @@ class TrialOutcome:
     # (None where the runner wrote it), and the trial as it ended (for other workers).
     end: TrialEnd | None = None
     trial: optuna.trial.FrozenTrial | None = None
+    #: Every objective's value, in the spec's order (None unless COMPLETE).
+    values: list[float] | None = None
 
 
 class TrackedTrial(optuna.Trial):
@@ -110,6 +112,39 @@ def check_objective_value(result: Any) -> tuple[float | None, str | None]:
     if math.isnan(value):
         return None, "objective returned NaN"
     return value, None
+
+
+def check_objective_values(
+    result: Any, names: Sequence[str]
+) -> tuple[list[float] | None, str | None]:
+    """The values an objective returned for the objectives ``names``, in their order
+    (one number for one objective; a sequence or a mapping by name for several), or why
+    they are not usable."""
+    if len(names) == 1:
+        value, error = check_objective_value(result)
+        return (None, error) if value is None else ([value], None)
+    expected = f"return {len(names)} numbers ({', '.join(names)}) as a tuple or list, or a dict"
+    if isinstance(result, Mapping):
+        missing = [n for n in names if n not in result]
+        unknown = [str(k) for k in result if k not in names]
+        if missing or unknown:
+            what = f"lacks {', '.join(missing)}" if missing else f"has {', '.join(unknown)}"
+            return None, (
+                f"objective returned a dict that {what}; its keys must be the spec's metrics "
+                f"({', '.join(names)}); log other values with sweep.log_metric"
+            )
+        result = [result[n] for n in names]
+    elif isinstance(result, (str, bytes)) or not isinstance(result, Sequence):
+        return None, f"objective returned {type(result).__name__} {result!r:.80}; {expected}"
+    if len(result) != len(names):
+        return None, f"objective returned {len(result)} values; {expected}"
+    values: list[float] = []
+    for name, item in zip(names, result, strict=True):
+        value, error = check_objective_value(item)
+        if value is None:
+            return None, f"{name}: {error}"
+        values.append(value)
+    return values, None
 
 
 class TrialRunner:
@@ -191,8 +226,8 @@ class TrialRunner:
         active = ActiveRun(self.tracking, run)
         started = time.monotonic()
         with activate(active, flush=False):
-            value, state, error, error_trace = self._call_objective(claim.trial_id, active)
-        return self._finish(active, claim, state, value, error, error_trace, started)
+            values, state, error, error_trace = self._call_objective(claim.trial_id, active)
+        return self._finish(active, claim, state, values, error, error_trace, started)
 
     def _run_of(self, claim: Claim) -> Run:
         """The trial's child run, which the claim opened (opened here if it did not),
@@ -227,10 +262,10 @@ class TrialRunner:
 
     def _call_objective(
         self, trial_id: int, active: ActiveRun
-    ) -> tuple[float | None, TrialState, str | None, str | None]:
-        """Run the objective: its value, the trial's state, and the error if it failed."""
+    ) -> tuple[list[float] | None, TrialState, str | None, str | None]:
+        """Run the objective: its values, the trial's state, and the error if it failed."""
         spec = self.context.spec
-        value: float | None = None
+        values: list[float] | None = None
         error: str | None = None
         error_trace: str | None = None
         try:
@@ -238,7 +273,7 @@ class TrialRunner:
             spec.suggest_parameters(trial)
             with memory_cap(spec.resources.memory_mb):
                 result = self.objective(trial)
-            value, error = check_objective_value(result)
+            values, error = check_objective_values(result, spec.metric_names)
             state = TrialState.COMPLETE if error is None else TrialState.FAIL
         except optuna.TrialPruned:
             state = TrialState.PRUNED
@@ -258,16 +293,21 @@ class TrialRunner:
             state = TrialState.FAIL
             error = f"{type(exc).__name__}: {exc}"
             error_trace = traceback.format_exc()
-        if value is not None:
-            active.log_metric(OBJECTIVE_VALUE_KEY, value, 0)
-        return value, state, error, error_trace
+        if values is not None and not spec.multi_objective:
+            active.log_metric(OBJECTIVE_VALUE_KEY, values[0], 0)
+        elif values is not None:
+            # Each objective under its name, at the step after any the objective logged
+            # for it: the run's latest value of each metric is the trial's.
+            for name, value in zip(spec.metric_names, values, strict=True):
+                active.log_metric(name, value)
+        return values, state, error, error_trace
 
     def _finish(
         self,
         active: ActiveRun,
         claim: Claim,
         state: TrialState,
-        value: float | None,
+        values: list[float] | None,
         error: str | None,
         error_trace: str | None,
         started: float,
@@ -298,7 +338,7 @@ class TrialRunner:
             # Study.tell takes the trial number; the sampler's after_trial runs in it.
             self.study.tell(
                 claim.number,
-                value if state == TrialState.COMPLETE else None,
+                values if state == TrialState.COMPLETE else None,
                 state=state,
                 skip_if_finished=True,
             )
@@ -313,13 +353,14 @@ class TrialRunner:
             trial_id=trial_id,
             number=claim.number,
             state=state.name,
-            value=value,
+            value=values[0] if values else None,
             run_id=run_id,
             duration_s=time.monotonic() - started,
             error=error,
             params=params,
             end=self.ends.take(trial_id) if isinstance(self.ends, HandBack) else None,
             trial=self.storage.get_trial(trial_id),
+            values=values,
         )
 
     def close(self) -> None:

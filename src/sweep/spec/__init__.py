@@ -45,6 +45,7 @@ from sweep.spec._model import (
     RegistrySpec,
     ResourcesSpec,
     RetrySpec,
+    SelectSpec,
     SweepSpec,
     TrackingSpec,
 )
@@ -90,6 +91,7 @@ __all__ = [
     "ResourcesSpec",
     "RetrySpec",
     "SamplerSpec",
+    "SelectSpec",
     "SweepSpec",
     "TrackingSpec",
     "build_argv",

@@ -25,6 +25,7 @@ from sweep.spec._sections import (
     RegistrySpec,
     ResourcesSpec,
     RetrySpec,
+    SelectSpec,
     TrackingSpec,
 )
 from sweep.spec._yaml import _nearest_line
@@ -37,6 +38,7 @@ __all__ = [
     "RegistrySpec",
     "ResourcesSpec",
     "RetrySpec",
+    "SelectSpec",
     "SweepSpec",
     "TrackingSpec",
 ]
