@@ -73,7 +73,7 @@ def written_form(data: Mapping[str, Any]) -> Callable[[str | None], str | None]:
         if under(path, "metric") and not has_metric and (as_list or has_metrics):
             return ""  # filled in from metrics[0]: its error is metrics.0's
         if under(path, "metrics"):
-            if as_list:
+            if as_list and not has_metrics:
                 return "metric" + path[len("metrics") :]
             if not has_metrics or (has_metric and under(path, "metrics.0")):
                 return ""  # filled in from metric: its error is metric's

@@ -311,6 +311,12 @@ class StudyStorage(BaseStorage):
         # per step, and this is all a read costs when it is served from memory.
         with self._lock:
             trials = self._cache.sync(study_id, self._own).by_number
+            if states is None and None in trials:
+                # A trial started elsewhere since the last read (this process holds a
+                # later one, or was told of later ones): read it, as callers of the
+                # whole list index it by number (Optuna's NSGA-II/III do).
+                self._cache.study(study_id).synced_at = None
+                trials = self._cache.sync(study_id, self._own).by_number
             for own in self._own.values():
                 if own.study_id == study_id:
                     own.handed_out = True  # the next write copies it (OwnTrial.revise)
