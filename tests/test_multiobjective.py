@@ -19,7 +19,6 @@ import sweep
 from sweep.cli import cli
 from sweep.control import sweep_status
 from sweep.errors import SpecError
-from sweep.pareto import pareto_front
 from sweep.registry import ModelRegistry
 from sweep.spec import load_spec, load_spec_from_dict
 from sweep.storage import Database
@@ -71,8 +70,12 @@ def test_objectives_as_a_list_and_the_first_is_the_metric(tmp_path: Path, key: s
     dumped = spec.model_dump(mode="json")
     assert load_spec_from_dict(dumped).model_dump(mode="json") == dumped
     one = load_spec_from_dict(
-        {"name": "one", "objective": "m:f", "budget": {"n_trials": 2},
-         "metric": {"name": "acc", "direction": "maximize"}}
+        {
+            "name": "one",
+            "objective": "m:f",
+            "budget": {"n_trials": 2},
+            "metric": {"name": "acc", "direction": "maximize"},
+        }
     )
     assert not one.multi_objective and one.metric_names == ["acc"]
     assert one.pruner.name == "hyperband"
@@ -85,12 +88,24 @@ def test_objectives_as_a_list_and_the_first_is_the_metric(tmp_path: Path, key: s
         ("pruner: median\n", "pruner", 7, "set pruner: none"),
         ("sampler: cmaes\n", "sampler", 7, "tpe, nsgaii, nsgaiii"),
         ("registry: {model_name: m}\n", "registry", 7, "registry.select"),
-        ("registry: {model_name: m, select: {metric: loss}}\n", "registry.select.metric", 7,
-         "not one of the spec's metrics (acc, latency_ms)"),
-        ("registry: {model_name: m, select: {weights: {acc: 1, lat: -1}}}\n",
-         "registry.select.weights.lat", 7, "'lat'"),
-        ("registry: {model_name: m, threshold: 0.9, select: {weights: {acc: 1}}}\n",
-         "registry.threshold", 7, "weighted sum"),
+        (
+            "registry: {model_name: m, select: {metric: loss}}\n",
+            "registry.select.metric",
+            7,
+            "not one of the spec's metrics (acc, latency_ms)",
+        ),
+        (
+            "registry: {model_name: m, select: {weights: {acc: 1, lat: -1}}}\n",
+            "registry.select.weights.lat",
+            7,
+            "'lat'",
+        ),
+        (
+            "registry: {model_name: m, threshold: 0.9, select: {weights: {acc: 1}}}\n",
+            "registry.threshold",
+            7,
+            "weighted sum",
+        ),
         ("registry: {model_name: m, select: {}}\n", "registry.select", 7, "exactly one rule"),
     ],
 )
@@ -168,7 +183,10 @@ def test_a_function_and_a_script_give_every_objective_logged_on_the_run(
         program="prints.py",
         code_dir=str(OBJECTIVES_DIR / "scripts"),
         parameters={"x": {"type": "categorical", "choices": [0.5]}},
-        metric=[{"name": "score", "direction": "maximize"}, {"name": "loss", "direction": "minimize"}],
+        metric=[
+            {"name": "score", "direction": "maximize"},
+            {"name": "loss", "direction": "minimize"},
+        ],
     )
     runner = TrialRunner(context, 0)
     coordinator = runner.coordinator
@@ -200,7 +218,11 @@ def test_a_three_objective_sweep_on_postgres_has_optunas_front_and_registers_by_
         "sampler": {"name": "nsgaii", "seed": 3, "population_size": 4},
         "budget": {"n_trials": 10},
         "parallelism": 2,
-        "registry": {"model_name": "pareto-model", "required": True, "select": {"weights": WEIGHTS}},
+        "registry": {
+            "model_name": "pareto-model",
+            "required": True,
+            "select": {"weights": WEIGHTS},
+        },
     }
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
@@ -217,9 +239,13 @@ def test_a_three_objective_sweep_on_postgres_has_optunas_front_and_registers_by_
         lowest_y[t.params["x"]] = t.number
     assert [t.number for t in optuna_front] == sorted(lowest_y.values())
     assert 2 <= len(optuna_front) < 10
-    expected = [(t.number, dict(zip(study.metric_names, t.values))) for t in optuna_front]
+    expected = [
+        (t.number, dict(zip(study.metric_names, t.values, strict=True))) for t in optuna_front
+    ]
     assert [(t.number, t.values) for t in result.pareto_front] == expected
-    assert [(t.number, t.values) for t in pareto_front("pareto", storage=postgres_url)] == expected
+    assert [
+        (t.number, t.values) for t in sweep.pareto_front("pareto", storage=postgres_url)
+    ] == expected
     (status,) = sweep_status("pareto", storage=postgres_url)
     assert [(t.number, t.values) for t in status.pareto_front] == expected
     assert status.best_value is None and status.metrics == ["acc", "latency_ms", "size_mb"]
@@ -230,7 +256,7 @@ def test_a_three_objective_sweep_on_postgres_has_optunas_front_and_registers_by_
     for trial in study.trials:
         run = tracking.get_run(trial.system_attrs[RUN_ID_ATTR])
         assert {m: run.metrics[m] for m in study.metric_names} == pytest.approx(
-            dict(zip(study.metric_names, trial.values))
+            dict(zip(study.metric_names, trial.values, strict=True))
         )
 
     # The registered version is the front's highest acc - 0.01 * latency_ms.
@@ -252,7 +278,20 @@ def test_a_three_objective_sweep_on_postgres_has_optunas_front_and_registers_by_
     assert [r["run_id"] for r in json.loads(shown.output)] == front_runs
     shown = runner.invoke(cli, ["status", "pareto", "--storage", postgres_url])
     assert shown.exit_code == 0, shown.output
-    assert "Pareto front" in shown.output and f"Pareto front of {len(expected)} trials" in shown.output
+    assert (
+        "Pareto front" in shown.output and f"Pareto front of {len(expected)} trials" in shown.output
+    )
+
+    # The web UI shows the sweep (its charts on the first objective).
+    from starlette.testclient import TestClient
+
+    from sweep.ui import create_app
+
+    with TestClient(create_app(postgres_url)) as client:
+        for page in ("/", "/sweeps/pareto", "/sweeps/pareto/importances"):
+            shown_page = client.get(page)
+            assert shown_page.status_code == 200, (page, shown_page.text[-2000:])
+        assert "acc" in client.get("/sweeps/pareto").text
 
     # The same study with other objectives is refused, naming the spec's key.
     other = load_spec_from_dict({**spec, "metrics": METRICS[:2], "registry": None})

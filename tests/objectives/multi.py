@@ -24,4 +24,3 @@ def three(trial: optuna.Trial) -> dict[str, float]:
 def two_as_tuple(trial: optuna.Trial) -> tuple[float, float]:
     x = trial.suggest_float("x", 0.0, 1.0)
     return x, 1.0 - x
-

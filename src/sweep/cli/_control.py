@@ -163,9 +163,7 @@ def _print_front(metrics: list[str], directions: list[str], front: list[FrontTri
         title_justify="left",
     )
     for t in front:
-        table.add_row(
-            str(t.number), *(f"{t.values[m]:.6g}" for m in metrics), t.run_id or ""
-        )
+        table.add_row(str(t.number), *(f"{t.values[m]:.6g}" for m in metrics), t.run_id or "")
     console.print(table)
 
 

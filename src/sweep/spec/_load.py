@@ -168,9 +168,7 @@ def _validate(data: Any, file: str, lines: Mapping[str, int] | None) -> SweepSpe
     try:
         spec = SweepSpec.model_validate(dict(data))
     except ValidationError as exc:
-        errors = _convert_validation_error(
-            exc, file, None if origin is not None else lines, data
-        )
+        errors = _convert_validation_error(exc, file, None if origin is not None else lines, data)
         if origin is not None:
             errors = [_to_wandb_key(e, origin, lines) for e in errors]
     else:
