@@ -282,7 +282,7 @@ def test_a_three_objective_sweep_on_postgres_has_optunas_front_and_registers_by_
         "Pareto front" in shown.output and f"Pareto front of {len(expected)} trials" in shown.output
     )
 
-    # The web UI shows the sweep (its charts on the first objective).
+    # The web UI shows the front too (its charts show the first objective).
     from starlette.testclient import TestClient
 
     from sweep.ui import create_app
@@ -291,7 +291,11 @@ def test_a_three_objective_sweep_on_postgres_has_optunas_front_and_registers_by_
         for page in ("/", "/sweeps/pareto", "/sweeps/pareto/importances"):
             shown_page = client.get(page)
             assert shown_page.status_code == 200, (page, shown_page.text[-2000:])
-        assert "acc" in client.get("/sweeps/pareto").text
+        page_text = client.get("/sweeps/pareto").text
+        assert f"Pareto front ({len(expected)} trials" in page_text
+        for t in optuna_front:
+            assert f'<a href="/runs/{t.system_attrs[RUN_ID_ATTR]}">{t.number}</a>' in page_text
+        assert f"({len(expected)} trials)" in client.get("/").text
 
     # The same study with other objectives is refused, naming the spec's key.
     other = load_spec_from_dict({**spec, "metrics": METRICS[:2], "registry": None})
