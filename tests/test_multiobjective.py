@@ -19,12 +19,13 @@ import sweep
 from sweep.cli import cli
 from sweep.control import sweep_status
 from sweep.errors import SpecError
+from sweep.objective_values import check_objective_values
 from sweep.registry import ModelRegistry
 from sweep.spec import load_spec, load_spec_from_dict
 from sweep.storage import Database
 from sweep.study import RUN_ID_ATTR, open_study
 from sweep.tracking import TrackingStore
-from sweep.trial import TrialRunner, check_objective_values
+from sweep.trial import TrialRunner
 from tests.helpers import OBJECTIVES_DIR, sweep_context
 
 METRICS = [

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
-import numbers
 import os
 import resource
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +30,7 @@ from sweep.command import CommandObjective
 from sweep.coordination import Claim, Coordinator, LeaseSettings, RunSeed, retry_tags
 from sweep.ends import HandBack, TrialEnd, WriteNow
 from sweep.errors import MetricFlushError, StorageError
+from sweep.objective_values import check_objective_values
 from sweep.planner import Plan, PlannedSampler
 from sweep.spec import SweepSpec, resolve_objective
 from sweep.storage import Database, StudyStorage
@@ -99,52 +98,6 @@ class TrackedTrial(optuna.Trial):
     def report(self, value: float, step: int) -> None:
         super().report(value, step)
         self._sweep_active_run.log_metric(self._sweep_metric_name, value, step)
-
-
-def check_objective_value(result: Any) -> tuple[float | None, str | None]:
-    """The float an objective returned, or why it is not a usable value."""
-    if isinstance(result, bool) or not isinstance(result, numbers.Real):
-        return None, (
-            f"objective returned {type(result).__name__} {result!r:.80}, not a number; "
-            "return the metric as a float"
-        )
-    value = float(result)
-    if math.isnan(value):
-        return None, "objective returned NaN"
-    return value, None
-
-
-def check_objective_values(
-    result: Any, names: Sequence[str]
-) -> tuple[list[float] | None, str | None]:
-    """The values an objective returned for the objectives ``names``, in their order
-    (one number for one objective; a sequence or a mapping by name for several), or why
-    they are not usable."""
-    if len(names) == 1:
-        value, error = check_objective_value(result)
-        return (None, error) if value is None else ([value], None)
-    expected = f"return {len(names)} numbers ({', '.join(names)}) as a tuple or list, or a dict"
-    if isinstance(result, Mapping):
-        missing = [n for n in names if n not in result]
-        unknown = [str(k) for k in result if k not in names]
-        if missing or unknown:
-            what = f"lacks {', '.join(missing)}" if missing else f"has {', '.join(unknown)}"
-            return None, (
-                f"objective returned a dict that {what}; its keys must be the spec's metrics "
-                f"({', '.join(names)}); log other values with sweep.log_metric"
-            )
-        result = [result[n] for n in names]
-    elif isinstance(result, (str, bytes)) or not isinstance(result, Sequence):
-        return None, f"objective returned {type(result).__name__} {result!r:.80}; {expected}"
-    if len(result) != len(names):
-        return None, f"objective returned {len(result)} values; {expected}"
-    values: list[float] = []
-    for name, item in zip(names, result, strict=True):
-        value, error = check_objective_value(item)
-        if value is None:
-            return None, f"{name}: {error}"
-        values.append(value)
-    return values, None
 
 
 class TrialRunner:
