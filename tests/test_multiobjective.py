@@ -175,30 +175,36 @@ def test_a_function_and_a_script_give_every_objective_logged_on_the_run(
     trial = optuna.load_study(study_name="tuple", storage=sqlite_url).trials[0]
     assert trial.values == pytest.approx([x, 1.0 - x])
 
-    # A script printing `step=N score=V loss=L`: the last value of each metric counts.
-    context = sweep_context(
-        sqlite_url,
-        tmp_path / "b",
-        "script",
-        None,  # type: ignore[arg-type]
-        program="prints.py",
-        code_dir=str(OBJECTIVES_DIR / "scripts"),
-        parameters={"x": {"type": "categorical", "choices": [0.5]}},
-        metric=[
-            {"name": "score", "direction": "maximize"},
-            {"name": "loss", "direction": "minimize"},
-        ],
-    )
-    runner = TrialRunner(context, 0)
-    coordinator = runner.coordinator
-    claim = coordinator.claim(coordinator.register_worker("agent"), runner.run_seed)
-    assert claim is not None
-    outcome = runner.run(claim)
-    runner.close()
-    assert (outcome.state, outcome.values) == ("COMPLETE", [2.5, 0.2])
-    history = tracking.metric_history(outcome.run_id, "score")
-    assert [(p.step, p.value) for p in history][:5] == [(s, 0.5 * s) for s in range(1, 6)]
-    assert tracking.get_run(outcome.run_id).metrics["loss"] == 0.2
+    # A script printing `step=N score=V loss=L`: the last value of each metric counts;
+    # one calling sweep.report and sweep.result: its result, by name, counts.
+    two = [{"name": "score", "direction": "maximize"}, {"name": "loss", "direction": "minimize"}]
+    for program, values in (("prints.py", [2.5, 0.2]), ("results.py", [5.0, 0.5])):
+        context = sweep_context(
+            sqlite_url,
+            tmp_path / program,
+            program.replace(".", "-"),
+            None,  # type: ignore[arg-type]
+            program=program,
+            code_dir=str(OBJECTIVES_DIR / "scripts"),
+            parameters={"x": {"type": "categorical", "choices": [0.5]}},
+            metric=two,
+        )
+        runner = TrialRunner(context, 0)
+        coordinator = runner.coordinator
+        claim = coordinator.claim(coordinator.register_worker("agent"), runner.run_seed)
+        assert claim is not None
+        outcome = runner.run(claim)
+        runner.close()
+        assert (outcome.state, outcome.values) == ("COMPLETE", values), outcome.error
+        run = tracking.get_run(outcome.run_id)
+        assert (run.metrics["score"], run.metrics["loss"]) == tuple(values)
+        history = [(p.step, p.value) for p in tracking.metric_history(outcome.run_id, "score")]
+        if program == "prints.py":
+            assert history[:5] == [(s, 0.5 * s) for s in range(1, 6)]
+        else:  # the report is logged, and nothing is pruned
+            assert history[0] == (1, 0.5)
+            stdout = Path(run.artifact_uri, "logs", "stdout.txt").read_text()
+            assert "pruned: False" in stdout
 
 
 # -- a real sweep -----------------------------------------------------------------------
