@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 def objectives_before(data: dict[str, Any]) -> dict[str, Any]:
     """The raw spec with both ``metric`` (the first objective) and ``metrics`` (all)."""
+    data = dict(data)
     metric, metrics = data.get("metric"), data.get("metrics")
     if isinstance(metric, list):
         if "metrics" in data:
@@ -36,9 +37,7 @@ def objectives_before(data: dict[str, Any]) -> dict[str, Any]:
                 "metric: [...] or metrics: [...]",
                 "metrics",
             )
-        data = {**data, "metrics": metric}
-        metrics = metric
-        data.pop("metric")
+        metrics = data["metrics"] = data.pop("metric")
     elif "metrics" in data and "metric" in data:
         first = metrics[0] if isinstance(metrics, list) and metrics else None
         if metric != first:  # a dumped spec holds both, metric being the first
@@ -48,7 +47,7 @@ def objectives_before(data: dict[str, Any]) -> dict[str, Any]:
                 "metrics",
             )
     elif "metric" in data:
-        data = {**data, "metrics": [metric]}
+        data["metrics"] = [metric]
     if "metric" not in data and isinstance(metrics, list) and metrics:
         data["metric"] = metrics[0]
     if isinstance(metrics, list) and len(metrics) > 1 and data.get("pruner") is None:
