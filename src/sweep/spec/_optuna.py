@@ -276,7 +276,11 @@ class SamplerSpec(_OptunaComponentSpec):
             options["seed"] = int(options["seed"]) + seed_offset
         if self.name == "tpe":
             return CachingTPESampler(**options)
-        return self.optuna_class(**options)
+        with warnings.catch_warnings():
+            # Optuna marks some samplers experimental (NSGAIIISampler); said once per
+            # worker it is noise in every log.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return self.optuna_class(**options)
 
 
 class PrunerSpec(_OptunaComponentSpec):
