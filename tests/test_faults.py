@@ -137,66 +137,156 @@ def test_controller_sigkilled_three_times_then_resumed(postgres_url: str, tmp_pa
     report("controller SIGKILL x3 + resume", counts, n_trials, recovery)
 
 
-def test_agent_sigkilled_mid_trial_is_retried_by_the_other(
-    postgres_url: str, tmp_path: Path
-) -> None:
-    n_trials = 16
-    spec = write_toy_spec(
-        tmp_path,
-        name="agents",
-        objective="toy:steady",
-        pruner="none",
-        budget={"n_trials": n_trials},
-        parallelism=1,
-        lease=FAST_LEASE,
-        registry=None,
-    )
-    controller = start("launch", str(spec), "--storage", postgres_url, cwd=tmp_path, step_s=0.3)
-    wait_for(lambda: len(trials(postgres_url, "agents")) >= 1, 120, "the sweep to start")
-    victim = start("agent", "agents", "--storage", postgres_url, cwd=tmp_path, step_s=0.3)
-    survivor = start("agent", "agents", "--storage", postgres_url, cwd=tmp_path, step_s=0.3)
-    database = Database(postgres_url)
-
-    def victim_trial() -> int | None:
+def leased_trial_of(url: str, agent: subprocess.Popen[str]) -> tuple[int, int] | None:
+    """The trial a worker of ``agent`` (a process group) holds the lease of, and that
+    worker's pid."""
+    database = Database(url)
+    try:
         with database.session() as session:
             rows = session.execute(
                 select(TrialLeaseRow.trial_id, WorkerRow.pid).join(
                     WorkerRow, WorkerRow.worker_id == TrialLeaseRow.worker_id
                 )
             ).all()
-        for trial_id, pid in rows:
-            try:
-                if os.getpgid(pid) == victim.pid:
-                    return int(trial_id)
-            except ProcessLookupError:
-                continue
-        return None
+    finally:
+        database.dispose()
+    for trial_id, pid in rows:
+        try:
+            if os.getpgid(pid) == agent.pid:
+                return int(trial_id), int(pid)
+        except ProcessLookupError:
+            continue
+    return None
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` in the process tree (read from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text()
+                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier}
+        found |= frontier
+    return found
+
+
+def alive(pids: set[int]) -> set[int]:
+    """Those of ``pids`` still running (zombies count as gone)."""
+    running = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                running.add(pid)
+    return running
+
+
+def kill_an_agent_mid_trial(
+    url: str,
+    tmp_path: Path,
+    spec: Path,
+    name: str,
+    n_trials: int,
+    step_s: float,
+    script: str | None = None,
+) -> tuple[set[int], set[int]]:
+    """Run ``spec`` with a controller (one worker) and two agents, SIGKILL one agent's
+    whole process group while it is mid-trial (with ``script``, once the worker runs
+    that script), wait until its trial is recovered and the sweep ends. Returns the
+    processes the killed worker had started, and those still alive a moment after."""
+    controller = start("launch", str(spec), "--storage", url, cwd=tmp_path, step_s=step_s)
+    wait_for(lambda: len(trials(url, name)) >= 1, 120, "the sweep to start")
+    victim = start("agent", name, "--storage", url, cwd=tmp_path, step_s=step_s)
+    survivor = start("agent", name, "--storage", url, cwd=tmp_path, step_s=step_s)
 
     def victim_mid_trial() -> bool:
-        trial_id = victim_trial()
-        return trial_id is not None and any(
-            t._trial_id == trial_id and t.params for t in trials(postgres_url, "agents")
+        held = leased_trial_of(url, victim)
+        return held is not None and any(
+            t._trial_id == held[0] and t.params for t in trials(url, name)
         )
 
     wait_for(victim_mid_trial, 120, "a trial under way on the victim agent")
-    orphan = victim_trial()
-    assert orphan is not None
+    held = leased_trial_of(url, victim)
+    assert held is not None
+    orphan, worker_pid = held
+
+    def running_script() -> bool:
+        return script is None or any(
+            script in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+            for pid in alive(descendants(worker_pid))
+        )
+
+    wait_for(running_script, 60, f"the victim's worker to run {script}")
+    started = descendants(worker_pid)
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait(timeout=30)
-    recovered = wait_recovered(postgres_url, "agents", {orphan}, 60)
-    database.dispose()
+    time.sleep(2 * step_s)
+    left_running = alive(started)
+    recovered = wait_recovered(url, name, {orphan}, 60)
     # Failed within the lease timeout (plus one recovery pass), then retried.
     assert recovered <= FAST_LEASE["timeout"] + 2 * FAST_LEASE["heartbeat_interval"] + 3
     assert survivor.wait(timeout=300) == 0
     assert controller.wait(timeout=300) == 0
-    counts = sweep_invariants(postgres_url, "agents")
+    counts = sweep_invariants(url, name)
     assert counts["counted"] == n_trials
-    study = optuna.load_study(study_name="agents", storage=postgres_url)
+    study = optuna.load_study(study_name=name, storage=url)
     lost = next(t for t in study.trials if t._trial_id == orphan)
     assert lost.state == TrialState.FAIL and lost.system_attrs.get("sweep:superseded")
     retry = next(t for t in study.trials if t.system_attrs.get("sweep:retry_of") == lost.number)
     assert retry.state == TrialState.COMPLETE and retry.params == lost.params
-    report("agent SIGKILL mid-trial", counts, n_trials, [recovered])
+    report(f"agent SIGKILL mid-trial ({name})", counts, n_trials, [recovered])
+    return started, left_running
+
+
+def test_agent_sigkilled_mid_trial_is_retried_by_the_other(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    spec = write_toy_spec(
+        tmp_path,
+        name="agents",
+        objective="toy:steady",
+        pruner="none",
+        budget={"n_trials": 16},
+        parallelism=1,
+        lease=FAST_LEASE,
+        registry=None,
+    )
+    kill_an_agent_mid_trial(postgres_url, tmp_path, spec, "agents", 16, step_s=0.3)
+
+
+def test_agent_sigkilled_mid_command_trial_ends_its_script_and_is_retried(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Command mode: the script of the killed agent's trial does not run on (its 8 steps
+    take 4 s; it is gone within a second of the kill), and the trial is recovered from
+    its lease and retried with the same params by the other agent."""
+    import yaml
+
+    spec = tmp_path / "scripts.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "name": "scripts",
+                "program": "slow_steps.py",
+                "code_dir": str(Path(toy.__file__).parent / "scripts"),
+                "parameters": {"x": {"type": "uniform", "low": 0.0, "high": 1.0}},
+                "metric": {"name": "score", "direction": "maximize"},
+                "pruner": "none",
+                "budget": {"n_trials": 6},
+                "parallelism": 1,
+                "lease": FAST_LEASE,
+                "command_grace_s": 1,
+            }
+        )
+    )
+    started, left_running = kill_an_agent_mid_trial(
+        postgres_url, tmp_path, spec, "scripts", 6, step_s=0.5, script="slow_steps.py"
+    )
+    assert started and left_running == set()
 
 
 class RayNodes:

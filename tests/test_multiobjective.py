@@ -127,6 +127,11 @@ def test_duplicate_names_and_targets_are_refused(tmp_path: Path) -> None:
     assert (err.key_path, err.line) == ("metric.1.name", 6) and "listed twice" in err.reason
     err = spec_error(tmp_path, TWO.replace("minimize}", "minimize, target: 3}"))
     assert (err.key_path, err.line) == ("metric.1.target", 6) and "remove target" in err.reason
+    for budget, key in (("target: 0.9", "budget.target"), ("patience: 5", "budget.patience")):
+        err = spec_error(tmp_path, TWO.replace("n_trials: 4}", f"n_trials: 4, {budget}}}"))
+        assert (err.key_path, err.line) == (key, 3) and "Pareto front" in err.reason
+    err = spec_error(tmp_path, TWO + "warm_start: {from_sweep: old}\n")
+    assert (err.key_path, err.line) == ("warm_start", 7)
     err = spec_error(tmp_path, TWO + "metrics: [{name: a, direction: maximize}]\n")
     assert err.key_path == "metrics" and "once" in err.reason
 

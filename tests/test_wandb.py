@@ -146,7 +146,9 @@ def test_metric_keys_of_the_schema() -> None:
     }  # fmt: skip
     spec = load_spec_from_dict(wandb(metric={"name": "acc", "goal": "maximize", "target": 0.9}))
     assert (spec.metric.name, spec.metric.direction, spec.metric.target) == ("acc", "maximize", 0.9)
-    assert spec.metric.reached(0.95) and not spec.metric.reached(0.85)
+    # W&B's metric.target is the native budget.target.
+    assert spec.budget.target == 0.9 and spec.budget.reached(0.95, "maximize")
+    assert not spec.budget.reached(0.85, "maximize")
     assert load_spec_from_dict(wandb(metric={"name": "l"})).metric.direction == "minimize"
     for key in ("impute", "impute_while_running"):
         [err] = errors_of(wandb(metric={"name": "l", key: "worst"}))

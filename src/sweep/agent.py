@@ -9,7 +9,9 @@ the trial of a worker that died, kills trials past ``trial_timeout``, honours
 `sweep cancel`, and recovers trials whose lease expired anywhere in the sweep.
 
 An agent ends by itself when the sweep's budget is spent (and no trial of the sweep is
-left to retry), when the sweep is stopped or cancelled, or after ``count`` trials.
+left to retry), when the sweep is stopped or cancelled, or after ``count`` trials. Each
+worker asks the stop rules (:mod:`sweep.stopping`: ``budget.target``, ``patience``)
+after each trial it ends, so that a sweep run by agents alone stops at its target too.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from sweep.coordination import Coordinator, Heartbeat, SweepState
 from sweep.errors import ExecutionError, NotFoundError
 from sweep.failures import AGENT_STOPPED, CANCELLED, FailurePolicy
 from sweep.spec import load_spec_from_dict
+from sweep.stopping import StopRules, end_sweep, stopped_by
 from sweep.storage import Database, resolve_storage_url
 from sweep.study import SPEC_ATTR, get_sweep_record, sweep_not_found
 from sweep.tracking import command_line, gpu_indices
@@ -179,7 +182,8 @@ class _Supervisor:
                 if self.policy.recovery_due():
                     state, _ = self.coordinator.state()
                     if state is SweepState.CANCELLED:
-                        self._kill_all(CANCELLED)
+                        why = stopped_by(self.coordinator)  # on_target: cancel
+                        self._kill_all(f"cancelled: {why}" if why else CANCELLED)
                         break
                     self.policy.recover()
         except KeyboardInterrupt:
@@ -295,6 +299,7 @@ def _worker_main(
     worker_id = coordinator.register_worker("agent", gpus=gpu)
     heartbeat = Heartbeat(coordinator, worker_id).start()
     interval = coordinator.settings.heartbeat_interval
+    rules = StopRules.of(context.spec)
     try:
         while True:
             with budget.get_lock():
@@ -315,6 +320,12 @@ def _worker_main(
             events.put((index, "start", claim.trial_id))
             outcome = runner.run(claim)
             events.put((index, "done", outcome))
+            # budget.target and budget.patience: this worker wrote the end, so it asks.
+            stop = rules.after_trial(outcome.state, outcome.value, outcome.number)
+            if stop is None and rules.patience is not None:
+                stop = rules.check(coordinator)
+            if stop is not None:
+                end_sweep(coordinator, stop)
     finally:
         heartbeat.stop()
         coordinator.unregister_worker(worker_id)

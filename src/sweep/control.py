@@ -15,6 +15,7 @@ from sweep.pareto import FrontTrial, front_of, metric_names
 from sweep.storage import Database, SweepRow, resolve_storage_url
 from sweep.study import (
     TrialCounts,
+    best_own_trial,
     count_trials,
     get_sweep_record,
     set_sweep_status,
@@ -110,11 +111,9 @@ def status_of(
     if len(study.directions) > 1:
         front = front_of(study)
     else:
-        try:
-            best = study.best_trial
+        best = best_own_trial(study)
+        if best is not None:
             best_value, best_trial = best.value, best.number
-        except ValueError:
-            pass
     coordinator = coordinator_of(db, sweep_name, storage)
     return SweepStatus(
         sweep_name,

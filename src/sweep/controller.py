@@ -23,17 +23,20 @@ from typing import TYPE_CHECKING, Any
 import optuna
 import yaml
 
+from sweep.callbacks import start_callbacks
 from sweep.coordination import Coordinator, Heartbeat, SweepState
 from sweep.dispatcher import Dispatcher, TrialCallback
 from sweep.errors import RegistrationError, summary
 from sweep.pareto import FrontTrial, front_of
 from sweep.registration import register_best
 from sweep.registry import ModelRegistry, ModelVersion
-from sweep.spec import SweepSpec, load_spec
+from sweep.spec import SweepSpec, load_spec, resolve_callbacks
+from sweep.stopping import StopRules, clear_stop, end_sweep, stopped_by
 from sweep.storage import Database, redact, resolve_storage_url
 from sweep.study import (
     SPEC_ATTR,
     TrialCounts,
+    best_own_trial,
     count_trials,
     open_study,
     open_sweep_record,
@@ -76,6 +79,7 @@ class SweepResult:
     model_version: ModelVersion | None = None
     registration: str = ""
     state: str = "FINISHED"  # FINISHED, STOPPED, CANCELLED or KILLED (Ctrl-C)
+    stopped_by: str = ""  # why budget.target or budget.patience ended it, if one did
 
 
 def launch(
@@ -124,6 +128,7 @@ class _Launch:
     def run(self) -> SweepResult:
         started = time.monotonic()
         spec, db = self.spec, self.db
+        hooks = resolve_callbacks(spec)  # a hook that cannot import fails before any write
         db.ensure_schema()
         storage = db.optuna_storage()
         study = open_study(spec, db, storage)
@@ -135,12 +140,14 @@ class _Launch:
         storage.set_study_system_attr(study_id, SPEC_ATTR, agent_spec_json(spec))
 
         coordinator = Coordinator(db, storage, spec.name, lease_settings(spec), self.tracking)
+        callbacks, self.on_trial = start_callbacks(spec, hooks, study, self.on_trial)
         controller_id = coordinator.register_worker("controller")
         heartbeat = Heartbeat(coordinator, controller_id).start()
         try:
             # Trials a dead controller or agent left running: fail and retry them now if
             # their leases already expired (the others when they do).
             coordinator.recover_stale()
+            clear_stop(coordinator)  # a relaunch checks the stop rules afresh
             counts = count_trials(db, study_id)
             n_trials = spec.budget.n_trials
             remaining = None if n_trials is None else max(0, n_trials - counts.finished)
@@ -149,8 +156,12 @@ class _Launch:
             launched, interrupted, state = self._execute(
                 coordinator, heartbeat, experiment.experiment_id, parent_run_id, counts, remaining
             )
+            why = stopped_by(coordinator)
         except BaseException as exc:
             self._failed(parent_run_id, exc)
+            if callbacks is not None:
+                killed = isinstance(exc, KeyboardInterrupt)
+                callbacks.sweep_end("KILLED" if killed else "FAILED", count_trials(db, study_id))
             raise
         finally:
             heartbeat.stop()
@@ -166,12 +177,20 @@ class _Launch:
             elapsed_s=time.monotonic() - started,
             interrupted=interrupted,
             state=state.value,
+            stopped_by=why or "",
         )
+        result = self._with_best(study, result)
         try:
-            return self._end(study, self._with_best(study, result), state)
+            result = self._end(study, result, state)
+            return result
+        except RegistrationError as exc:
+            result = getattr(exc, "result", result)
+            raise
         finally:
             if mirror is not None:
                 self._stop_mirror(mirror, parent_run_id)
+            if callbacks is not None:
+                callbacks.launch_ended(result)
 
     def _mirror(self) -> MlflowMirror | None:
         """The live MLflow mirror the spec asks for (``tracking.mirror``), started."""
@@ -222,7 +241,9 @@ class _Launch:
         not be registered."""
         spec = self.spec
         registration_failed = False
-        if state in (SweepState.FINISHED, SweepState.STOPPED) and spec.registry is not None:
+        # A stop rule's cancel (on_target: cancel) ended the sweep at its goal: register.
+        ended = state in (SweepState.FINISHED, SweepState.STOPPED) or bool(result.stopped_by)
+        if ended and spec.registry is not None:
             registered = register_best(spec, study, self.tracking, self.registry)
             registration_failed = registered.failed
             result = replace(
@@ -251,6 +272,9 @@ class _Launch:
         spec = self.spec
         if remaining == 0 and not coordinator.unfinished():
             return 0, False, SweepState.FINISHED
+        stop = StopRules.of(spec).check(coordinator)
+        if stop is not None:  # reached before this launch: nothing more to run
+            return 0, False, end_sweep(coordinator, stop)
         context = SweepContext(
             spec=spec,
             storage_url=self.db.url,
@@ -291,9 +315,8 @@ class _Launch:
     def _with_best(self, study: optuna.Study, result: SweepResult) -> SweepResult:
         if self.spec.multi_objective:
             return replace(result, pareto_front=front_of(study))
-        try:
-            best = study.best_trial
-        except ValueError:
+        best = best_own_trial(study)
+        if best is None:
             return result
         return replace(
             result,
@@ -328,6 +351,8 @@ class _Launch:
             tags["sweep.pareto_front"] = ",".join(str(t.number) for t in result.pareto_front)
         if result.model_version is not None:
             tags["sweep.model_version"] = result.model_version.uri
+        if result.stopped_by:
+            tags["sweep.stopped_by"] = result.stopped_by
         self.tracking.set_tags(parent_run_id, tags)
         status = RunStatus.KILLED if state is SweepState.KILLED else RunStatus.FINISHED
         self.tracking.end_run(parent_run_id, status)

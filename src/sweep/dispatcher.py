@@ -27,8 +27,9 @@ from sweep.ledger import TrialLedger
 from sweep.pacing import WRITE_BATCH, WRITE_DELAY_S, Call, Calls, ClaimedTrials, Pace
 from sweep.planner import Planner
 from sweep.spec import SweepSpec
+from sweep.stopping import Stop, StopRules, end_sweep, stopped_by
 from sweep.storage import Database, StudyStorage
-from sweep.study import TrialCounts, counted_as, set_sweep_status
+from sweep.study import TrialCounts, counted_as
 from sweep.tracking import TrackingStore
 from sweep.trial import TrialOutcome
 from sweep.worker import CallLost, RayWorker, TrialCrash
@@ -99,6 +100,7 @@ class Dispatcher:
         self.ended_since = 0.0  # when the oldest of them came back
         self.exhausted = False  # the last claim got fewer trials than asked
         self.dispatched = 0
+        self.rules = StopRules.of(spec)
 
     def run(self) -> tuple[int, bool, SweepState]:
         """Dispatch until the sweep ends; returns the trials started, whether Ctrl-C
@@ -215,16 +217,26 @@ class Dispatcher:
                 # discarded, and it counts as what they made of it.
                 ended_trial = self.coordinator.storage.get_trial(outcome.trial_id)
                 self._report(outcome, counted_as(ended_trial))
+        if self.ended and self.rules.patience is not None and self._may_stop():
+            self._stop(self.rules.check(self.coordinator))  # the ends are written now
         self.ended = []
 
     def _report(self, outcome: TrialOutcome, counted: str) -> None:
         self.counts = self.counts.add(counted)
         if self.on_trial:
             self.on_trial(outcome, self.counts)
-        if counted == "COMPLETE" and self.spec.metric.reached(outcome.value):
-            # metric.target: a trial reached it; the running trials finish, none starts.
-            set_sweep_status(self.db, self.spec.name, SweepState.STOPPED.value)
-            self.heartbeat.state = SweepState.STOPPED
+        if self._may_stop():
+            self._stop(self.rules.after_trial(counted, outcome.value, outcome.number))
+
+    def _may_stop(self) -> bool:
+        """Whether a stop rule may still end the sweep (it is running or paused)."""
+        return self.heartbeat.state in (SweepState.RUNNING, SweepState.PAUSED)
+
+    def _stop(self, stop: Stop | None) -> None:
+        """A stop rule's decision: the sweep STOPPED (running trials finish, none
+        starts) or CANCELLED (``on_target: cancel``: they are killed)."""
+        if stop is not None:
+            self.heartbeat.state = end_sweep(self.coordinator, stop)
 
     # -- collecting what came back ------------------------------------------------------
 
@@ -319,10 +331,12 @@ class Dispatcher:
         return None
 
     def _cancel(self) -> None:
-        """`sweep cancel`: keep what ended, kill the rest."""
+        """`sweep cancel` (or a target with ``on_target: cancel``): keep what ended,
+        kill the rest."""
         self._book(claiming=False)
         self.policy.not_started(self.claimed.take_all(), "the sweep was cancelled")
-        self._kill_in_flight(CANCELLED)
+        why = stopped_by(self.coordinator)
+        self._kill_in_flight(f"cancelled: {why}" if why else CANCELLED)
 
     def _interrupt(self) -> None:
         """Ctrl-C: keep the trials that did end, kill the rest."""

@@ -20,7 +20,7 @@ from sweep.errors import NotFoundError
 from sweep.pareto import select_trial
 from sweep.registry import CHAMPION, ModelRegistry, ModelVersion
 from sweep.spec import MetricSpec, RegistrySpec, SweepSpec
-from sweep.study import RUN_ID_ATTR
+from sweep.study import RUN_ID_ATTR, best_own_trial
 from sweep.tracking import TrackingStore
 from sweep.tracking.artifacts import artifact_location
 
@@ -55,10 +55,10 @@ def register_best(
         chosen_by = f", chosen by registry.select: {rule}"
         metric = next((m for m in spec.metrics if m.name == select.metric), None)
     else:
-        try:
-            best = study.best_trial
-        except ValueError:
+        own = best_own_trial(study)  # never a trial copied by warm_start: it has no model
+        if own is None:
             return Registration(None, "no trial completed, so no model was registered", True)
+        best = own
     run_id: str | None = best.system_attrs.get(RUN_ID_ATTR)
     artifacts = tracking.list_artifacts(run_id) if run_id else []
     models = [a for a in artifacts if a.kind == "model"]

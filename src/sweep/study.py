@@ -35,6 +35,11 @@ ERROR_ATTR = "sweep:error"
 SUPERSEDED_ATTR = "sweep:superseded"
 #: Study system attribute holding the resolved spec (JSON), for agents that join.
 SPEC_ATTR = "sweep:spec"
+#: Trial system attribute of a trial copied from another sweep by ``warm_start`` (the
+#: sweep and trial number it came from): history for the sampler, not this sweep's trial.
+WARM_START_ATTR = "sweep:warm_start"
+#: Trial system attribute of a trial enqueued from the spec's ``enqueue`` (its config's key).
+ENQUEUED_ATTR = "sweep:enqueued"
 
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -47,7 +52,8 @@ class TrialCounts:
     running: int = 0
     killed: int = 0
     retried: int = 0  # failed, then retried: the retry holds their budget slot
-    waiting: int = 0  # retries not yet started
+    waiting: int = 0  # retries and enqueued configs not yet started
+    seeded: int = 0  # complete trials copied from another sweep by warm_start
 
     def add(self, state: str) -> TrialCounts:
         """These counts after one more trial ended in ``state``: an Optuna state name,
@@ -79,7 +85,15 @@ class SweepRecord:
 
 def open_study(spec: SweepSpec, db: Database, storage: optuna.storages.BaseStorage) -> optuna.Study:
     """Create the sweep's study in ``storage`` (Optuna's tables in ``db``), or load it if
-    it exists with the same name and direction."""
+    it exists with the same name and directions; with ``warm_start`` and ``enqueue``,
+    what they add (:mod:`sweep.seeding`)."""
+    from sweep.seeding import add_warm_start, enqueue_configs, warm_start_trials
+
+    # Read before the study is created, so that a missing source fails before anything
+    # is written; only by the launch that creates it (a relaunch needs no source).
+    seeds = []
+    if spec.warm_start is not None and not _study_exists(storage, spec.name):
+        seeds = warm_start_trials(spec, db, storage)
     directions = spec.directions
     try:
         study = optuna.create_study(
@@ -110,6 +124,10 @@ def open_study(spec: SweepSpec, db: Database, storage: optuna.storages.BaseStora
             study.set_metric_names(spec.metric_names)
     if spec.sampler.is_grid:
         enqueue_grid(study, spec, db)
+    if seeds:
+        add_warm_start(study, seeds)
+    if spec.enqueue:
+        enqueue_configs(study, spec, db)
     return study
 
 
@@ -117,6 +135,14 @@ def _directions(directions: list[str]) -> str:
     if len(directions) == 1:
         return f"direction {directions[0]}"
     return f"{len(directions)} objectives ({', '.join(directions)})"
+
+
+def _study_exists(storage: optuna.storages.BaseStorage, name: str) -> bool:
+    try:
+        storage.get_study_id_from_name(name)
+    except KeyError:
+        return False
+    return True
 
 
 def enqueue_grid(study: optuna.Study, spec: SweepSpec, db: Database | None = None) -> int:
@@ -160,13 +186,14 @@ def enqueue_grid(study: optuna.Study, spec: SweepSpec, db: Database | None = Non
         for stored in missing:
             study.enqueue_trial(stored)
     elif missing:
-        db.retrying(lambda: _insert_waiting(db, study._study_id, missing), "enqueueing the grid")
+        attrs = [{"fixed_params": stored} for stored in missing]
+        db.retrying(lambda: insert_waiting(db, study._study_id, attrs), "enqueueing the grid")
     return len(missing)
 
 
-def _insert_waiting(db: Database, study_id: int, fixed: list[dict[str, Any]]) -> None:
-    """WAITING trials with ``fixed_params``, numbered after the study's trials, in one
-    transaction."""
+def insert_waiting(db: Database, study_id: int, system_attrs: list[dict[str, Any]]) -> None:
+    """WAITING trials with these system attributes each (Optuna's ``fixed_params``
+    among them), numbered after the study's trials, in one transaction."""
     trials = models.TrialModel.__table__
     studies = models.StudyModel.__table__
     with db.session() as session:
@@ -183,7 +210,7 @@ def _insert_waiting(db: Database, study_id: int, fixed: list[dict[str, Any]]) ->
         ).scalar_one()
         rows = [
             {"number": first + i, "study_id": study_id, "state": TrialState.WAITING}
-            for i in range(len(fixed))
+            for i in range(len(system_attrs))
         ]
         ids = session.execute(
             trials.insert().returning(trials.c.trial_id, sort_by_parameter_order=True), rows
@@ -192,8 +219,9 @@ def _insert_waiting(db: Database, study_id: int, fixed: list[dict[str, Any]]) ->
             session,
             models.TrialSystemAttributeModel.__table__,
             [
-                {"trial_id": trial_id, "key": "fixed_params", "value_json": json.dumps(params)}
-                for trial_id, params in zip(ids, fixed, strict=True)
+                {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
+                for trial_id, attrs in zip(ids, system_attrs, strict=True)
+                for key, value in attrs.items()
             ],
         )
 
@@ -223,7 +251,10 @@ def count_trials(db: Database, study_id: int) -> TrialCounts:
         )
 
     kind = case(
-        (marked(KILLED_ATTR), "killed"), (marked(SUPERSEDED_ATTR), "retried"), else_="failed"
+        (marked(KILLED_ATTR), "killed"),
+        (marked(SUPERSEDED_ATTR), "retried"),
+        (marked(WARM_START_ATTR), "seeded"),
+        else_="failed",
     )
     query = (
         select(trials.c.state, kind, func.count())
@@ -237,14 +268,39 @@ def count_trials(db: Database, study_id: int) -> TrialCounts:
         TrialState.WAITING: "waiting",
     }
     counts = dict.fromkeys(
-        ("complete", "pruned", "failed", "running", "killed", "retried", "waiting"), 0
+        ("complete", "pruned", "failed", "running", "killed", "retried", "waiting", "seeded"), 0
     )
     with db.session() as session:
         for state, fail_kind, count in session.execute(query):
             state = TrialState[state] if isinstance(state, str) else TrialState(state)
             field = fail_kind if state == TrialState.FAIL else field_of[state]
+            if fail_kind == "seeded":
+                field = "seeded"
             counts[field] += int(count)
     return TrialCounts(**counts)
+
+
+def best_own_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The study's best complete trial among the sweep's own (``warm_start``'s copies
+    are history), or None (always with several objectives: see :mod:`sweep.pareto`).
+    One query unless a copy is the best."""
+    if len(study.directions) > 1:
+        return None
+    try:
+        best = study.best_trial
+    except ValueError:
+        return None
+    if WARM_START_ATTR not in best.system_attrs:
+        return best
+    own = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if WARM_START_ATTR not in t.system_attrs and t.value is not None
+    ]
+    if not own:
+        return None
+    pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
+    return pick(own, key=lambda t: float(t.value))  # type: ignore[arg-type]
 
 
 def open_sweep_record(

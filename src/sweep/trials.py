@@ -33,7 +33,7 @@ from sweep.storage import (
     VALUES,
     Database,
 )
-from sweep.study import RUN_ID_ATTR
+from sweep.study import RUN_ID_ATTR, WARM_START_ATTR
 from sweep.tracking import Run, RunStatus
 
 _SPECIAL = {"INF_POS": math.inf, "INF_NEG": -math.inf, "NAN": math.nan}
@@ -168,8 +168,14 @@ def _params(session: Any, study_id: int, trial_ids: list[int] | None) -> dict[in
 
 
 def best_trial(db: Database, study_id: int, direction: str) -> tuple[int, float] | None:
-    """The number and value of the study's best complete trial, in one query."""
+    """The number and value of the study's best complete trial (not one copied by
+    ``warm_start``), in one query."""
     value = VALUES.c.value
+    copied = (
+        select(SYSTEM_ATTRS.c.trial_id)
+        .where(SYSTEM_ATTRS.c.trial_id == TRIALS.c.trial_id, SYSTEM_ATTRS.c.key == WARM_START_ATTR)
+        .exists()
+    )
     query = (
         select(TRIALS.c.number, value)
         .join(VALUES, (VALUES.c.trial_id == TRIALS.c.trial_id) & (VALUES.c.objective == 0))
@@ -177,6 +183,7 @@ def best_trial(db: Database, study_id: int, direction: str) -> tuple[int, float]
             TRIALS.c.study_id == study_id,
             TRIALS.c.state == "COMPLETE",
             VALUES.c.value_type == "FINITE",
+            ~copied,
         )
         .order_by(value.desc() if direction == "maximize" else value.asc())
         .limit(1)

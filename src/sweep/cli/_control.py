@@ -133,6 +133,7 @@ def status(ctx: click.Context, name: str | None, storage: str | None, as_json: b
                 f"{c.running} running, {c.waiting} waiting"
                 + (f", {c.retried} retried" if c.retried else "")
                 + (f", {c.killed} killed" if c.killed else "")
+                + (f", {c.seeded} seeded by warm_start" if c.seeded else "")
                 + f"; {best}",
                 soft_wrap=True,
             )

@@ -157,7 +157,8 @@ def _print_summary(result: SweepResult, metric: str) -> None:
         "trials",
         f"{c.complete} complete, {c.pruned} pruned, {c.failed} failed"
         + (f", {c.killed} killed" if c.killed else "")
-        + (f" ({c.retried} lost and retried)" if c.retried else ""),
+        + (f" ({c.retried} lost and retried)" if c.retried else "")
+        + (f"; {c.seeded} seeded by warm_start" if c.seeded else ""),
     )
     table.add_row("this launch", f"{result.trials_this_launch} trials in {result.elapsed_s:.1f}s")
     if result.best_value is not None:
@@ -183,6 +184,8 @@ def _print_summary(result: SweepResult, metric: str) -> None:
             "[yellow]interrupted: running trials were killed; "
             "launch the same spec again to continue[/]",
         )
+    elif result.stopped_by:
+        table.add_row("status", f"{result.state.lower()}: {escape(result.stopped_by)}")
     elif result.state in ("STOPPED", "CANCELLED"):
         table.add_row(
             "status",

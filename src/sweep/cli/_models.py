@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 from rich.markup import escape
@@ -17,9 +17,10 @@ from sweep.cli import (
     cli,
     console,
 )
+from sweep.cli._model_views import event_in_words, iso_time, lineage_json, print_version
 
 if TYPE_CHECKING:  # the CLI imports these lazily: they pull in SQLAlchemy, Ray
-    from sweep.registry import ModelRegistry, ModelVersion, RegistryEvent, VersionLineage
+    from sweep.registry import ModelRegistry
 
 
 # -- models -------------------------------------------------------------------------
@@ -38,14 +39,6 @@ def _registry(storage: str | None) -> ModelRegistry:
 def models() -> None:
     """Registered models: versions, aliases, tags and descriptions, lineage, promotion
     and its audit log."""
-
-
-def _iso(ms: int) -> str:
-    """An audit time as ISO 8601 with the local UTC offset, to the second."""
-    import datetime
-
-    moment = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc)
-    return moment.astimezone().isoformat(timespec="seconds")
 
 
 _reason_option = click.option("--reason", help="Why; kept in the audit log.")
@@ -95,7 +88,7 @@ def models_show(ctx: click.Context, name: str, storage: str | None, as_json: boo
                 {
                     **dataclasses.asdict(model),
                     "versions": [
-                        {**dataclasses.asdict(v), "lineage": _lineage_json(lineages[v.version])}
+                        {**dataclasses.asdict(v), "lineage": lineage_json(lineages[v.version])}
                         for v in versions
                     ],
                 }
@@ -111,57 +104,7 @@ def models_show(ctx: click.Context, name: str, storage: str | None, as_json: boo
         if model.description:
             console.print(f"  {escape(model.description)}", soft_wrap=True)
         for v in versions:
-            _print_version(v, lineages[v.version])
-
-
-def _lineage_json(lineage: VersionLineage) -> dict[str, Any]:
-    import dataclasses
-
-    data = dataclasses.asdict(lineage)
-    del data["model_name"], data["version"]  # already on the version
-    return data
-
-
-def _print_version(v: ModelVersion, lineage: VersionLineage) -> None:
-    def line(label: str, text: str) -> None:
-        console.print(f"  [bold]{label:<11}[/] {text}", soft_wrap=True)
-
-    console.print()
-    metric = f"  {v.metric_name}={v.metric_value:.6g}" if v.metric_value is not None else ""
-    aliases = "  " + " ".join(f"@{a}" for a in v.aliases) if v.aliases else ""
-    console.print(
-        f"[bold]version {v.version}[/][green]{aliases}[/]{escape(metric)}"
-        f"  [dim]{_when(v.created_at)}[/]",
-        soft_wrap=True,
-    )
-    if v.description:
-        line("description", escape(v.description))
-    if v.tags:
-        line("tags", escape(", ".join(f"{k}={val}" for k, val in sorted(v.tags.items()))))
-    line("source", escape(v.source))
-    origin = []
-    if lineage.sweep_name:
-        origin.append(f"sweep {lineage.sweep_name}")
-    if lineage.trial_number is not None:
-        origin.append(f"trial {lineage.trial_number}")
-    if lineage.run_id:
-        origin.append(f"run {lineage.run_id}")
-    if lineage.parent_run_id:
-        origin.append(f"sweep run {lineage.parent_run_id}")
-    line("lineage", escape(", ".join(origin)) if origin else "[dim]registered by hand[/]")
-    if lineage.params:
-        line("params", escape(", ".join(f"{k}={p}" for k, p in lineage.params.items())))
-    if lineage.git_commit:
-        dirty = " [yellow](uncommitted changes)[/]" if lineage.git_dirty else ""
-        branch = f" on {escape(lineage.git_branch)}" if lineage.git_branch else ""
-        line("code", f"{escape(lineage.git_commit)}{branch}{dirty}")
-    elif lineage.run_id:
-        line("code", "[dim]not in a git repository[/]")
-    for data in lineage.datasets:
-        source = f" from {data.source}" if data.source else ""
-        line("data", escape(f"{data.name} ({data.context}) {data.digest}{source}"))
-    if lineage.run_id and not lineage.datasets:
-        line("data", "[dim]no datasets logged[/]")
+            print_version(v, lineages[v.version])
 
 
 @models.command("promote")
@@ -314,36 +257,24 @@ def models_history(ctx: click.Context, name: str, storage: str | None, as_json: 
         events = _registry(storage).history(name)
         if as_json:
             _print_json(
-                [{**dataclasses.asdict(e), "time": _iso(e.at), "what": _what(e)} for e in events]
+                [
+                    {**dataclasses.asdict(e), "time": iso_time(e.at), "what": event_in_words(e)}
+                    for e in events
+                ]
             )
             return
         # One line per event (not a table): nothing is cut off in a narrow terminal or
         # a pipe, and the lines grep well.
-        rows = [(_iso(e.at), f"{e.user}@{e.host}", e.action, _what(e), e.reason) for e in events]
+        rows = [
+            (iso_time(e.at), f"{e.user}@{e.host}", e.action, event_in_words(e), e.reason)
+            for e in events
+        ]
         widths = [max((len(row[i] or "") for row in rows), default=0) for i in range(4)]
         for row in rows:
             cells = zip(row[:4], widths, strict=True)
             text = "  ".join((cell or "").ljust(width) for cell, width in cells)
             reason = f"  [dim]reason:[/] {escape(row[4])}" if row[4] else ""
             console.print(escape(text.rstrip() if not reason else text) + reason, soft_wrap=True)
-
-
-def _what(event: RegistryEvent) -> str:
-    """One audit event in words: what changed, from which version to which."""
-    version = "model" if event.to_version is None else f"version {event.to_version}"
-    if event.action == "register":
-        return f"version {event.to_version} registered"
-    if event.action in ("set_alias", "delete_alias"):
-        before = "none" if event.from_version is None else event.from_version
-        after = "none" if event.to_version is None else event.to_version
-        return f"@{event.alias} {before} -> {after}"
-    if event.action == "set_tag":
-        return f"{version} tag {event.tag} set"
-    if event.action == "delete_tag":
-        return f"{version} tag {event.tag} removed"
-    if event.action == "set_description":
-        return f"{version} description set"
-    return event.action
 
 
 # -- files in and out ------------------------------------------------------------------

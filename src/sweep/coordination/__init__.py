@@ -48,7 +48,8 @@ finished trials whose worker died before dropping theirs.
 **Retries and the budget**
 
 A trial uses budget (``n_trials``) unless it was killed by a stop or cancel (system
-attribute ``sweep:killed``) or superseded by its retry (``sweep:superseded``). A lost
+attribute ``sweep:killed``), superseded by its retry (``sweep:superseded``) or copied
+from another sweep by ``warm_start`` (``sweep:warm_start``: history, never claimed). A lost
 trial is retried while its attempt (``sweep:attempt``) is below ``lease.max_retries``,
 and never when killed: its retry is a WAITING trial with the same params (Optuna's
 ``fixed_params``), the number of the trial it retries (``sweep:retry_of``) and the next
@@ -71,6 +72,9 @@ trials while the budget has room.
 * Recovery (any controller or agent, under the claim lock): a lost trial's end (state
   FAIL with ``sweep:error`` and its mark) and its run's end, its retry, stale leases.
 * `sweep stop`, `cancel`, `pause`, `resume` (:mod:`sweep.control`): the sweep's state.
+* A stop rule (:mod:`sweep.stopping`: ``budget.target``, ``patience``), asked by
+  whichever controller or agent wrote a trial's end: the sweep's state, from RUNNING or
+  PAUSED only, to STOPPED or CANCELLED, and why (the study's ``sweep:stopped_by``).
 
 A trial's end (its rows, its run's end, its lease's release) is written only by
 :func:`sweep.ends.write_ends`, which ends a trial only while it is RUNNING: of two

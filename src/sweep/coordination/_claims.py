@@ -28,7 +28,7 @@ from sweep.storage import (
     system_attrs_of,
     utc_now,
 )
-from sweep.study import KILLED_ATTR, RUN_ID_ATTR, SUPERSEDED_ATTR
+from sweep.study import KILLED_ATTR, RUN_ID_ATTR, SUPERSEDED_ATTR, WARM_START_ATTR
 from sweep.tracking import RunRecord, TrackingStore, now_ms
 
 #: Trial system attributes of a retry: the number of the trial it retries, its attempt.
@@ -36,9 +36,9 @@ RETRY_OF_ATTR = "sweep:retry_of"
 ATTEMPT_ATTR = "sweep:attempt"
 #: Optuna's own attribute for the params a waiting trial must use.
 FIXED_PARAMS_ATTR = "fixed_params"
-#: A trial marked with one of these uses no budget: killed by a stop, or superseded by
-#: its retry.
-UNCOUNTED = (KILLED_ATTR, SUPERSEDED_ATTR)
+#: A trial marked with one of these uses no budget: killed by a stop, superseded by its
+#: retry, or copied from another sweep by ``warm_start``.
+UNCOUNTED = (KILLED_ATTR, SUPERSEDED_ATTR, WARM_START_ATTR)
 
 # Leases are inserted through Core. DeclarativeBase types ``__table__`` as any FromClause
 # (a model may map a join); TrialLeaseRow maps one Table.

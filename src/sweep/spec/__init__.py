@@ -35,6 +35,7 @@ from sweep.spec._load import (
     load_spec,
     load_spec_from_dict,
     native_yaml,
+    resolve_callbacks,
     resolve_objective,
 )
 from sweep.spec._model import (
@@ -58,6 +59,7 @@ from sweep.spec._parameters import (
     IntParam,
     ParameterSpec,
 )
+from sweep.spec._search import WarmStartSpec
 from sweep.spec._transformed import BetaParam, LogNormalParam, NormalParam, QLogUniformParam
 from sweep.spec._wandb import is_wandb_config, translate_wandb
 from sweep.spec._yaml import interpolate_env
@@ -94,6 +96,7 @@ __all__ = [
     "SelectSpec",
     "SweepSpec",
     "TrackingSpec",
+    "WarmStartSpec",
     "build_argv",
     "check_launchable",
     "grid_points",
@@ -103,6 +106,7 @@ __all__ = [
     "load_spec",
     "load_spec_from_dict",
     "native_yaml",
+    "resolve_callbacks",
     "resolve_objective",
     "translate_wandb",
 ]

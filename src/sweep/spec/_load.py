@@ -276,11 +276,12 @@ def load_spec(path: str | os.PathLike[str], *, check_objective: bool = True) -> 
 
 
 def _check_runnable(spec: SweepSpec) -> None:
-    """Import the objective, or check that a command-mode spec's program exists."""
+    """Import the objective (or check that a command-mode spec's program exists) and
+    the callbacks."""
+    resolve_callbacks(spec)
     if not spec.is_command:
         resolve_objective(spec)
-        return
-    if spec.program is not None:
+    elif spec.program is not None:
         path = spec.code_path / Path(spec.program).expanduser()
         if not path.is_file():
             raise spec.error_at(
@@ -289,6 +290,7 @@ def _check_runnable(spec: SweepSpec) -> None:
                 "or set code_dir (relative to the spec file) to its directory",
                 cls=ObjectiveImportError,
             )
+    resolve_callbacks(spec)
 
 
 def load_spec_from_dict(
@@ -323,10 +325,29 @@ def resolve_objective(spec: SweepSpec) -> Callable[..., Any]:
     """
     if spec.objective is None:
         raise _no_objective(spec)
-    module_name, function_name = spec.objective_module, spec.objective_function
+    hint = "point objective at a function that takes an optuna.Trial"
+    return _import_function(spec, spec.objective, "objective", hint)
+
+
+def resolve_callbacks(spec: SweepSpec) -> list[tuple[str, Callable[..., Any]]]:
+    """Import each of ``spec.callbacks`` (``module.path:function``) from ``spec.code_path``;
+    ``(reference, function)`` each. Raises ObjectiveImportError at ``callbacks.N``."""
+    return [
+        (ref, _import_function(spec, ref, f"callbacks.{index}", _CALLBACK_HINT))
+        for index, ref in enumerate(spec.callbacks)
+    ]
+
+
+_CALLBACK_HINT = "point the callback at a function that takes one sweep.callbacks.SweepEvent"
+
+
+def _import_function(spec: SweepSpec, ref: str, key: str, hint: str) -> Callable[..., Any]:
+    """Import ``ref`` (``module.path:function``) with ``spec.code_path`` first on
+    ``sys.path``; errors point at the spec's ``key`` (or ``code_dir``)."""
+    module_name, _, function_name = ref.partition(":")
     code_path = spec.code_path
 
-    def fail(message: str, key: str = "objective") -> ObjectiveImportError:
+    def fail(message: str, key: str = key) -> ObjectiveImportError:
         return spec.error_at(key, message, cls=ObjectiveImportError)  # type: ignore[return-value]
 
     if not code_path.is_dir():
@@ -368,7 +389,7 @@ def resolve_objective(spec: SweepSpec) -> Callable[..., Any]:
     if not callable(function):
         raise fail(
             f"{module_name}:{function_name} is {type(function).__name__}, not a function; "
-            "point objective at a function that takes an optuna.Trial"
+            + hint
         )
     return typing.cast(Callable[..., Any], function)
 

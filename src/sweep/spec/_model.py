@@ -17,6 +17,7 @@ from sweep.spec._grid import MAX_GRID_POINTS, grid_points, grid_size
 from sweep.spec._objectives import check_objectives, objectives_before
 from sweep.spec._optuna import PRUNERS, SAMPLERS, PrunerSpec, SamplerSpec
 from sweep.spec._parameters import _PARAM_BY_TYPE, ParameterSpec, stores_other_form
+from sweep.spec._search import WarmStartSpec, is_function_ref, search_problems, target_in_budget
 from sweep.spec._sections import (
     BudgetSpec,
     LeaseSpec,
@@ -45,15 +46,6 @@ __all__ = [
 
 
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
-
-
-def _is_objective_ref(value: str) -> bool:
-    module, sep, function = value.partition(":")
-    return (
-        bool(sep)
-        and function.isidentifier()
-        and all(part.isidentifier() for part in module.split("."))
-    )
 
 
 class SweepSpec(_SpecModel):
@@ -128,6 +120,17 @@ class SweepSpec(_SpecModel):
         default=False,
         description="stream command-mode trials' output to the console, prefixed per trial",
     )
+    enqueue: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="a list of param mappings run first, each once (Optuna's enqueue_trial)",
+    )
+    warm_start: WarmStartSpec | None = Field(
+        default=None, description="a mapping with from_sweep: the sweep whose trials seed this one"
+    )
+    callbacks: list[str] = Field(
+        default_factory=list,
+        description="'module.path:function' hooks called as trials and the sweep end",
+    )
 
     # Where the spec came from; set by the loaders, not part of the schema.
     _source: str = PrivateAttr(default="<dict>")
@@ -144,8 +147,7 @@ class SweepSpec(_SpecModel):
         if isinstance(data, dict):
             optional = {n for n, f in cls.model_fields.items() if not f.is_required()}
             data = {k: v for k, v in data.items() if not (v is None and k in optional)}
-            data = _grid_budget(data)
-            data = objectives_before(data)
+            data = objectives_before(target_in_budget(_grid_budget(data)))
         return data
 
     @field_validator("command", mode="before")
@@ -179,6 +181,8 @@ class SweepSpec(_SpecModel):
                 raise _spec_error(message, "command" if index < 0 else f"command.{index}")
         if self.sampler.is_grid:
             self._check_grid()
+        for key, message in search_problems(self):
+            raise _spec_error(message, key)
         check_objectives(self)
         return self
 
@@ -221,12 +225,24 @@ class SweepSpec(_SpecModel):
     def _check_objective(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if not _is_objective_ref(value.strip()):
+        if not is_function_ref(value.strip()):
             raise _spec_error(
                 "objective must have the form 'module.path:function' (Python identifiers, "
                 f"e.g. train:objective), got {_show(value)}"
             )
         return value.strip()
+
+    @field_validator("callbacks")
+    @classmethod
+    def _check_callbacks(cls, value: list[str]) -> list[str]:
+        for index, ref in enumerate(value):
+            if not is_function_ref(ref.strip()):
+                raise _spec_error(
+                    "a callback must have the form 'module.path:function' (Python "
+                    f"identifiers, e.g. notify:on_event), got {_show(ref)}",
+                    str(index),
+                )
+        return [ref.strip() for ref in value]
 
     @field_validator("storage")
     @classmethod

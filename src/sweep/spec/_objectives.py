@@ -10,8 +10,9 @@ author wrote, so that errors name it (``metric.1.direction``) and are not repeat
 Optuna prunes and reports only single-objective studies (``Trial.report`` and
 ``Trial.should_prune`` raise otherwise), CmaEsSampler samples only those, and a
 multi-objective study has a Pareto front rather than one best trial; so with several
-objectives the pruner must be ``none`` (the default there), ``metric.target`` is
-refused, and a ``registry`` needs a ``select`` rule.
+objectives the pruner must be ``none`` (the default there), ``metric.target``,
+``budget.target``, ``budget.patience`` and ``warm_start`` are refused, and a
+``registry`` needs a ``select`` rule.
 """
 
 from __future__ import annotations
@@ -101,6 +102,20 @@ def check_objectives(spec: SweepSpec) -> None:
                     "several objectives has no single best value, so remove target",
                     f"metrics.{index}.target",
                 )
+        for key in ("target", "patience"):
+            if getattr(spec.budget, key) is not None:
+                raise _spec_error(
+                    f"budget.{key} compares each trial with one best value; a sweep with "
+                    "several objectives has a Pareto front instead, so remove it (end the "
+                    "sweep with n_trials or timeout)",
+                    f"budget.{key}",
+                )
+        if spec.warm_start is not None:
+            raise _spec_error(
+                "warm_start copies single-objective trials and is not supported with "
+                "several objectives; remove it",
+                "warm_start",
+            )
         if spec.pruner.name != "none":
             raise _spec_error(
                 f"pruner {spec.pruner.name} cannot run with several objectives: Optuna prunes "

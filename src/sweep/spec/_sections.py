@@ -23,14 +23,9 @@ class MetricSpec(_SpecModel):
     direction: Literal["minimize", "maximize"] = Field(description="minimize or maximize")
     target: Number | None = Field(
         default=None,
-        description="stop the sweep once a trial reaches this value (W&B's metric.target)",
+        description="W&B's name for budget.target: end the sweep once a complete trial "
+        "reaches this value",
     )
-
-    def reached(self, value: float | None) -> bool:
-        """Whether ``value`` reaches ``target`` (>= when maximizing, <= when minimizing)."""
-        if self.target is None or value is None:
-            return False
-        return value >= self.target if self.direction == "maximize" else value <= self.target
 
 
 class BudgetSpec(_SpecModel):
@@ -43,14 +38,42 @@ class BudgetSpec(_SpecModel):
         description=f"the number of trials (an integer from 1 to {MAX_INT32})",
     )
     timeout: Number | None = Field(default=None, gt=0, description="seconds (a number > 0)")
+    target: Number | None = Field(
+        default=None,
+        description="end the sweep once a complete trial reaches this value (>= when "
+        "maximizing, <= when minimizing); W&B's metric.target, Katib's objective.goal",
+    )
+    on_target: Literal["finish", "cancel"] = Field(
+        default="finish",
+        description="what running trials do when the target is reached: finish, or cancel",
+    )
+    patience: Int | None = Field(
+        default=None,
+        ge=1,
+        description="end the sweep once this many finished trials in a row did not improve "
+        "on the best (an integer >= 1)",
+    )
 
     @model_validator(mode="after")
     def _something_set(self) -> BudgetSpec:
         if self.n_trials is None and self.timeout is None:
             raise _spec_error(
-                "budget needs n_trials (an integer >= 1), timeout (seconds > 0) or both"
+                "budget needs n_trials (an integer >= 1), timeout (seconds > 0) or both "
+                "(a target or patience alone may never end the sweep)"
+            )
+        if self.on_target == "cancel" and self.target is None:
+            raise _spec_error(
+                "on_target: cancel says what running trials do when the target is reached; "
+                "set budget.target too, or drop on_target",
+                "on_target",
             )
         return self
+
+    def reached(self, value: float | None, direction: str) -> bool:
+        """Whether ``value`` reaches ``target`` (>= when maximizing, <= when minimizing)."""
+        if self.target is None or value is None:
+            return False
+        return value >= self.target if direction == "maximize" else value <= self.target
 
 
 class ResourcesSpec(_SpecModel):

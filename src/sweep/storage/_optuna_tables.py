@@ -95,6 +95,45 @@ def _slots_query(uncounted: tuple[str, ...], lock: bool) -> Select[int, int, int
     return query.with_for_update(of=STUDIES) if lock else query
 
 
+def progress_since_best(
+    session: Session, study_id: int, *, maximize: bool, uncounted: Sequence[str]
+) -> tuple[float | None, int]:
+    """The best value of the study's complete trials, and how many finished trials
+    (complete, pruned, failed) ended after the first trial that reached it (all of them
+    when none is complete), in order of their end; trials with a system attribute whose
+    key is in ``uncounted`` are left out. Two queries."""
+    marked = (
+        select(SYSTEM_ATTRS.c.trial_id)
+        .where(SYSTEM_ATTRS.c.trial_id == TRIALS.c.trial_id, SYSTEM_ATTRS.c.key.in_(uncounted))
+        .exists()
+    )
+    value = VALUES.c.value
+    best = session.execute(
+        select(value, TRIALS.c.datetime_complete, TRIALS.c.number)
+        .join(VALUES, (VALUES.c.trial_id == TRIALS.c.trial_id) & (VALUES.c.objective == 0))
+        .where(
+            TRIALS.c.study_id == study_id,
+            TRIALS.c.state == TrialState.COMPLETE,
+            VALUES.c.value_type == "FINITE",
+            ~marked,
+        )
+        .order_by(value.desc() if maximize else value.asc(), TRIALS.c.datetime_complete)
+        .order_by(TRIALS.c.number)
+        .limit(1)
+    ).first()
+    finished = TRIALS.c.state.in_([TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL])
+    since = (
+        select(func.count())
+        .select_from(TRIALS)
+        .where(TRIALS.c.study_id == study_id, finished, ~marked)
+    )
+    if best is not None:
+        ended, number = TRIALS.c.datetime_complete, TRIALS.c.number
+        at = best.datetime_complete
+        since = since.where((ended > at) | ((ended == at) & (number > best.number)))
+    return (None if best is None else float(best.value)), int(session.execute(since).scalar_one())
+
+
 def unfinished_trials(session: Session, study_id: int) -> list[tuple[int, TrialState]]:
     """The study's trials still RUNNING or WAITING, oldest first, with their state."""
     query = (

@@ -1,6 +1,7 @@
 """Experiment tracking: runs nested under a sweep's parent run, with params, step
 metrics, tags, datasets, artifacts, status and the lineage that produced them."""
 
+from sweep.tracking._active_run import ActiveRun
 from sweep.tracking._autolog import autolog
 from sweep.tracking._entities import (
     ArtifactInfo,
@@ -15,7 +16,6 @@ from sweep.tracking._filter import parse_filter, parse_order_by
 from sweep.tracking._flusher import flusher
 from sweep.tracking._lineage import open_run, reference_tags, write_lineage
 from sweep.tracking._logging import (
-    ActiveRun,
     activate,
     active_run,
     attach_runs_with,
