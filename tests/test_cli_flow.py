@@ -104,6 +104,16 @@ def test_dry_run_prints_the_resolved_spec_and_first_params_and_writes_nothing(
     again = in_process(*args, "--n-trials", "5", "--set", "sampler.seed=7")
     assert again.stdout == out
     assert not store.exists()
+    # Enqueued configs come first; several objectives sample as well.
+    enqueued = in_process(*args, "--set", "enqueue=[{x: 0.25}]")
+    assert enqueued.exit_code == 0, enqueued.output
+    first = next(line for line in enqueued.stdout.splitlines() if line.startswith("#   trial "))
+    assert first.endswith("x=0.25")
+    two = ["--set", "metric=[{name: a, direction: maximize}, {name: b, direction: minimize}]"]
+    multi = in_process(*args, *two, "--set", "pruner=none", "--set", "registry=null")
+    assert multi.exit_code == 0, multi.output
+    assert len([line for line in multi.stdout.splitlines() if line.startswith("#   trial ")]) == 3
+    assert not store.exists()
 
 
 def test_create_then_agents_alone_then_launch_continue_one_sweep(

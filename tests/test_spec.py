@@ -712,7 +712,7 @@ def test_unknown_sampler_name(tmp_path: Path) -> None:
     assert err.key_path == "sampler.name"
     assert err.line == 6
     assert "unknown sampler 'annealing'" in err.reason
-    assert "allowed names: tpe, random, cmaes, gp, qmc, nsgaii, grid" in err.reason
+    assert "allowed names: tpe, random, cmaes, gp, qmc, nsgaii, nsgaiii, grid" in err.reason
 
 
 def test_unknown_pruner_name(tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ from sweep.errors import (
     StorageError,
     SweepError,
 )
+from sweep.pareto import FrontTrial, pareto_front
 from sweep.registry import ModelRegistry, ModelVersion, load_model
 from sweep.script import report, result, should_prune
 from sweep.spec import SweepSpec, load_spec
@@ -65,6 +66,7 @@ __all__ = [
     "ArtifactPathError",
     "ExecutionError",
     "FilterError",
+    "FrontTrial",
     "ModelRegistry",
     "ModelVersion",
     "NoActiveRunError",
@@ -92,6 +94,7 @@ __all__ = [
     "log_param",
     "log_params",
     "log_text",
+    "pareto_front",
     "report",
     "result",
     "search_runs",

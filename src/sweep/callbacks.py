@@ -85,6 +85,7 @@ def start_callbacks(
         hooks,
         maximize=spec.metric.direction == "maximize",
         best=(best.number, best.value) if best is not None and best.value is not None else None,
+        single_objective=not spec.multi_objective,
     )
 
     def chained(outcome: TrialOutcome, counts: TrialCounts) -> None:
@@ -108,12 +109,15 @@ class Callbacks:
         *,
         maximize: bool,
         best: tuple[int, float] | None = None,
+        single_objective: bool = True,
     ) -> None:
-        """``hooks``: ``(name, function)`` each; ``best``: the best trial so far."""
+        """``hooks``: ``(name, function)`` each; ``best``: the best trial so far (none
+        is tracked with several objectives: a Pareto front has no single best)."""
         self.sweep = sweep
         self.hooks = list(hooks)
         self.maximize = maximize
         self.best = best
+        self.single_objective = single_objective
         self._events: queue.Queue[SweepEvent | None] = queue.Queue()
         self._thread = threading.Thread(target=self._deliver, name="sweep-callbacks", daemon=True)
         self._thread.start()
@@ -128,7 +132,8 @@ class Callbacks:
         counts: TrialCounts,
     ) -> None:
         """Queue a ``trial_end`` event (never blocks)."""
-        if state == "COMPLETE" and value is not None and self._better(value):
+        complete = state == "COMPLETE" and value is not None
+        if complete and self.single_objective and value is not None and self._better(value):
             self.best = (number, value)
         self._events.put(
             SweepEvent(

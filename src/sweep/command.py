@@ -23,7 +23,10 @@ for a function objective (``trial.report`` then ``trial.should_prune``):
   values of the spec's metric with a step are reports.
 
 The result is the value the script sends with ``sweep.result(value)``, else the last
-value of the spec's metric. A non-zero exit fails the trial with the tail of stderr.
+value of the spec's metric. With several objectives (``metrics``) it is what
+``sweep.result`` sends (the values in order, or a mapping by name), else the last value
+of each metric, printed or logged; Optuna prunes no such trial, so reports are logged
+only. A non-zero exit fails the trial with the tail of stderr.
 stdout and stderr are kept as the run's ``logs/stdout.txt`` and ``logs/stderr.txt``.
 """
 
@@ -87,7 +90,7 @@ class CommandObjective:
         self.storage_url = storage_url
         self._setpriv = shutil.which("setpriv")
 
-    def __call__(self, trial: optuna.Trial) -> float | None:
+    def __call__(self, trial: optuna.Trial) -> Any:
         values = self.spec.decode_params(dict(trial.params))
         with tempfile.TemporaryDirectory(prefix="sweep-trial-") as scratch:
             params_file = Path(scratch) / "params.json"
@@ -141,8 +144,11 @@ class _Execution:
         self.events: queue.Queue[Callable[[], None]] = queue.Queue()
         self.stdout = _Tail()
         self.stderr = _Tail()
-        self.result: float | None = None
+        self.result: Any = None
         self.last_value: float | None = None
+        # With several objectives: the last value of each, printed or logged.
+        self.names = self.spec.metric_names if self.spec.multi_objective else []
+        self.last_values: dict[str, float] = {}
         self.pruned = False
         ours, theirs = socket.socketpair()
         self.channel = ours
@@ -166,7 +172,7 @@ class _Execution:
             self._thread(self._read_channel),
         ]
 
-    def run(self) -> float | None:
+    def run(self) -> Any:
         """Take in what the script reports until it exits; raises TrialPruned when
         the pruner stops it, CommandFailed when it exits non-zero."""
         try:
@@ -194,7 +200,17 @@ class _Execution:
         if code != 0:
             tail = self.stderr.text()[-ERROR_TAIL_CHARS:].strip()
             raise CommandFailed(f"the command exited with code {code}: {tail or '(no stderr)'}")
-        return self.result if self.result is not None else self.last_value
+        if self.result is not None:
+            return self.result
+        if not self.names:
+            return self.last_value
+        missing = [n for n in self.names if n not in self.last_values]
+        if missing:
+            raise ExecutionError(
+                f"the script gave no value for metric(s) {', '.join(missing)}: print them "
+                "(e.g. name=value), log them with sweep.log_metric, or call sweep.result"
+            )
+        return [self.last_values[n] for n in self.names]
 
     _last_step: int | None = None
 
@@ -231,7 +247,11 @@ class _Execution:
             event()
 
     def _report(self, value: float, step: int) -> bool:
-        """``trial.report`` then ``trial.should_prune``, as a function objective does."""
+        """``trial.report`` then ``trial.should_prune``, as a function objective does
+        (with several objectives, which Optuna does not prune: logged only)."""
+        if self.names:
+            self._take(self.spec.metric.name, value, step)
+            return False
         self.last_value = value
         self._last_step = step
         self.trial.report(value, step)
@@ -239,10 +259,18 @@ class _Execution:
             self.pruned = True
         return self.pruned
 
+    def _take(self, name: str, value: float, step: Any) -> None:
+        """Log a point; with several objectives, keep the last value of each."""
+        _log(self.active, name, value, step)
+        if name in self.names:
+            self.last_values[name] = value
+
     def _line(self, line: str) -> None:
         for point in self.collector.feed(line):
             step = point.step if point.step is not None else point.line_number
-            if point.name == self.spec.metric.name and point.step is not None:
+            if self.names:
+                self._take(point.name, point.value, step)
+            elif point.name == self.spec.metric.name and point.step is not None:
                 self._report(point.value, point.step)  # logged as a step metric too
             else:
                 _log(self.active, point.name, point.value, step)
@@ -255,9 +283,10 @@ class _Execution:
             prune = self._report(float(message["value"]), int(message["step"]))
             reply({"prune": prune})
         elif op == "log_metric":
-            _log(self.active, str(message["key"]), float(message["value"]), message.get("step"))
+            self._take(str(message["key"]), float(message["value"]), message.get("step"))
         elif op == "result":
-            self.result = float(message["value"])
+            value = message["value"]
+            self.result = float(value) if isinstance(value, (int, float)) else value
         elif op == "set_tags":
             self.active.set_tags(dict(message["tags"]))
         elif op == "log_params":

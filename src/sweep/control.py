@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from sweep.coordination import Coordinator, LeaseSettings, RegisteredWorker, SweepState
 from sweep.errors import NotFoundError, SweepError
+from sweep.pareto import FrontTrial, front_of, metric_names
 from sweep.storage import Database, SweepRow, resolve_storage_url
 from sweep.study import (
     TrialCounts,
@@ -38,6 +39,10 @@ class SweepStatus:
     direction: str
     lease_timeout_s: float
     workers: list[RegisteredWorker] = field(default_factory=list)
+    #: The objectives' names (several: ``direction`` lists their directions, comma-
+    #: separated, there is no best value, and ``pareto_front`` holds the front).
+    metrics: list[str] = field(default_factory=list)
+    pareto_front: list[FrontTrial] = field(default_factory=list)
 
     def alive(self, worker: RegisteredWorker) -> bool:
         """Whether ``worker`` still beats (a dead one stops within the lease timeout)."""
@@ -102,9 +107,13 @@ def status_of(
     except KeyError:  # Optuna's "no such study"
         return SweepStatus(sweep_name, STUDY_DELETED, n_trials, TrialCounts(), None, None, "", 0.0)
     best_value = best_trial = None
-    best = best_own_trial(study)
-    if best is not None:
-        best_value, best_trial = best.value, best.number
+    front: list[FrontTrial] = []
+    if len(study.directions) > 1:
+        front = front_of(study)
+    else:
+        best = best_own_trial(study)
+        if best is not None:
+            best_value, best_trial = best.value, best.number
     coordinator = coordinator_of(db, sweep_name, storage)
     return SweepStatus(
         sweep_name,
@@ -113,9 +122,11 @@ def status_of(
         count_trials(db, storage.get_study_id_from_name(study_name)),
         best_value,
         best_trial,
-        study.direction.name.lower(),
+        ",".join(d.name.lower() for d in study.directions),
         coordinator.settings.timeout,
         coordinator.workers(),
+        metric_names(study),
+        front,
     )
 
 

@@ -27,6 +27,7 @@ from sweep.callbacks import start_callbacks
 from sweep.coordination import Coordinator, Heartbeat, SweepState
 from sweep.dispatcher import Dispatcher, TrialCallback
 from sweep.errors import RegistrationError, summary
+from sweep.pareto import FrontTrial, front_of
 from sweep.registration import register_best
 from sweep.registry import ModelRegistry, ModelVersion
 from sweep.spec import SweepSpec, load_spec, resolve_callbacks
@@ -73,6 +74,8 @@ class SweepResult:
     best_trial_number: int | None = None
     best_value: float | None = None
     best_params: dict[str, Any] = field(default_factory=dict)
+    #: With several objectives: the Pareto front (no single best trial), by number.
+    pareto_front: list[FrontTrial] = field(default_factory=list)
     model_version: ModelVersion | None = None
     registration: str = ""
     state: str = "FINISHED"  # FINISHED, STOPPED, CANCELLED or KILLED (Ctrl-C)
@@ -320,6 +323,8 @@ class _Launch:
     # -- the end ------------------------------------------------------------------------
 
     def _with_best(self, study: optuna.Study, result: SweepResult) -> SweepResult:
+        if self.spec.multi_objective:
+            return replace(result, pareto_front=front_of(study))
         best = best_own_trial(study)
         if best is None:
             return result
@@ -352,6 +357,8 @@ class _Launch:
         }
         if result.best_trial_number is not None:
             tags["sweep.best_trial"] = result.best_trial_number
+        if result.pareto_front:
+            tags["sweep.pareto_front"] = ",".join(str(t.number) for t in result.pareto_front)
         if result.model_version is not None:
             tags["sweep.model_version"] = result.model_version.uri
         if result.stopped_by:
@@ -384,6 +391,9 @@ class _Launch:
             "metric": spec.metric.name,
             "direction": spec.metric.direction,
         }
+        if spec.multi_objective:
+            params["metrics"] = ",".join(spec.metric_names)
+            params["directions"] = ",".join(spec.directions)
         if spec.sampler.seed is not None:
             params["seed"] = spec.sampler.seed
         return params

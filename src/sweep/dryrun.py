@@ -39,10 +39,12 @@ def _samples(spec: SweepSpec, n: int) -> list[dict[str, Any]]:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
-        direction=spec.metric.direction, sampler=spec.sampler.build(seed_offset=1)
+        directions=list(spec.directions), sampler=spec.sampler.build(seed_offset=1)
     )
     if spec.sampler.is_grid:
         enqueue_grid(study, spec)  # a grid sweep's points, in the order they run
+    for config in spec.enqueue:  # run first, in this order
+        study.enqueue_trial(config)
     samples: list[dict[str, Any]] = []
     for _ in range(n):
         if spec.sampler.is_grid and len(samples) >= len(study.get_trials(deepcopy=False)):

@@ -1,6 +1,9 @@
 """The end of a sweep: the best trial's model becomes a new model version with the
 spec's alias (``challenger``), if the spec's gates let it through.
 
+With several objectives the trial is the Pareto-front trial that ``registry.select``
+picks (:func:`sweep.pareto.select_trial`), and the gates apply to ``select.metric``.
+
 Gates: ``registry.threshold`` (the best value must reach it) and
 ``registry.beat_champion`` (it must beat the version at ``@champion``). A closed gate
 is a decision, not a failure; a best trial without a model is a failure, which fails
@@ -14,8 +17,9 @@ from dataclasses import dataclass
 import optuna
 
 from sweep.errors import NotFoundError
+from sweep.pareto import select_trial
 from sweep.registry import CHAMPION, ModelRegistry, ModelVersion
-from sweep.spec import RegistrySpec, SweepSpec
+from sweep.spec import MetricSpec, RegistrySpec, SweepSpec
 from sweep.study import RUN_ID_ATTR, best_own_trial
 from sweep.tracking import TrackingStore
 from sweep.tracking.artifacts import artifact_location
@@ -38,9 +42,23 @@ def register_best(
     let it through."""
     registry_spec = spec.registry
     assert registry_spec is not None
-    best = best_own_trial(study)  # never a trial copied by warm_start: it has no model
-    if best is None:
-        return Registration(None, "no trial completed, so no model was registered", True)
+    # The metric the version records and the gates compare (None: a weighted rule).
+    metric: MetricSpec | None = spec.metric
+    chosen_by = ""
+    if spec.multi_objective:
+        front = study.best_trials
+        if not front:
+            return Registration(None, "no trial completed, so no model was registered", True)
+        select = registry_spec.select
+        assert select is not None  # the spec refuses several objectives without a rule
+        best, rule = select_trial(front, spec.metric_names, spec.directions, select)
+        chosen_by = f", chosen by registry.select: {rule}"
+        metric = next((m for m in spec.metrics if m.name == select.metric), None)
+    else:
+        own = best_own_trial(study)  # never a trial copied by warm_start: it has no model
+        if own is None:
+            return Registration(None, "no trial completed, so no model was registered", True)
+        best = own
     run_id: str | None = best.system_attrs.get(RUN_ID_ATTR)
     artifacts = tracking.list_artifacts(run_id) if run_id else []
     models = [a for a in artifacts if a.kind == "model"]
@@ -51,10 +69,12 @@ def register_best(
         )
         return Registration(None, message, True)
     name, alias = registry_spec.model_name, registry_spec.alias
-    assert best.value is not None  # the best trial of a single-objective study
-    closed = closed_gate(spec, registry, best.value)
-    if closed:
-        return Registration(None, closed)
+    values = dict(zip(spec.metric_names, best.values, strict=True))
+    value = values[metric.name] if metric is not None else None
+    if metric is not None and value is not None:
+        closed = closed_gate(spec, registry, value, metric)
+        if closed:
+            return Registration(None, closed)
     current = version_at(registry, name, alias)
     if current is not None and current.run_id == run_id:
         message = f"{name} version {current.version} (@{alias}) is already this best trial"
@@ -68,37 +88,43 @@ def register_best(
             "nothing new was registered"
         )
         return Registration(registered, message)
-    reason = f"best trial {best.number} of sweep {spec.name}"
+    reason = f"best trial {best.number} of sweep {spec.name}{chosen_by}"
     version = registry.create_model_version(
         name,
         artifact_location(tracking.get_run(run_id).artifact_uri, models[0].path),
         run_id=run_id,
-        metric_name=spec.metric.name,
-        metric_value=best.value,
+        metric_name=metric.name if metric is not None else None,
+        metric_value=value,
         sweep_name=spec.name,
         trial_number=best.number,
-        tags={spec.metric.name: best.value, "trial_number": best.number},
+        tags={**values, "trial_number": best.number},
         reason=reason,
     )
     registry.set_alias(name, alias, version.version, reason=reason)
     version = registry.get_version(name, version.version)
     gates = _gate_names(registry_spec)
     passed = f" (passed {gates})" if gates else ""
-    return Registration(version, f"registered {name} version {version.version} as @{alias}{passed}")
+    return Registration(
+        version, f"registered {name} version {version.version} as @{alias}{passed}{chosen_by}"
+    )
 
 
-def closed_gate(spec: SweepSpec, registry: ModelRegistry, value: float) -> str | None:
-    """Why the spec's gates refuse ``value``, or None when they let it through."""
+def closed_gate(
+    spec: SweepSpec, registry: ModelRegistry, value: float, metric_spec: MetricSpec | None = None
+) -> str | None:
+    """Why the spec's gates refuse ``value`` of ``metric_spec`` (default: the spec's
+    metric), or None when they let it through."""
     registry_spec = spec.registry
     assert registry_spec is not None
-    maximize = spec.metric.direction == "maximize"
+    metric_spec = metric_spec or spec.metric
+    maximize = metric_spec.direction == "maximize"
 
     def better(a: float, b: float, strict: bool) -> bool:
         if strict:
             return a > b if maximize else a < b
         return a >= b if maximize else a <= b
 
-    metric, threshold = spec.metric.name, registry_spec.threshold
+    metric, threshold = metric_spec.name, registry_spec.threshold
     if threshold is not None and not better(value, threshold, strict=False):
         return (
             f"not registered: the best {metric} {value:.6g} does not pass "

@@ -23,7 +23,7 @@ import json
 import os
 import socket
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
 from sweep.errors import NoActiveRunError
@@ -80,9 +80,18 @@ def should_prune() -> bool:
     return _connected().prune
 
 
-def result(value: float) -> None:
-    """The trial's value (else the last value of the spec's metric counts)."""
-    _connected().send({"op": "result", "value": float(value)})
+def result(value: float | Sequence[float] | Mapping[str, float]) -> None:
+    """The trial's value (else the last value of the spec's metric counts); with
+    several objectives, their values in the spec's order or a mapping by metric name
+    (else the last value of each metric counts)."""
+    sent: Any
+    if isinstance(value, Mapping):
+        sent = {str(k): float(v) for k, v in value.items()}
+    elif isinstance(value, Sequence) and not isinstance(value, str):
+        sent = [float(v) for v in value]
+    else:
+        sent = float(value)
+    _connected().send({"op": "result", "value": sent})
 
 
 #: Set by the runner: the id of the trial's run.

@@ -8,6 +8,7 @@ already finished there.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -84,7 +85,7 @@ class SweepRecord:
 
 def open_study(spec: SweepSpec, db: Database, storage: optuna.storages.BaseStorage) -> optuna.Study:
     """Create the sweep's study in ``storage`` (Optuna's tables in ``db``), or load it if
-    it exists with the same name and direction; with ``warm_start`` and ``enqueue``,
+    it exists with the same name and directions; with ``warm_start`` and ``enqueue``,
     what they add (:mod:`sweep.seeding`)."""
     from sweep.seeding import add_warm_start, enqueue_configs, warm_start_trials
 
@@ -93,27 +94,34 @@ def open_study(spec: SweepSpec, db: Database, storage: optuna.storages.BaseStora
     seeds = []
     if spec.warm_start is not None and not _study_exists(storage, spec.name):
         seeds = warm_start_trials(spec, db, storage)
-    direction = spec.metric.direction
+    directions = spec.directions
     try:
         study = optuna.create_study(
             storage=storage,
             study_name=spec.name,
-            direction=direction,
+            directions=[m.direction for m in spec.metrics],
             load_if_exists=True,
             sampler=spec.sampler.build(),
             pruner=spec.pruner.build(),
         )
     except optuna.exceptions.StorageInternalError as exc:
         raise StorageError(f"cannot create or load study {spec.name!r}: {exc}") from exc
-    existing = study.direction.name.lower()
-    if existing != direction:
+    existing = [d.name.lower() for d in study.directions]
+    if existing != directions:
+        key = "metric.direction" if len(existing) == len(directions) == 1 else "metric"
         raise SpecError(
-            f"study {spec.name!r} already exists in {db.display_url} with direction "
-            f"{existing}, but the spec says {direction}; rename the sweep or fix the direction",
+            f"study {spec.name!r} already exists in {db.display_url} with "
+            f"{_directions(existing)}, but the spec says {_directions(directions)}; rename "
+            "the sweep or fix the metrics",
             file=str(spec.source_path) if spec.source_path else None,
-            key_path="metric.direction",
-            line=spec.line_of("metric.direction"),
+            key_path=key,
+            line=spec.line_of(key),
         )
+    if spec.multi_objective and study.metric_names != spec.metric_names:
+        # Readers without the spec (status, the UI, the Pareto front) name objectives so.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(spec.metric_names)
     if spec.sampler.is_grid:
         enqueue_grid(study, spec, db)
     if seeds:
@@ -121,6 +129,12 @@ def open_study(spec: SweepSpec, db: Database, storage: optuna.storages.BaseStora
     if spec.enqueue:
         enqueue_configs(study, spec, db)
     return study
+
+
+def _directions(directions: list[str]) -> str:
+    if len(directions) == 1:
+        return f"direction {directions[0]}"
+    return f"{len(directions)} objectives ({', '.join(directions)})"
 
 
 def _study_exists(storage: optuna.storages.BaseStorage, name: str) -> bool:
@@ -292,7 +306,10 @@ def count_trials(db: Database, study_id: int) -> TrialCounts:
 
 def best_own_trial(study: optuna.Study) -> FrozenTrial | None:
     """The study's best complete trial among the sweep's own (``warm_start``'s copies
-    are history), or None. One query unless a copy is the best."""
+    are history), or None (always with several objectives: see :mod:`sweep.pareto`).
+    One query unless a copy is the best."""
+    if len(study.directions) > 1:
+        return None
     try:
         best = study.best_trial
     except ValueError:

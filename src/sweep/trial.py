@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
-import numbers
 import os
 import resource
 import time
@@ -32,6 +30,7 @@ from sweep.command import CommandObjective
 from sweep.coordination import Claim, Coordinator, LeaseSettings, RunSeed, retry_tags
 from sweep.ends import HandBack, TrialEnd, WriteNow
 from sweep.errors import MetricFlushError, StorageError
+from sweep.objective_values import check_objective_values
 from sweep.planner import Plan, PlannedSampler
 from sweep.spec import SweepSpec, resolve_objective
 from sweep.storage import Database, StudyStorage
@@ -73,7 +72,7 @@ class TrialOutcome:
     trial_id: int
     number: int
     state: str  # COMPLETE, PRUNED or FAIL
-    value: float | None
+    value: float | None  # the first objective's
     run_id: str
     duration_s: float
     error: str | None = None
@@ -82,6 +81,8 @@ class TrialOutcome:
     # (None where the runner wrote it), and the trial as it ended (for other workers).
     end: TrialEnd | None = None
     trial: optuna.trial.FrozenTrial | None = None
+    #: Every objective's value, in the spec's order (None unless COMPLETE).
+    values: list[float] | None = None
 
 
 class TrackedTrial(optuna.Trial):
@@ -97,19 +98,6 @@ class TrackedTrial(optuna.Trial):
     def report(self, value: float, step: int) -> None:
         super().report(value, step)
         self._sweep_active_run.log_metric(self._sweep_metric_name, value, step)
-
-
-def check_objective_value(result: Any) -> tuple[float | None, str | None]:
-    """The float an objective returned, or why it is not a usable value."""
-    if isinstance(result, bool) or not isinstance(result, numbers.Real):
-        return None, (
-            f"objective returned {type(result).__name__} {result!r:.80}, not a number; "
-            "return the metric as a float"
-        )
-    value = float(result)
-    if math.isnan(value):
-        return None, "objective returned NaN"
-    return value, None
 
 
 class TrialRunner:
@@ -191,8 +179,8 @@ class TrialRunner:
         active = ActiveRun(self.tracking, run)
         started = time.monotonic()
         with activate(active, flush=False):
-            value, state, error, error_trace = self._call_objective(claim.trial_id, active)
-        return self._finish(active, claim, state, value, error, error_trace, started)
+            values, state, error, error_trace = self._call_objective(claim.trial_id, active)
+        return self._finish(active, claim, state, values, error, error_trace, started)
 
     def _run_of(self, claim: Claim) -> Run:
         """The trial's child run, which the claim opened (opened here if it did not),
@@ -227,10 +215,10 @@ class TrialRunner:
 
     def _call_objective(
         self, trial_id: int, active: ActiveRun
-    ) -> tuple[float | None, TrialState, str | None, str | None]:
-        """Run the objective: its value, the trial's state, and the error if it failed."""
+    ) -> tuple[list[float] | None, TrialState, str | None, str | None]:
+        """Run the objective: its values, the trial's state, and the error if it failed."""
         spec = self.context.spec
-        value: float | None = None
+        values: list[float] | None = None
         error: str | None = None
         error_trace: str | None = None
         try:
@@ -238,7 +226,7 @@ class TrialRunner:
             spec.suggest_parameters(trial)
             with memory_cap(spec.resources.memory_mb):
                 result = self.objective(trial)
-            value, error = check_objective_value(result)
+            values, error = check_objective_values(result, spec.metric_names)
             state = TrialState.COMPLETE if error is None else TrialState.FAIL
         except optuna.TrialPruned:
             state = TrialState.PRUNED
@@ -258,16 +246,21 @@ class TrialRunner:
             state = TrialState.FAIL
             error = f"{type(exc).__name__}: {exc}"
             error_trace = traceback.format_exc()
-        if value is not None:
-            active.log_metric(OBJECTIVE_VALUE_KEY, value, 0)
-        return value, state, error, error_trace
+        if values is not None and not spec.multi_objective:
+            active.log_metric(OBJECTIVE_VALUE_KEY, values[0], 0)
+        elif values is not None:
+            # Each objective under its name, at the step after any the objective logged
+            # for it: the run's latest value of each metric is the trial's.
+            for name, value in zip(spec.metric_names, values, strict=True):
+                active.log_metric(name, value)
+        return values, state, error, error_trace
 
     def _finish(
         self,
         active: ActiveRun,
         claim: Claim,
         state: TrialState,
-        value: float | None,
+        values: list[float] | None,
         error: str | None,
         error_trace: str | None,
         started: float,
@@ -298,7 +291,7 @@ class TrialRunner:
             # Study.tell takes the trial number; the sampler's after_trial runs in it.
             self.study.tell(
                 claim.number,
-                value if state == TrialState.COMPLETE else None,
+                values if state == TrialState.COMPLETE else None,
                 state=state,
                 skip_if_finished=True,
             )
@@ -313,13 +306,14 @@ class TrialRunner:
             trial_id=trial_id,
             number=claim.number,
             state=state.name,
-            value=value,
+            value=values[0] if values else None,
             run_id=run_id,
             duration_s=time.monotonic() - started,
             error=error,
             params=params,
             end=self.ends.take(trial_id) if isinstance(self.ends, HandBack) else None,
             trial=self.storage.get_trial(trial_id),
+            values=values,
         )
 
     def close(self) -> None:

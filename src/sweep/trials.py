@@ -66,7 +66,8 @@ class TrialRow:
 class StudyInfo:
     study_id: int
     name: str
-    direction: str  # "minimize" or "maximize"
+    direction: str  # "minimize" or "maximize" (the first objective's)
+    objectives: int = 1  # several: the charts show the first, status the Pareto front
 
 
 def find_study(db: Database, name: str) -> StudyInfo | None:
@@ -76,12 +77,13 @@ def find_study(db: Database, name: str) -> StudyInfo | None:
         study_id = session.scalar(select(STUDIES.c.study_id).where(STUDIES.c.study_name == name))
         if study_id is None:
             return None
-        direction = session.scalar(
-            select(STUDY_DIRECTIONS.c.direction).where(
-                STUDY_DIRECTIONS.c.study_id == study_id, STUDY_DIRECTIONS.c.objective == 0
-            )
-        )
-    return StudyInfo(int(study_id), name, _name(direction or "MINIMIZE").lower())
+        directions = session.execute(
+            select(STUDY_DIRECTIONS.c.direction)
+            .where(STUDY_DIRECTIONS.c.study_id == study_id)
+            .order_by(STUDY_DIRECTIONS.c.objective)
+        ).scalars().all()
+    first = directions[0] if directions else "MINIMIZE"
+    return StudyInfo(int(study_id), name, _name(first).lower(), max(1, len(directions)))
 
 
 def list_study_names(db: Database) -> list[str]:

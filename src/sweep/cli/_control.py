@@ -23,6 +23,7 @@ from sweep.cli import (
 from sweep.cli._launch import _print_summary
 
 if TYPE_CHECKING:  # the CLI imports these lazily: they pull in SQLAlchemy, Ray
+    from sweep.pareto import FrontTrial
     from sweep.trial import TrialOutcome
 
 # -- agents and control ---------------------------------------------------------------
@@ -122,6 +123,8 @@ def status(ctx: click.Context, name: str | None, storage: str | None, as_json: b
             best = (
                 f"best {st.best_value:.6g} (trial {st.best_trial}, {st.direction})"
                 if st.best_value is not None
+                else f"Pareto front of {len(st.pareto_front)} trials"
+                if st.pareto_front
                 else "no complete trial yet"
             )
             console.print(
@@ -134,6 +137,8 @@ def status(ctx: click.Context, name: str | None, storage: str | None, as_json: b
                 + f"; {best}",
                 soft_wrap=True,
             )
+            if st.pareto_front:
+                _print_front(st.metrics, st.direction.split(","), st.pareto_front)
             alive = [w for w in st.workers if st.alive(w)]
             if alive:
                 table = Table("worker", "kind", "host", "pid", "gpus", "last heartbeat")
@@ -147,6 +152,20 @@ def status(ctx: click.Context, name: str | None, storage: str | None, as_json: b
                         _when(w.heartbeat_at),
                     )
                 console.print(table)
+
+
+def _print_front(metrics: list[str], directions: list[str], front: list[FrontTrial]) -> None:
+    """The Pareto front as a table: a trial per row, an objective per column."""
+    table = Table(
+        "trial",
+        *(f"{m} ({d[:3]})" for m, d in zip(metrics, directions, strict=False)),
+        "run",
+        title="Pareto front",
+        title_justify="left",
+    )
+    for t in front:
+        table.add_row(str(t.number), *(f"{t.values[m]:.6g}" for m in metrics), t.run_id or "")
+    console.print(table)
 
 
 def _control_command(action: str, doc: str) -> None:

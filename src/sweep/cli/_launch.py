@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -25,6 +25,7 @@ from sweep.errors import RegistrationError
 if TYPE_CHECKING:  # the CLI imports these lazily: they pull in SQLAlchemy, Ray
     from sweep.cli._progress import LaunchProgress
     from sweep.controller import SweepResult
+    from sweep.pareto import FrontTrial
     from sweep.spec import SweepSpec
     from sweep.study import TrialCounts
     from sweep.trial import TrialOutcome
@@ -104,7 +105,7 @@ def launch(
             spec = spec.model_copy(update={"follow": True})
         _stop_on_signals()
         console.print(f"[bold]sweep[/] {spec.name}: {escape(spec.runs)}")
-        on_start, on_trial = _print_start(spec.parallelism), _print_trial(spec.metric.name)
+        on_start, on_trial = _print_start(spec.parallelism), _print_trial(spec.metric_names)
         progress = _live_progress(spec, storage)
         if progress is not None:
             on_start = _both(on_start, progress.on_start)
@@ -165,10 +166,11 @@ def _print_start(parallelism: int) -> Callable[..., None]:
     return on_start
 
 
-def _print_trial(metric: str) -> Callable[..., None]:
+def _print_trial(metrics: list[str]) -> Callable[..., None]:
     def on_trial(outcome: TrialOutcome, counts: TrialCounts) -> None:
         colour = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red"}[outcome.state]
-        value = f"{metric}={outcome.value:.5g}" if outcome.value is not None else ""
+        values = outcome.values or []
+        value = " ".join(f"{m}={v:.5g}" for m, v in zip(metrics, values, strict=False))
         reason = f" ({escape(outcome.error)})" if outcome.error else ""
         console.print(
             f"  trial {outcome.number:>4} [{colour}]{outcome.state:<8}[/] {value}{reason}"
@@ -178,6 +180,14 @@ def _print_trial(metric: str) -> Callable[..., None]:
         )
 
     return on_trial
+
+
+def front_text(front: Sequence[FrontTrial]) -> str:
+    """The Pareto front in a line: each trial's number and values."""
+    return "; ".join(
+        f"trial {t.number}: " + ", ".join(f"{k}={v:.5g}" for k, v in t.values.items())
+        for t in front
+    )
 
 
 def _print_summary(result: SweepResult, metric: str) -> None:
@@ -199,6 +209,8 @@ def _print_summary(result: SweepResult, metric: str) -> None:
         )
         params = ", ".join(f"{k}={_fmt(v)}" for k, v in result.best_params.items())
         table.add_row("best params", params)
+    if result.pareto_front:
+        table.add_row("pareto front", escape(front_text(result.pareto_front)))
     table.add_row("experiment", result.experiment)
     table.add_row("parent run", result.parent_run_id)
     table.add_row("store", result.storage)

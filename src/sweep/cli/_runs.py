@@ -82,6 +82,12 @@ def runs() -> None:
     metavar="SECONDS",
     help="Cancel the search in the database after this long; default: SWEEP_SEARCH_TIMEOUT or 30.",
 )
+@click.option(
+    "--pareto",
+    is_flag=True,
+    help="Only the runs of the trials on sweep NAME's Pareto front (several objectives; "
+    "with one, its best trials).",
+)
 @_storage_option
 @_json_option
 @click.pass_context
@@ -92,6 +98,7 @@ def runs_list(
     order_by: tuple[str, ...],
     max_results: int,
     timeout_s: float | None,
+    pareto: bool,
     storage: str | None,
     as_json: bool,
 ) -> None:
@@ -100,6 +107,14 @@ def runs_list(
     from sweep.tracking import search_runs
 
     with _errors(ctx.obj["debug"]):
+        if pareto and not (filter_ or order_by):
+            # The front's runs by trial number, however many runs the sweep has.
+            from sweep.pareto import pareto_front
+
+            tracking = _tracking(storage)
+            front = [t.run_id for t in pareto_front(name, storage=storage) if t.run_id]
+            _print_runs([tracking.get_run(run_id) for run_id in front], as_json)
+            return
         # One more than asked tells whether there are more to say so.
         found = search_runs(
             name,
@@ -115,22 +130,31 @@ def runs_list(
                 f"[yellow]showing the first {max_results} runs; raise --max-results to see more[/]"
             )
         found = _with_live_params(found, storage)
-        if as_json:
-            _print_json(found)
-            return
-        table = Table("run", "name", "status", "state", "metrics", "params")
-        for run in found:
-            metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(run.metrics.items()))
-            params = ", ".join(f"{k}={v}" for k, v in sorted(run.params.items()))
-            table.add_row(
-                run.run_id,
-                run.name,
-                run.status.value,
-                run.tags.get("sweep.state", ""),
-                escape(metrics),
-                escape(params),
-            )
-        console.print(table)
+        if pareto:
+            from sweep.pareto import pareto_front
+
+            on_front = {t.run_id for t in pareto_front(name, storage=storage)}
+            found = [run for run in found if run.run_id in on_front]
+        _print_runs(found, as_json)
+
+
+def _print_runs(found: list[Run], as_json: bool) -> None:
+    if as_json:
+        _print_json(found)
+        return
+    table = Table("run", "name", "status", "state", "metrics", "params")
+    for run in found:
+        metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(run.metrics.items()))
+        params = ", ".join(f"{k}={v}" for k, v in sorted(run.params.items()))
+        table.add_row(
+            run.run_id,
+            run.name,
+            run.status.value,
+            run.tags.get("sweep.state", ""),
+            escape(metrics),
+            escape(params),
+        )
+    console.print(table)
 
 
 def _with_live_params(found: list[Run], storage: str | None) -> list[Run]:

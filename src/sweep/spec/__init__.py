@@ -46,6 +46,7 @@ from sweep.spec._model import (
     RegistrySpec,
     ResourcesSpec,
     RetrySpec,
+    SelectSpec,
     SweepSpec,
     TrackingSpec,
 )
@@ -92,6 +93,7 @@ __all__ = [
     "ResourcesSpec",
     "RetrySpec",
     "SamplerSpec",
+    "SelectSpec",
     "SweepSpec",
     "TrackingSpec",
     "WarmStartSpec",

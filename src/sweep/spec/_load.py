@@ -27,6 +27,7 @@ from sweep.spec._common import (
     _yaml_type,
 )
 from sweep.spec._model import SweepSpec
+from sweep.spec._objectives import written_form
 from sweep.spec._optuna import _OptunaComponentSpec
 from sweep.spec._overrides import Override, apply_overrides, attribute, parse_overrides
 from sweep.spec._parameters import _PARAM_BY_TYPE, PARAMETER_TYPES
@@ -47,6 +48,8 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
         return SweepSpec
     if loc[0] == "parameters":
         return _PARAM_BY_TYPE.get(loc[2]) if len(loc) == 3 else None
+    if len(loc) == 2 and loc[0] == "metrics":
+        return SweepSpec.model_fields["metric"].annotation  # type: ignore[return-value]
     if len(loc) == 1 and loc[0] in SweepSpec.model_fields:
         annotation = SweepSpec.model_fields[loc[0]].annotation
         for candidate in (annotation, *typing.get_args(annotation)):
@@ -119,20 +122,32 @@ def _message(err: Mapping[str, Any], loc: tuple[Any, ...], parts: list[str]) -> 
     return f"{message} (got {_yaml_type(value)})"
 
 
+def _error_parts(err: Mapping[str, Any]) -> list[str]:
+    """The key path of a pydantic error, as parts."""
+    parts = _key_path(tuple(err["loc"]))
+    if err["type"] in ("union_tag_not_found", "union_tag_invalid"):
+        parts.append("type")
+    sub_key = (err.get("ctx") or {}).get(_KEY_CTX)
+    if sub_key:
+        parts.append(str(sub_key))
+    return parts
+
+
 def _convert_validation_error(
-    exc: ValidationError, file: str, lines: Mapping[str, int] | None
+    exc: ValidationError, file: str, lines: Mapping[str, int] | None, data: Mapping[str, Any]
 ) -> list[SpecError]:
-    """One SpecError per pydantic error, located by key path and (if known) line."""
+    """One SpecError per pydantic error, located by key path and (if known) line;
+    ``data`` is the spec as written (it says how its objectives are written)."""
     errors: list[SpecError] = []
-    for err in exc.errors(include_url=False):
+    as_written = written_form(data)
+    raw = exc.errors(include_url=False)
+    # An objective's error shows once, under the key the author wrote (metric/metrics).
+    kept = [e for e in raw if as_written(".".join(_error_parts(e))) != ""] or raw
+    for err in kept:
         loc = tuple(err["loc"])
-        parts = _key_path(loc)
-        if err["type"] in ("union_tag_not_found", "union_tag_invalid"):
-            parts.append("type")
-        sub_key = (err.get("ctx") or {}).get(_KEY_CTX)
-        if sub_key:
-            parts.append(str(sub_key))
-        key_path = ".".join(parts) or None
+        parts = _error_parts(err)
+        joined = ".".join(parts)
+        key_path = as_written(joined) or joined or None
         line = _nearest_line(lines, key_path) if lines is not None else None
         errors.append(SpecError(_message(err, loc, parts), file=file, key_path=key_path, line=line))
     # Read top to bottom, like the file.
@@ -162,7 +177,7 @@ def _validate(
     try:
         spec = SweepSpec.model_validate(dict(data))
     except ValidationError as exc:
-        errors = _convert_validation_error(exc, file, None if origin is not None else lines)
+        errors = _convert_validation_error(exc, file, None if origin is not None else lines, data)
         errors = [attribute(e, overrides) for e in errors]
         if origin is not None:
             errors = [e if e.file != file else _to_wandb_key(e, origin, lines) for e in errors]
@@ -393,8 +408,7 @@ def _import_function(spec: SweepSpec, ref: str, key: str, hint: str) -> Callable
         raise fail(_no_such_function(module, module_name, function_name))
     if not callable(function):
         raise fail(
-            f"{module_name}:{function_name} is {type(function).__name__}, not a function; "
-            + hint
+            f"{module_name}:{function_name} is {type(function).__name__}, not a function; " + hint
         )
     return typing.cast(Callable[..., Any], function)
 

@@ -14,6 +14,7 @@ from sweep.spec._base import Int, Number, OptionalText, _SpecModel
 from sweep.spec._command import CollectorSpec, check_command
 from sweep.spec._common import MAX_NAME_LENGTH, NotGriddable, _show, _spec_error
 from sweep.spec._grid import MAX_GRID_POINTS, grid_points, grid_size
+from sweep.spec._objectives import check_objectives, objectives_before
 from sweep.spec._optuna import PRUNERS, SAMPLERS, PrunerSpec, SamplerSpec
 from sweep.spec._overrides import Override
 from sweep.spec._parameters import _PARAM_BY_TYPE, ParameterSpec, stores_other_form
@@ -26,6 +27,7 @@ from sweep.spec._sections import (
     RegistrySpec,
     ResourcesSpec,
     RetrySpec,
+    SelectSpec,
     TrackingSpec,
 )
 from sweep.spec._yaml import _nearest_line
@@ -38,6 +40,7 @@ __all__ = [
     "RegistrySpec",
     "ResourcesSpec",
     "RetrySpec",
+    "SelectSpec",
     "SweepSpec",
     "TrackingSpec",
 ]
@@ -60,7 +63,15 @@ class SweepSpec(_SpecModel):
     parameters: dict[str, ParameterSpec] = Field(
         default_factory=dict, description="a mapping of parameter names to parameter specs"
     )
-    metric: MetricSpec = Field(description="a mapping with name and direction")
+    metric: MetricSpec = Field(
+        description="a mapping with name and direction (or a list of them, one per objective)"
+    )
+    metrics: list[MetricSpec] = Field(
+        default_factory=list,
+        min_length=1,
+        description="the objectives, a list of mappings with name and direction "
+        "(metric is the first)",
+    )
     sampler: SamplerSpec = Field(
         default_factory=lambda: SamplerSpec(name="tpe"),
         description=f"a mapping with name (one of {', '.join(SAMPLERS)}) and options",
@@ -138,7 +149,7 @@ class SweepSpec(_SpecModel):
         if isinstance(data, dict):
             optional = {n for n, f in cls.model_fields.items() if not f.is_required()}
             data = {k: v for k, v in data.items() if not (v is None and k in optional)}
-            data = target_in_budget(_grid_budget(data))
+            data = objectives_before(target_in_budget(_grid_budget(data)))
         return data
 
     @field_validator("command", mode="before")
@@ -174,6 +185,7 @@ class SweepSpec(_SpecModel):
             self._check_grid()
         for key, message in search_problems(self):
             raise _spec_error(message, key)
+        check_objectives(self)
         return self
 
     def _check_grid(self) -> None:
@@ -251,6 +263,22 @@ class SweepSpec(_SpecModel):
         return value
 
     # -- derived values -------------------------------------------------------------------
+
+    @property
+    def multi_objective(self) -> bool:
+        """Whether the sweep has several objectives (``metrics``): a Pareto front, not
+        one best trial."""
+        return len(self.metrics) > 1
+
+    @property
+    def metric_names(self) -> list[str]:
+        """The objectives' names, in order (one for a single-objective sweep)."""
+        return [m.name for m in self.metrics]
+
+    @property
+    def directions(self) -> list[str]:
+        """The objectives' directions, in order."""
+        return [m.direction for m in self.metrics]
 
     @property
     def is_command(self) -> bool:

@@ -36,8 +36,13 @@ SAMPLERS: dict[str, str] = {
     "gp": "GPSampler",
     "qmc": "QMCSampler",
     "nsgaii": "NSGAIISampler",
+    "nsgaiii": "NSGAIIISampler",
     "grid": "GridSampler",  # sweep's own: sweep.spec._grid.GridSampler
 }
+
+#: Samplers that Optuna runs on one objective only (CmaEsSampler raises on a study with
+#: several directions); every other sampler above takes several objectives.
+SINGLE_OBJECTIVE_SAMPLERS = frozenset({"cmaes"})
 
 # Optuna's BruteForceSampler repeats combinations across workers and calls Study.stop()
 # outside optimize(); its name now means sweep's grid, which runs each point once.
@@ -271,7 +276,11 @@ class SamplerSpec(_OptunaComponentSpec):
             options["seed"] = int(options["seed"]) + seed_offset
         if self.name == "tpe":
             return CachingTPESampler(**options)
-        return self.optuna_class(**options)
+        with warnings.catch_warnings():
+            # Optuna marks some samplers experimental (NSGAIIISampler); said once per
+            # worker it is noise in every log.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return self.optuna_class(**options)
 
 
 class PrunerSpec(_OptunaComponentSpec):

@@ -158,6 +158,31 @@ class TrackingSpec(_SpecModel):
 _ALIAS_RE = re.compile(r"[^/@\s]+")
 
 
+class SelectSpec(_SpecModel):
+    """Which trial of a multi-objective sweep's Pareto front is registered: the one best
+    on ``metric``, or the one with the highest ``weights``-weighted sum of its values."""
+
+    metric: OptionalText = Field(
+        default=None, description="the metric whose best Pareto-front trial is registered"
+    )
+    weights: dict[str, Number] | None = Field(
+        default=None,
+        description="metric name -> weight; the Pareto-front trial with the highest "
+        "weighted sum of its values is registered",
+    )
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> SelectSpec:
+        if (self.metric is None) == (self.weights is None):
+            raise _spec_error(
+                "select needs exactly one rule: metric (a metric's name) or weights (a "
+                "mapping of metric names to numbers)"
+            )
+        if self.weights is not None and not any(self.weights.values()):
+            raise _spec_error("weights needs at least one non-zero weight", "weights")
+        return self
+
+
 class RegistrySpec(_SpecModel):
     """Register the best trial's model under ``model_name`` and point ``alias`` at it."""
 
@@ -180,6 +205,11 @@ class RegistrySpec(_SpecModel):
     )
     beat_champion: bool = Field(
         default=False, description="register only a best value better than the @champion's metric"
+    )
+    select: SelectSpec | None = Field(
+        default=None,
+        description="with several objectives, which Pareto-front trial is registered: "
+        "{metric: NAME} or {weights: {NAME: number, ...}}",
     )
 
     @field_validator("model_name")

@@ -45,11 +45,14 @@ class StudyCache:
     name: str | None = None
     directions: list[StudyDirection] | None = None  # known once the study is known to exist
     synced_at: float | None = None  # time.monotonic() of the last read; None: read now
+    held: int = 0  # trials in by_number (fewer than its length: some were not read yet)
 
     def put(self, trial: FrozenTrial) -> None:
         number = trial.number
         if number >= len(self.by_number):
             self.by_number.extend([None] * (number + 1 - len(self.by_number)))
+        if self.by_number[number] is None:
+            self.held += 1
         self.by_number[number] = trial
         for name, distribution in trial.distributions.items():
             self.distributions.setdefault(name, distribution)

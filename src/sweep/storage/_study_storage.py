@@ -310,7 +310,14 @@ class StudyStorage(BaseStorage):
         # Inline, not through helpers: samplers and pruners read the study several times
         # per step, and this is all a read costs when it is served from memory.
         with self._lock:
-            trials = self._cache.sync(study_id, self._own).by_number
+            cache = self._cache.sync(study_id, self._own)
+            if states is None and cache.held < len(cache.by_number):
+                # A trial started elsewhere since the last read (this process holds a
+                # later one, or was told of later ones): read it, as callers of the
+                # whole list index it by number (Optuna's NSGA-II/III do).
+                cache.synced_at = None
+                cache = self._cache.sync(study_id, self._own)
+            trials = cache.by_number
             for own in self._own.values():
                 if own.study_id == study_id:
                     own.handed_out = True  # the next write copies it (OwnTrial.revise)

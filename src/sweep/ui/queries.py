@@ -329,6 +329,8 @@ def _metric_name(db: Database, name: str) -> str:
         text = session.scalar(select(SweepRow.spec_yaml).where(SweepRow.name == name))
     try:
         data: Any = yaml.safe_load(text) if text else None
-        return str(data["metric"]["name"])
-    except (yaml.YAMLError, KeyError, TypeError):
+        metric = data.get("metric") or data.get("metrics")
+        # Several objectives: the first (the UI's charts show the first objective's values).
+        return str((metric[0] if isinstance(metric, list) else metric)["name"])
+    except (yaml.YAMLError, KeyError, TypeError, IndexError, AttributeError):
         return "value"

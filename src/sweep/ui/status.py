@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import select
@@ -15,6 +15,7 @@ from sweep import trials as trial_reads
 from sweep.control import STUDY_DELETED, SweepStatus, coordinator_of
 from sweep.coordination import Coordinator, LeaseSettings
 from sweep.errors import SweepError
+from sweep.pareto import front_of, metric_names
 from sweep.storage import Database, redact
 from sweep.storage.schema import SweepRow
 from sweep.study import TrialCounts, count_trials
@@ -68,6 +69,8 @@ def sweep_status(
         settings = coordinator_of(db, name, optuna_storage(db)).settings
         _settings[key] = cached = (time.monotonic(), settings)
     coordinator = Coordinator(db, optuna_storage(db), name, cached[1])
+    if study.objectives > 1:
+        return _with_front(db, study, name, state, n_trials, coordinator)
     best = trial_reads.best_trial(db, study.study_id, study.direction)
     return SweepStatus(
         name,
@@ -79,6 +82,48 @@ def sweep_status(
         study.direction,
         coordinator.settings.timeout,
         coordinator.workers(),
+    )
+
+
+_fronts: dict[tuple[str, int], tuple[tuple[Any, ...], SweepStatus]] = {}
+
+
+def _with_front(
+    db: Database,
+    study: trial_reads.StudyInfo,
+    name: str,
+    state: str,
+    n_trials: int | None,
+    coordinator: Coordinator,
+) -> SweepStatus:
+    """The status of a sweep with several objectives: its Pareto front, not a best value
+    (the study is read only when a trial started or ended since the last time)."""
+    import optuna
+
+    key, current = (db.url, study.study_id), trial_reads.fingerprint(db, study.study_id)
+    cached = _fronts.get(key)
+    if cached is None or cached[0] != current:
+        loaded = optuna.load_study(study_name=study.name, storage=optuna_storage(db))
+        front = SweepStatus(
+            name,
+            state,
+            n_trials,
+            TrialCounts(),
+            None,
+            None,
+            ",".join(d.name.lower() for d in loaded.directions),
+            0.0,
+            metrics=metric_names(loaded),
+            pareto_front=front_of(loaded),
+        )
+        _fronts[key] = cached = (current, front)
+    return replace(
+        cached[1],
+        state=state,
+        n_trials=n_trials,
+        counts=trial_counts(db, study.study_id),
+        lease_timeout_s=coordinator.settings.timeout,
+        workers=coordinator.workers(),
     )
 
 
