@@ -10,13 +10,11 @@ from sweep.storage._optuna_tables import (
     SYSTEM_ATTRS,
     TRIALS,
     VALUES,
-    StudySlots,
     insert_running_trials,
     insert_system_attrs,
     local_time,
     queue_waiting_trial,
     start_waiting_trials,
-    study_slots,
     system_attr_by_number,
     system_attrs_of,
     unfinished_trials,
@@ -24,6 +22,7 @@ from sweep.storage._optuna_tables import (
 )
 from sweep.storage._own_trials import TrialWrites
 from sweep.storage._retrying import retry_transient
+from sweep.storage._slots import StudySlots, save_slots, study_slots
 from sweep.storage._study_storage import StudyStorage
 from sweep.storage._study_writer import EndSink, write_trials
 from sweep.storage._url import (
@@ -67,6 +66,7 @@ __all__ = [
     "redact",
     "resolve_storage_url",
     "retry_transient",
+    "save_slots",
     "start_waiting_trials",
     "study_slots",
     "system_attr_by_number",
