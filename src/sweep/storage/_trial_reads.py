@@ -41,6 +41,10 @@ class _Parts:
         self.system: dict[str, Any] = {}
 
 
+#: Shapes of search space shared at most (see TrialReader._spaces).
+_MAX_SPACES = 1000
+
+
 class TrialReader:
     """Reads trials from ``db``, remembering the distributions it has parsed (a study has
     a handful of distinct ones and many rows of each). Thread-safe."""
@@ -48,6 +52,11 @@ class TrialReader:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._distributions: dict[str, BaseDistribution] = {}
+        # One dict per shape of search space (name -> distribution), shared by the trials
+        # of that shape: a long sweep's trials would otherwise each hold an equal copy
+        # (about 180 bytes of the 1,600 a trial costs a controller). Trials read here are
+        # never changed in place (a process's own trials revise copies).
+        self._spaces: dict[tuple[tuple[str, int], ...], dict[str, BaseDistribution]] = {}
 
     def load(self, where: tuple[Any, ...]) -> list[FrozenTrial]:
         """The trials matching ``where`` (conditions on Optuna's ``trials`` table), whole,
@@ -73,7 +82,19 @@ class TrialReader:
             self._read_params(session, ids, parts)
             _read_values(session, ids, parts)
             _read_attrs(session, ids, parts)
+        for part in parts.values():
+            part.distributions = self._shared_space(part.distributions)
         return [_frozen(row, parts[row.trial_id]) for row in rows]
+
+    def _shared_space(self, space: dict[str, BaseDistribution]) -> dict[str, BaseDistribution]:
+        # Keyed by identity: the reader parses each distinct distribution once.
+        key = tuple((name, id(distribution)) for name, distribution in space.items())
+        shared = self._spaces.get(key)
+        if shared is None:
+            if len(self._spaces) >= _MAX_SPACES:  # define-by-run spaces without end
+                return space
+            shared = self._spaces[key] = space
+        return shared
 
     def _read_params(
         self, session: Session, ids: ScalarSelect[Any], parts: dict[int, _Parts]
