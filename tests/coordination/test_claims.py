@@ -13,6 +13,7 @@ import pytest
 
 from sweep.coordination import Claim, SweepState
 from sweep.storage import Database
+from sweep.storage import _slots as slots_module
 from sweep.study import TrialCounts, count_trials, set_sweep_status
 from tests.coordination.helpers import claim_all, coordinator, make_sweep
 
@@ -94,13 +95,15 @@ def test_retries_and_killed_trials_use_no_budget(storage_url: str, tmp_path: Pat
     coord.db.dispose()
 
 
+@pytest.mark.parametrize("save_every", [1, 64])
 def test_claims_count_trials_made_outside_them_and_a_study_deleted_behind_their_back(
-    storage_url: str, tmp_path: Path
+    storage_url: str, tmp_path: Path, save_every: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Claims keep the study's counts instead of counting its trials each time: trials
     that Optuna's own API adds between claims, and retries waiting, still take numbers
     and budget exactly; a study deleted with Optuna's tools and made again is counted
-    afresh."""
+    afresh. Whether the counts are stored at every claim or every 64 trials."""
+    monkeypatch.setattr(slots_module, "SAVE_EVERY", save_every)
     make_sweep(storage_url, tmp_path, n_trials=6)
     coord = coordinator(storage_url, max_retries=1)
     worker = coord.register_worker("agent")

@@ -138,7 +138,7 @@ class Recovery:
         if not write_ends(session, self.tracking, [end]):
             return None  # its worker finished it a moment ago after all
         if killed or retry_number is not None:
-            study.uncounted += 1
+            study.uncount()
         if retry_number is not None:
             attrs = {
                 FIXED_PARAMS_ATTR: dict(trial.params),

@@ -38,6 +38,10 @@ from sweep.storage.schema import StudySlotsRow
 _SLOTS = cast(Table, StudySlotsRow.__table__)
 
 
+#: Trials a read may count beyond the stored row before a claim stores it again.
+SAVE_EVERY = 64
+
+
 @dataclass
 class StudySlots:
     """A study's trial slots: its trials (so the next trial's number), those WAITING to
@@ -50,6 +54,10 @@ class StudySlots:
     uncounted: int
     seen: int
     stored: bool = False
+    #: Trials counted beyond the stored row (by the read, or created since).
+    unsaved: int = 0
+    #: Whether a count of trials the stored row covers changed.
+    dirty: bool = False
 
     @property
     def used(self) -> int:
@@ -62,11 +70,19 @@ class StudySlots:
             self.trials += len(trial_ids)
             self.waiting += len(trial_ids) if waiting else 0
             self.seen = max(self.seen, *trial_ids)
+            self.unsaved += len(trial_ids)
 
     def started(self, asked: int, found: int) -> None:
         """``found`` of the ``asked`` waiting trials were started; fewer means none
         are left (Optuna may have started some itself)."""
-        self.waiting = max(0, self.waiting - found) if found >= asked else 0
+        waiting = max(0, self.waiting - found) if found >= asked else 0
+        self.dirty = self.dirty or found > 0 or waiting != self.waiting
+        self.waiting = waiting
+
+    def uncount(self) -> None:
+        """A trial counted before was just marked killed or superseded."""
+        self.uncounted += 1
+        self.dirty = True
 
 
 def study_slots(
@@ -76,22 +92,25 @@ def study_slots(
     (a trial with a system attribute whose key is in ``uncounted`` uses no budget). With
     ``lock``, on PostgreSQL, the study's row is locked as well, as Optuna's own trial
     creation locks it, so that a user's ``enqueue_trial`` cannot interleave with the
-    numbering. Two statements, neither of which reads the trials counted before."""
+    numbering. One statement, which reads none of the trials counted before."""
     postgresql = lock and session.get_bind().dialect.name == "postgresql"
-    row = session.execute(_stored_query(postgresql), {"study_id": study_id}).first()
-    stored = row is not None and row[0] is not None
-    seen, trials, waiting, marked = row if row is not None and stored else (0, 0, 0, 0)
-    since = _since_query(tuple(uncounted))
-    known, new, new_waiting, new_marked, last = session.execute(
-        since, {"study_id": study_id, "seen": seen}
-    ).one()
-    if seen and not known:
+    row = session.execute(
+        _slots_query(tuple(uncounted), postgresql), {"study_id": study_id}
+    ).first()
+    seen, trials, waiting, marked, known, new, new_waiting, new_marked, last = (
+        row if row is not None else (None, 0, 0, 0, 0, 0, 0, 0, None)
+    )
+    stored, stale = seen is not None, False
+    if not stored:
+        seen, trials, waiting, marked = 0, 0, 0, 0
+    elif seen and not known:
         # The trial last counted is gone: the study was deleted behind sweep's back
         # and its id reused (SQLite). Count it afresh.
         seen, trials, waiting, marked = 0, 0, 0, 0
         known, new, new_waiting, new_marked, last = session.execute(
-            since, {"study_id": study_id, "seen": 0}
+            _since_query(tuple(uncounted)), {"study_id": study_id, "seen": 0}
         ).one()
+        stale = True
     return StudySlots(
         study_id,
         trials=int(trials) + int(new) - int(known),
@@ -99,11 +118,18 @@ def study_slots(
         uncounted=int(marked) + int(new_marked or 0),
         seen=int(last) if last is not None else int(seen),
         stored=stored,
+        unsaved=int(new) - int(known),
+        dirty=stale,
     )
 
 
 def save_slots(session: Session, slots: StudySlots) -> None:
-    """Store ``slots`` in the caller's transaction (which holds the claim lock)."""
+    """Store ``slots`` in the caller's transaction (which holds the claim lock) when a
+    count of trials the stored row covers changed, or when more than
+    :data:`SAVE_EVERY` trials are counted beyond it; otherwise the next read counts
+    those again (a statement less for most claims)."""
+    if slots.stored and not slots.dirty and slots.unsaved < SAVE_EVERY:
+        return
     values = {
         "seen_trial_id": slots.seen,
         "trials": slots.trials,
@@ -115,18 +141,46 @@ def save_slots(session: Session, slots: StudySlots) -> None:
     else:
         session.execute(insert(_SLOTS), {"study_id": slots.study_id, **values})
         slots.stored = True
+    slots.unsaved, slots.dirty = 0, False
 
 
 @functools.cache
-def _stored_query(lock: bool) -> Select[Any]:
-    """The study's stored counts (NULLs without a row), locking the study's row with
-    ``lock`` (PostgreSQL)."""
+def _slots_query(uncounted: tuple[str, ...], lock: bool) -> Select[Any]:
+    """The study's stored counts (NULLs without a row) and :func:`_since_query`'s
+    figures from its ``seen_trial_id`` on (from 0 without a row), in one statement;
+    locking the study's row with ``lock`` (PostgreSQL)."""
+    seen = func.coalesce(_SLOTS.c.seen_trial_id, 0)
+    since = (TRIALS.c.study_id == STUDIES.c.study_id, TRIALS.c.trial_id >= seen)
+    later = TRIALS.c.trial_id > seen
+
+    def over(column: Any) -> Any:
+        return select(column).where(*since).scalar_subquery()
+
     query = (
-        select(_SLOTS.c.seen_trial_id, _SLOTS.c.trials, _SLOTS.c.waiting, _SLOTS.c.uncounted)
+        select(
+            _SLOTS.c.seen_trial_id,
+            _SLOTS.c.trials,
+            _SLOTS.c.waiting,
+            _SLOTS.c.uncounted,
+            over(func.count(case((TRIALS.c.trial_id == seen, 1)))),
+            over(func.count()),
+            over(func.count(case((later & (TRIALS.c.state == TrialState.WAITING), 1)))),
+            over(func.count(case((later & _marked(uncounted), 1)))),
+            over(func.max(TRIALS.c.trial_id)),
+        )
         .select_from(STUDIES.outerjoin(_SLOTS, _SLOTS.c.study_id == STUDIES.c.study_id))
         .where(STUDIES.c.study_id == bindparam("study_id"))
     )
     return query.with_for_update(of=STUDIES) if lock else query
+
+
+def _marked(uncounted: tuple[str, ...]) -> Any:
+    """Whether the trial has a system attribute whose key is in ``uncounted``."""
+    return (
+        select(SYSTEM_ATTRS.c.trial_id)
+        .where(SYSTEM_ATTRS.c.trial_id == TRIALS.c.trial_id, SYSTEM_ATTRS.c.key.in_(uncounted))
+        .exists()
+    )
 
 
 @functools.cache
@@ -135,11 +189,7 @@ def _since_query(uncounted: tuple[str, ...]) -> Select[Any]:
     (0 or 1), how many (``seen`` included), WAITING and marked with one of
     ``uncounted`` (``seen`` excluded: counted before), and the last id."""
     later = TRIALS.c.trial_id > bindparam("seen")
-    marked = (
-        select(SYSTEM_ATTRS.c.trial_id)
-        .where(SYSTEM_ATTRS.c.trial_id == TRIALS.c.trial_id, SYSTEM_ATTRS.c.key.in_(uncounted))
-        .exists()
-    )
+    marked = _marked(uncounted)
     return select(
         func.count(case((TRIALS.c.trial_id == bindparam("seen"), 1))),
         func.count(),

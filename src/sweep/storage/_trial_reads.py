@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from optuna.distributions import BaseDistribution, json_to_distribution
 from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial
-from sqlalchemy import ScalarSelect, select
+from sqlalchemy import Float, Integer, ScalarSelect, String, cast, literal, null, select, union_all
 from sqlalchemy.orm import Session
 
 from sweep.storage._optuna_tables import (
@@ -79,9 +79,7 @@ class TrialReader:
             # after the first query are skipped (the next read takes them whole).
             ids = select(TRIALS.c.trial_id).where(*where).scalar_subquery()
             parts = {row.trial_id: _Parts() for row in rows}
-            self._read_params(session, ids, parts)
-            _read_values(session, ids, parts)
-            _read_attrs(session, ids, parts)
+            self._read_parts(session, ids, parts)
         for part in parts.values():
             part.distributions = self._shared_space(part.distributions)
         return [_frozen(row, parts[row.trial_id]) for row in rows]
@@ -96,26 +94,30 @@ class TrialReader:
             shared = self._spaces[key] = space
         return shared
 
-    def _read_params(
+    def _read_parts(
         self, session: Session, ids: ScalarSelect[Any], parts: dict[int, _Parts]
     ) -> None:
-        param_rows = session.execute(
-            select(
-                PARAMS.c.trial_id,
-                PARAMS.c.param_name,
-                PARAMS.c.param_value,
-                PARAMS.c.distribution_json,
-            )
-            .where(PARAMS.c.trial_id.in_(ids))
-            .order_by(PARAMS.c.param_id)
-        )
-        for trial_id, name, value, dist_json in param_rows:
+        """The trials' params, values, reports and attributes: one statement (a round
+        trip per trial read matters to a worker that reads the study each trial)."""
+        value_of = models.TrialValueModel.stored_repr_to_value
+        value_type = models.TrialValueModel.TrialValueType
+        report_of = models.TrialIntermediateValueModel.stored_repr_to_intermediate_value
+        report_type = models.TrialIntermediateValueModel.TrialIntermediateValueType
+        for kind, trial_id, name, number, value, text in session.execute(_parts_query(ids)):
             part = parts.get(trial_id)
             if part is None:
                 continue
-            distribution = self._distribution(dist_json)
-            part.params[name] = distribution.to_external_repr(value)
-            part.distributions[name] = distribution
+            if kind == _PARAM:
+                distribution = self._distribution(text)
+                part.params[name] = distribution.to_external_repr(value)
+                part.distributions[name] = distribution
+            elif kind == _VALUE:
+                part.values[number] = value_of(value, value_type[text])
+            elif kind == _REPORT:
+                part.intermediate[number] = report_of(value, report_type[text])
+            else:
+                attrs = part.user if kind == _USER_ATTR else part.system
+                attrs[name] = json.loads(text)
 
     def _distribution(self, dist_json: str) -> BaseDistribution:
         distribution = self._distributions.get(dist_json)
@@ -125,40 +127,56 @@ class TrialReader:
         return distribution
 
 
-def _read_values(session: Session, ids: ScalarSelect[Any], parts: dict[int, _Parts]) -> None:
-    """The trials' values and intermediate values."""
-    for trial_id, objective, value, value_type in session.execute(
-        select(VALUES.c.trial_id, VALUES.c.objective, VALUES.c.value, VALUES.c.value_type).where(
-            VALUES.c.trial_id.in_(ids)
-        )
-    ):
-        if trial_id in parts:
-            parts[trial_id].values[objective] = models.TrialValueModel.stored_repr_to_value(
-                value, value_type
-            )
-    to_value = models.TrialIntermediateValueModel.stored_repr_to_intermediate_value
-    for trial_id, step, value, value_type in session.execute(
+#: What a row of :func:`_parts_query` holds.
+_PARAM, _VALUE, _REPORT, _USER_ATTR, _SYSTEM_ATTR = range(5)
+
+
+def _parts_query(ids: ScalarSelect[Any]) -> Any:
+    """The rows of trials ``ids`` in the five tables beside ``trials``, as ``(kind,
+    trial_id, name, number, value, text)``: a param (name, its id for the order, its
+    internal value, its distribution's JSON), a value (objective, value, its type), a
+    report (step, value, its type), an attribute (key, JSON)."""
+    no_name, no_number, no_value = cast(null(), String), cast(null(), Integer), cast(null(), Float)
+    parts = [
         select(
+            literal(_PARAM),
+            PARAMS.c.trial_id,
+            cast(PARAMS.c.param_name, String),
+            PARAMS.c.param_id,
+            PARAMS.c.param_value,
+            cast(PARAMS.c.distribution_json, String),
+        ).where(PARAMS.c.trial_id.in_(ids)),
+        select(
+            literal(_VALUE),
+            VALUES.c.trial_id,
+            no_name,
+            VALUES.c.objective,
+            VALUES.c.value,
+            cast(VALUES.c.value_type, String),
+        ).where(VALUES.c.trial_id.in_(ids)),
+        select(
+            literal(_REPORT),
             INTERMEDIATE_VALUES.c.trial_id,
+            no_name,
             INTERMEDIATE_VALUES.c.step,
             INTERMEDIATE_VALUES.c.intermediate_value,
-            INTERMEDIATE_VALUES.c.intermediate_value_type,
-        ).where(INTERMEDIATE_VALUES.c.trial_id.in_(ids))
-    ):
-        if trial_id in parts:
-            parts[trial_id].intermediate[step] = to_value(value, value_type)
-
-
-def _read_attrs(session: Session, ids: ScalarSelect[Any], parts: dict[int, _Parts]) -> None:
-    """The trials' user and system attributes."""
-    for table, kind in ((USER_ATTRS, "user"), (SYSTEM_ATTRS, "system")):
-        for trial_id, key, value_json in session.execute(
-            select(table.c.trial_id, table.c.key, table.c.value_json).where(
-                table.c.trial_id.in_(ids)
-            )
-        ):
-            if trial_id in parts:
-                getattr(parts[trial_id], kind)[key] = json.loads(value_json)
+            cast(INTERMEDIATE_VALUES.c.intermediate_value_type, String),
+        ).where(INTERMEDIATE_VALUES.c.trial_id.in_(ids)),
+        *(
+            select(
+                literal(kind),
+                table.c.trial_id,
+                cast(table.c.key, String),
+                no_number,
+                no_value,
+                cast(table.c.value_json, String),
+            ).where(table.c.trial_id.in_(ids))
+            for kind, table in ((_USER_ATTR, USER_ATTRS), (_SYSTEM_ATTR, SYSTEM_ATTRS))
+        ),
+    ]
+    union = union_all(*parts).subquery()
+    # Params in the order they were set (their ids), as Optuna reads them.
+    return select(union).order_by(union.c[0], union.c[3])
 
 
 def _frozen(row: Sequence[Any], part: _Parts) -> FrozenTrial:
