@@ -3,6 +3,7 @@ instead of one ORM object per row."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -10,7 +11,17 @@ from typing import TYPE_CHECKING, Any
 from optuna.distributions import BaseDistribution, json_to_distribution
 from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial
-from sqlalchemy import Float, Integer, ScalarSelect, String, cast, literal, null, select, union_all
+from sqlalchemy import (
+    Float,
+    Integer,
+    String,
+    bindparam,
+    cast,
+    literal,
+    null,
+    select,
+    union_all,
+)
 from sqlalchemy.orm import Session
 
 from sweep.storage._optuna_tables import (
@@ -75,11 +86,16 @@ class TrialReader:
             ).all()
             if not rows:
                 return []
-            # Each query sees what was committed when it ran: rows of trials created
-            # after the first query are skipped (the next read takes them whole).
-            ids = select(TRIALS.c.trial_id).where(*where).scalar_subquery()
             parts = {row.trial_id: _Parts() for row in rows}
-            self._read_parts(session, ids, parts)
+            if len(rows) <= _BY_IDS:
+                # The usual read, a few trials: a statement built and compiled once.
+                self._read_parts(session, _parts_by_ids(), parts, {"ids": list(parts)})
+            else:
+                # Each query sees what was committed when it ran: rows of trials
+                # created after the first query are skipped (the next read takes them
+                # whole).
+                ids = select(TRIALS.c.trial_id).where(*where).scalar_subquery()
+                self._read_parts(session, _parts_query(ids), parts, {})
         for part in parts.values():
             part.distributions = self._shared_space(part.distributions)
         return [_frozen(row, parts[row.trial_id]) for row in rows]
@@ -95,7 +111,7 @@ class TrialReader:
         return shared
 
     def _read_parts(
-        self, session: Session, ids: ScalarSelect[Any], parts: dict[int, _Parts]
+        self, session: Session, query: Any, parts: dict[int, _Parts], ids: dict[str, Any]
     ) -> None:
         """The trials' params, values, reports and attributes: one statement (a round
         trip per trial read matters to a worker that reads the study each trial)."""
@@ -103,7 +119,7 @@ class TrialReader:
         value_type = models.TrialValueModel.TrialValueType
         report_of = models.TrialIntermediateValueModel.stored_repr_to_intermediate_value
         report_type = models.TrialIntermediateValueModel.TrialIntermediateValueType
-        for kind, trial_id, name, number, value, text in session.execute(_parts_query(ids)):
+        for kind, trial_id, name, number, value, text in session.execute(query, ids):
             part = parts.get(trial_id)
             if part is None:
                 continue
@@ -131,7 +147,18 @@ class TrialReader:
 _PARAM, _VALUE, _REPORT, _USER_ATTR, _SYSTEM_ATTR = range(5)
 
 
-def _parts_query(ids: ScalarSelect[Any]) -> Any:
+#: Reads of up to this many trials name them (a statement compiled once); larger ones
+#: select them again in a subquery (a database's limit on bound values).
+_BY_IDS = 500
+
+
+@functools.cache
+def _parts_by_ids() -> Any:
+    """:func:`_parts_query` of the trials whose ids are bound as ``ids``."""
+    return _parts_query(bindparam("ids", expanding=True))
+
+
+def _parts_query(ids: Any) -> Any:
     """The rows of trials ``ids`` in the five tables beside ``trials``, as ``(kind,
     trial_id, name, number, value, text)``: a param (name, its id for the order, its
     internal value, its distribution's JSON), a value (objective, value, its type), a
