@@ -101,7 +101,10 @@ def _measure(url: str, scratch: Path, trials: int) -> dict[str, Any]:
             # What a trial costs beyond its objective (claim, study read, end), paired
             # per trial, so that load on the machine cancels out more than in medians.
             "beyond_objective": round(
-                _median_ms([t - o for t, o in zip(timings["trial"], timings["objective"])]), 2
+                _median_ms(
+                    [t - o for t, o in zip(timings["trial"], timings["objective"], strict=True)]
+                ),
+                2,
             ),
             "target_ratio": TARGET,
         }
