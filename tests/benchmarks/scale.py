@@ -11,6 +11,10 @@
 - **Flat claims**: one sweep without a budget whose study is pre-filled (``COPY``) with
   1,000, then 10,000, then 100,000 finished trials; at each size ``claims`` claims in
   turn from one coordinator, their median and p99 latency.
+- **Controller memory**: the dispatcher's view of a study (its study storage, TPE
+  sampler and planner) as the study grows to ``memory`` finished trials, read a few
+  thousand at a time: the process's RSS growth, then (a second pass) Python's traced
+  memory and its largest holders.
 
 The agents share this process's interpreter (2 cores here): claims per second is bounded
 by Python's CPU more than by PostgreSQL; the latencies include waiting for the GIL. Each
