@@ -26,6 +26,7 @@ from sweep.storage.schema import (
     ParamRow,
     RunInputRow,
     RunRow,
+    StudySlotsRow,
     SweepRow,
     TagRow,
     TrialLeaseRow,
@@ -109,6 +110,8 @@ def _delete(db: Database, name: str, dry_run: bool) -> Deletion:
         _remove_rows(db, name, record.parent_run_id, gone, kept)
     if study is not None:
         optuna.delete_study(study_name=study.name, storage=db.optuna_storage())
+        with db.session() as session:
+            session.execute(delete(StudySlotsRow).where(StudySlotsRow.study_id == study.study_id))
     return result
 
 

@@ -39,7 +39,7 @@ def _samples(spec: SweepSpec, n: int) -> list[dict[str, Any]]:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
-        directions=list(spec.directions), sampler=spec.sampler.build(seed_offset=1)
+        directions=[m.direction for m in spec.metrics], sampler=spec.sampler.build(seed_offset=1)
     )
     if spec.sampler.is_grid:
         enqueue_grid(study, spec)  # a grid sweep's points, in the order they run

@@ -257,6 +257,22 @@ def main() -> None:
     lp.add_argument("--writers", default="1,2", help="concurrent ingest writers to try")
     lp.add_argument("--end-to-end", type=int, default=1_000_000, help="points via log_metric")
     lp.add_argument("--nested-runs", type=int, default=300)
+    sp = sub.add_parser(
+        "scale",
+        help="64 agents claiming against one PostgreSQL; claim cost from 1k to 100k trials",
+        parents=[common],
+    )
+    sp.add_argument("--agents", type=int, default=64, help="concurrent agent workers")
+    sp.add_argument("--trials", type=int, default=2000, help="the agents' budget")
+    sp.add_argument(
+        "--prefill", default="1000,10000,100000", help="finished trials before timed claims"
+    )
+    sp.add_argument("--claims", type=int, default=200, help="timed claims per prefill size")
+    sp.add_argument(
+        "--memory",
+        default="10000,20000,50000,100000",
+        help="finished trials at which the controller's view is measured",
+    )
     up = sub.add_parser(
         "ui-pages", help="sweep ui page times on a 10,000-trial sweep", parents=[common]
     )
@@ -310,6 +326,12 @@ def main() -> None:
             args.end_to_end,
             args.nested_runs,
         )
+    elif args.scenario == "scale":
+        from tests.benchmarks import scale
+
+        sizes = [int(n) for n in args.prefill.split(",") if n]
+        memory = [int(n) for n in args.memory.split(",") if n]
+        result = scale.run(args.agents, args.trials, sizes, args.claims, memory)
     elif args.scenario == "ui-pages":
         from tests.benchmarks import ui_pages
 

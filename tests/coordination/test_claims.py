@@ -13,6 +13,7 @@ import pytest
 
 from sweep.coordination import Claim, SweepState
 from sweep.storage import Database
+from sweep.storage import _slots as slots_module
 from sweep.study import TrialCounts, count_trials, set_sweep_status
 from tests.coordination.helpers import claim_all, coordinator, make_sweep
 
@@ -91,6 +92,44 @@ def test_retries_and_killed_trials_use_no_budget(storage_url: str, tmp_path: Pat
     assert coord.claim(worker) is None and coord.budget_used() == 2
     counts = count_trials(coord.db, coord.study_id)
     assert counts == TrialCounts(running=2, retried=1, killed=1)
+    coord.db.dispose()
+
+
+@pytest.mark.parametrize("save_every", [1, 64])
+def test_claims_count_trials_made_outside_them_and_a_study_deleted_behind_their_back(
+    storage_url: str, tmp_path: Path, save_every: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Claims keep the study's counts instead of counting its trials each time: trials
+    that Optuna's own API adds between claims, and retries waiting, still take numbers
+    and budget exactly; a study deleted with Optuna's tools and made again is counted
+    afresh. Whether the counts are stored at every claim or every 64 trials."""
+    monkeypatch.setattr(slots_module, "SAVE_EVERY", save_every)
+    make_sweep(storage_url, tmp_path, n_trials=6)
+    coord = coordinator(storage_url, max_retries=1)
+    worker = coord.register_worker("agent")
+    first = coord.claim(worker)
+    study = optuna.load_study(study_name="slots", storage=coord.storage)
+    study.enqueue_trial({"x": 1.0})  # a user's trial, numbered by Optuna: 1
+    asked = study.ask()  # a trial Optuna starts itself: the one just enqueued
+    assert first is not None and first.number == 0 and asked.number == 1
+    study.enqueue_trial({"x": 2.0})  # waiting, number 2
+    lost = coord.fail_lost(first.trial_id, "its worker died")  # retried as number 3
+    assert lost is not None and lost.retry_number == 3
+    claims = coord.claim_many([(worker, None)] * 6)
+    # The two waiting first (oldest first), then new ones while the budget has room:
+    # 0 (superseded) uses none, 1, 2, 3 do, 4 to 6 fill it.
+    assert [c.number for c in claims] == [2, 3, 4, 5, 6]
+    assert coord.budget_used() == 6 and coord.claim(worker) is None
+    for claim in claims:
+        coord.release(claim.trial_id)
+    coord.db.dispose()
+
+    optuna.delete_study(study_name="slots", storage=storage_url)
+    make_sweep(storage_url, tmp_path, n_trials=3)
+    coord = coordinator(storage_url)
+    worker = coord.register_worker("agent")
+    assert [c.number for c in coord.claim_many([(worker, None)] * 4)] == [0, 1, 2]
+    assert coord.budget_used() == 3
     coord.db.dispose()
 
 

@@ -22,6 +22,7 @@ from sweep.storage import (
     insert_running_trials,
     insert_system_attrs,
     local_time,
+    save_slots,
     start_waiting_trials,
     study_slots,
     system_attr_by_number,
@@ -108,7 +109,9 @@ def retry_tags(attrs: dict[str, Any], retry_of_run: str | None) -> dict[str, Any
 
 def slots(session: Session, study_id: int, *, lock: bool) -> StudySlots:
     """The study's trials, those waiting and the budget used (every trial not killed or
-    superseded); with ``lock``, on PostgreSQL, the study's row is locked too."""
+    superseded), without reading the trials counted before; with ``lock`` (the caller
+    holds the claim lock and saves what it changes), on PostgreSQL, the study's row is
+    locked too."""
     return study_slots(session, study_id, uncounted=UNCOUNTED, lock=lock)
 
 
@@ -207,16 +210,20 @@ class Claims:
         retries), then new trials while the budget has room; ``(trial_id, number)``
         each, in two lists."""
         study = slots(session, self.study_id, lock=True)
-        taken = (
-            start_waiting_trials(session, self.study_id, wanted, started) if study.waiting else []
-        )
+        taken = []
+        if study.waiting:
+            taken = start_waiting_trials(session, self.study_id, wanted, started)
+            study.started(wanted, len(taken))
         new = wanted - len(taken)
         if n_trials is not None:
             new = min(new, max(0, n_trials - study.used))
         # Numbered as Optuna numbers them: the trials before it in the study (exact
         # under the claim lock and the study's row lock).
         numbers = range(study.trials, study.trials + new)
-        return taken, insert_running_trials(session, self.study_id, numbers, started)
+        created = insert_running_trials(session, self.study_id, numbers, started)
+        study.created([trial_id for trial_id, _ in created])
+        save_slots(session, study)
+        return taken, created
 
     def _retried_runs(self, session: Session, attrs: dict[int, dict[str, Any]]) -> dict[int, str]:
         """The run of the trial each retry among ``attrs`` retries, by the retry's id."""

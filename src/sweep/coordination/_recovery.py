@@ -19,6 +19,7 @@ from sweep.storage import (
     TrialLeaseRow,
     TrialWrites,
     queue_waiting_trial,
+    save_slots,
     unfinished_trials,
 )
 from sweep.study import ERROR_ATTR, KILLED_ATTR, RUN_ID_ATTR, SUPERSEDED_ATTR
@@ -126,21 +127,28 @@ class Recovery:
             return None
         attempt = int(trial.system_attrs.get(ATTEMPT_ATTR, 0))
         retry = retry and not killed and attempt < self.settings.max_retries
-        # The retry takes the study's next number (exact under the claim lock).
-        retry_number = slots(session, self.study_id, lock=True).trials if retry else None
+        # Read before the trial is marked, so that its mark is counted once; the retry
+        # takes the study's next number (exact under the claim lock).
+        study = slots(session, self.study_id, lock=True)
+        retry_number = study.trials if retry else None
         run_id = trial.system_attrs.get(RUN_ID_ATTR)
         if run_id and not self.tracking.run_exists(run_id):
             run_id = None  # its worker died before it could open the run
         end = _lost_end(trial_id, reason, run_id, retry_number, killed)
         if not write_ends(session, self.tracking, [end]):
             return None  # its worker finished it a moment ago after all
+        if killed or retry_number is not None:
+            study.uncount()
         if retry_number is not None:
             attrs = {
                 FIXED_PARAMS_ATTR: dict(trial.params),
                 RETRY_OF_ATTR: trial.number,
                 ATTEMPT_ATTR: attempt + 1,
             }
-            queue_waiting_trial(session, self.study_id, retry_number, attrs)
+            study.created(
+                [queue_waiting_trial(session, self.study_id, retry_number, attrs)], waiting=True
+            )
+        save_slots(session, study)
         logger.warning("trial %d failed: %s", trial.number, reason)
         return LostTrial(trial_id, trial.number, run_id, reason, retry_number)
 

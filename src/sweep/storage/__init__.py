@@ -10,14 +10,12 @@ from sweep.storage._optuna_tables import (
     SYSTEM_ATTRS,
     TRIALS,
     VALUES,
-    StudySlots,
     insert_running_trials,
     insert_system_attrs,
     local_time,
     progress_since_best,
     queue_waiting_trial,
     start_waiting_trials,
-    study_slots,
     system_attr_by_number,
     system_attrs_of,
     unfinished_trials,
@@ -25,6 +23,7 @@ from sweep.storage._optuna_tables import (
 )
 from sweep.storage._own_trials import TrialWrites
 from sweep.storage._retrying import retry_transient
+from sweep.storage._slots import StudySlots, save_slots, study_slots
 from sweep.storage._study_storage import StudyStorage
 from sweep.storage._study_writer import EndSink, write_trials
 from sweep.storage._url import (
@@ -69,6 +68,7 @@ __all__ = [
     "redact",
     "resolve_storage_url",
     "retry_transient",
+    "save_slots",
     "start_waiting_trials",
     "study_slots",
     "system_attr_by_number",

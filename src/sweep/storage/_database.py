@@ -246,6 +246,11 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     # WAL lets readers and one writer work at once; it is a property of the file.
     cursor.execute("PRAGMA journal_mode=WAL")
+    # FULL syncs the WAL at each commit: a finished trial survives the machine losing
+    # power, not only its process dying. NORMAL (sync at checkpoints) saves about 5 ms a
+    # commit but may undo every commit since the last checkpoint on a power loss, and
+    # losing finished trials when a machine dies is what sweep exists to prevent.
+    cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 

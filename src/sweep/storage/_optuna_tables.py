@@ -8,15 +8,13 @@ its functions or through Optuna's API.
 from __future__ import annotations
 
 import datetime
-import functools
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, overload
 
 from optuna.storages._rdb import models
 from optuna.trial import TrialState
-from sqlalchemy import ColumnElement, ScalarSelect, Select, bindparam, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from sweep.storage.sql import insert_rows
@@ -51,48 +49,6 @@ def local_time(stored: datetime.datetime | None) -> datetime.datetime | None:
 #
 # Each function runs in the caller's session (one transaction, under the sweep's claim
 # lock where it writes) and names the rows it touches; none commits.
-
-
-@dataclass(frozen=True)
-class StudySlots:
-    """A study's trial slots: its trials (so the next trial's number), those WAITING to
-    run, and the budget used (the trials not marked with one of the uncounted keys)."""
-
-    trials: int
-    waiting: int
-    used: int
-
-
-def study_slots(
-    session: Session, study_id: int, *, uncounted: Sequence[str], lock: bool = False
-) -> StudySlots:
-    """The study's :class:`StudySlots`, in one query; a trial with a system attribute
-    whose key is in ``uncounted`` uses no budget. With ``lock``, on PostgreSQL, the
-    study's row is locked as well, as Optuna's own trial creation locks it, so that a
-    user's ``enqueue_trial`` cannot interleave with the numbering."""
-    postgresql = lock and session.get_bind().dialect.name == "postgresql"
-    query = _slots_query(tuple(uncounted), postgresql)
-    trials, waiting, used = session.execute(query, {"study_id": study_id}).one()
-    return StudySlots(int(trials), int(waiting), int(used))
-
-
-@functools.cache
-def _slots_query(uncounted: tuple[str, ...], lock: bool) -> Select[int, int, int]:
-    """:func:`study_slots`'s query, built once (``lock``: the study's row, PostgreSQL)."""
-    of_study = TRIALS.c.study_id == STUDIES.c.study_id
-    marked = (
-        select(SYSTEM_ATTRS.c.trial_id)
-        .where(SYSTEM_ATTRS.c.trial_id == TRIALS.c.trial_id, SYSTEM_ATTRS.c.key.in_(uncounted))
-        .exists()
-    )
-
-    def count(*where: ColumnElement[bool]) -> ScalarSelect[int]:
-        return select(func.count()).select_from(TRIALS).where(of_study, *where).scalar_subquery()
-
-    query = select(count(), count(TRIALS.c.state == TrialState.WAITING), count(~marked)).where(
-        STUDIES.c.study_id == bindparam("study_id")
-    )
-    return query.with_for_update(of=STUDIES) if lock else query
 
 
 def progress_since_best(

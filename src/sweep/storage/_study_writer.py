@@ -43,6 +43,19 @@ def write_trials(session: Session, writes: Sequence[TrialWrites]) -> set[int]:
     in the database (another process ended them) are skipped; returns the ids written."""
     if not writes:
         return set()
+    if len(writes) == 1 and writes[0].state is not None:
+        # One trial's end (an agent's): ended only while RUNNING, in one statement that
+        # locks its row as the query below would.
+        end = writes[0]
+        running = set(
+            session.execute(
+                update(TRIALS)
+                .where(TRIALS.c.trial_id == end.trial_id, TRIALS.c.state == TrialState.RUNNING)
+                .values(state=end.state, datetime_complete=end.ended_at or utc_now())
+                .returning(TRIALS.c.trial_id)
+            ).scalars()
+        )
+        return _write_rest(session, [end] if running else [], running)
     running = set(
         session.execute(
             select(TRIALS.c.trial_id)
@@ -66,6 +79,11 @@ def write_trials(session: Session, writes: Sequence[TrialWrites]) -> set[int]:
             .values(state=bindparam("end_state"), datetime_complete=bindparam("ended_at")),
             ends,
         )
+    return _write_rest(session, writes, running)
+
+
+def _write_rest(session: Session, writes: Sequence[TrialWrites], running: set[int]) -> set[int]:
+    """Everything but the trials' states, for ``writes`` (those still RUNNING)."""
     params = [row for w in writes for row in w.params]
     if params:
         insert_rows(session, PARAMS, params)

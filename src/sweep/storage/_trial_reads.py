@@ -3,6 +3,7 @@ instead of one ORM object per row."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -10,7 +11,17 @@ from typing import TYPE_CHECKING, Any
 from optuna.distributions import BaseDistribution, json_to_distribution
 from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial
-from sqlalchemy import ScalarSelect, select
+from sqlalchemy import (
+    Float,
+    Integer,
+    String,
+    bindparam,
+    cast,
+    literal,
+    null,
+    select,
+    union_all,
+)
 from sqlalchemy.orm import Session
 
 from sweep.storage._optuna_tables import (
@@ -41,6 +52,10 @@ class _Parts:
         self.system: dict[str, Any] = {}
 
 
+#: Shapes of search space shared at most (see TrialReader._spaces).
+_MAX_SPACES = 1000
+
+
 class TrialReader:
     """Reads trials from ``db``, remembering the distributions it has parsed (a study has
     a handful of distinct ones and many rows of each). Thread-safe."""
@@ -48,6 +63,11 @@ class TrialReader:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._distributions: dict[str, BaseDistribution] = {}
+        # One dict per shape of search space (name -> distribution), shared by the trials
+        # of that shape: a long sweep's trials would otherwise each hold an equal copy
+        # (about 180 bytes of the 1,600 a trial costs a controller). Trials read here are
+        # never changed in place (a process's own trials revise copies).
+        self._spaces: dict[tuple[tuple[str, int], ...], dict[str, BaseDistribution]] = {}
 
     def load(self, where: tuple[Any, ...]) -> list[FrozenTrial]:
         """The trials matching ``where`` (conditions on Optuna's ``trials`` table), whole,
@@ -66,35 +86,54 @@ class TrialReader:
             ).all()
             if not rows:
                 return []
-            # Each query sees what was committed when it ran: rows of trials created
-            # after the first query are skipped (the next read takes them whole).
-            ids = select(TRIALS.c.trial_id).where(*where).scalar_subquery()
             parts = {row.trial_id: _Parts() for row in rows}
-            self._read_params(session, ids, parts)
-            _read_values(session, ids, parts)
-            _read_attrs(session, ids, parts)
+            if len(rows) <= _BY_IDS:
+                # The usual read, a few trials: a statement built and compiled once.
+                self._read_parts(session, _parts_by_ids(), parts, {"ids": list(parts)})
+            else:
+                # Each query sees what was committed when it ran: rows of trials
+                # created after the first query are skipped (the next read takes them
+                # whole).
+                ids = select(TRIALS.c.trial_id).where(*where).scalar_subquery()
+                self._read_parts(session, _parts_query(ids), parts, {})
+        for part in parts.values():
+            part.distributions = self._shared_space(part.distributions)
         return [_frozen(row, parts[row.trial_id]) for row in rows]
 
-    def _read_params(
-        self, session: Session, ids: ScalarSelect[Any], parts: dict[int, _Parts]
+    def _shared_space(self, space: dict[str, BaseDistribution]) -> dict[str, BaseDistribution]:
+        # Keyed by identity: the reader parses each distinct distribution once.
+        key = tuple((name, id(distribution)) for name, distribution in space.items())
+        shared = self._spaces.get(key)
+        if shared is None:
+            if len(self._spaces) >= _MAX_SPACES:  # define-by-run spaces without end
+                return space
+            shared = self._spaces[key] = space
+        return shared
+
+    def _read_parts(
+        self, session: Session, query: Any, parts: dict[int, _Parts], ids: dict[str, Any]
     ) -> None:
-        param_rows = session.execute(
-            select(
-                PARAMS.c.trial_id,
-                PARAMS.c.param_name,
-                PARAMS.c.param_value,
-                PARAMS.c.distribution_json,
-            )
-            .where(PARAMS.c.trial_id.in_(ids))
-            .order_by(PARAMS.c.param_id)
-        )
-        for trial_id, name, value, dist_json in param_rows:
+        """The trials' params, values, reports and attributes: one statement (a round
+        trip per trial read matters to a worker that reads the study each trial)."""
+        value_of = models.TrialValueModel.stored_repr_to_value
+        value_type = models.TrialValueModel.TrialValueType
+        report_of = models.TrialIntermediateValueModel.stored_repr_to_intermediate_value
+        report_type = models.TrialIntermediateValueModel.TrialIntermediateValueType
+        for kind, trial_id, name, number, value, text in session.execute(query, ids):
             part = parts.get(trial_id)
             if part is None:
                 continue
-            distribution = self._distribution(dist_json)
-            part.params[name] = distribution.to_external_repr(value)
-            part.distributions[name] = distribution
+            if kind == _PARAM:
+                distribution = self._distribution(text)
+                part.params[name] = distribution.to_external_repr(value)
+                part.distributions[name] = distribution
+            elif kind == _VALUE:
+                part.values[number] = value_of(value, value_type[text])
+            elif kind == _REPORT:
+                part.intermediate[number] = report_of(value, report_type[text])
+            else:
+                attrs = part.user if kind == _USER_ATTR else part.system
+                attrs[name] = json.loads(text)
 
     def _distribution(self, dist_json: str) -> BaseDistribution:
         distribution = self._distributions.get(dist_json)
@@ -104,40 +143,67 @@ class TrialReader:
         return distribution
 
 
-def _read_values(session: Session, ids: ScalarSelect[Any], parts: dict[int, _Parts]) -> None:
-    """The trials' values and intermediate values."""
-    for trial_id, objective, value, value_type in session.execute(
-        select(VALUES.c.trial_id, VALUES.c.objective, VALUES.c.value, VALUES.c.value_type).where(
-            VALUES.c.trial_id.in_(ids)
-        )
-    ):
-        if trial_id in parts:
-            parts[trial_id].values[objective] = models.TrialValueModel.stored_repr_to_value(
-                value, value_type
-            )
-    to_value = models.TrialIntermediateValueModel.stored_repr_to_intermediate_value
-    for trial_id, step, value, value_type in session.execute(
+#: What a row of :func:`_parts_query` holds.
+_PARAM, _VALUE, _REPORT, _USER_ATTR, _SYSTEM_ATTR = range(5)
+
+
+#: Reads of up to this many trials name them (a statement compiled once); larger ones
+#: select them again in a subquery (a database's limit on bound values).
+_BY_IDS = 500
+
+
+@functools.cache
+def _parts_by_ids() -> Any:
+    """:func:`_parts_query` of the trials whose ids are bound as ``ids``."""
+    return _parts_query(bindparam("ids", expanding=True))
+
+
+def _parts_query(ids: Any) -> Any:
+    """The rows of trials ``ids`` in the five tables beside ``trials``, as ``(kind,
+    trial_id, name, number, value, text)``: a param (name, its id for the order, its
+    internal value, its distribution's JSON), a value (objective, value, its type), a
+    report (step, value, its type), an attribute (key, JSON)."""
+    no_name, no_number, no_value = cast(null(), String), cast(null(), Integer), cast(null(), Float)
+    parts = [
         select(
+            literal(_PARAM),
+            PARAMS.c.trial_id,
+            cast(PARAMS.c.param_name, String),
+            PARAMS.c.param_id,
+            PARAMS.c.param_value,
+            cast(PARAMS.c.distribution_json, String),
+        ).where(PARAMS.c.trial_id.in_(ids)),
+        select(
+            literal(_VALUE),
+            VALUES.c.trial_id,
+            no_name,
+            VALUES.c.objective,
+            VALUES.c.value,
+            cast(VALUES.c.value_type, String),
+        ).where(VALUES.c.trial_id.in_(ids)),
+        select(
+            literal(_REPORT),
             INTERMEDIATE_VALUES.c.trial_id,
+            no_name,
             INTERMEDIATE_VALUES.c.step,
             INTERMEDIATE_VALUES.c.intermediate_value,
-            INTERMEDIATE_VALUES.c.intermediate_value_type,
-        ).where(INTERMEDIATE_VALUES.c.trial_id.in_(ids))
-    ):
-        if trial_id in parts:
-            parts[trial_id].intermediate[step] = to_value(value, value_type)
-
-
-def _read_attrs(session: Session, ids: ScalarSelect[Any], parts: dict[int, _Parts]) -> None:
-    """The trials' user and system attributes."""
-    for table, kind in ((USER_ATTRS, "user"), (SYSTEM_ATTRS, "system")):
-        for trial_id, key, value_json in session.execute(
-            select(table.c.trial_id, table.c.key, table.c.value_json).where(
-                table.c.trial_id.in_(ids)
-            )
-        ):
-            if trial_id in parts:
-                getattr(parts[trial_id], kind)[key] = json.loads(value_json)
+            cast(INTERMEDIATE_VALUES.c.intermediate_value_type, String),
+        ).where(INTERMEDIATE_VALUES.c.trial_id.in_(ids)),
+        *(
+            select(
+                literal(kind),
+                table.c.trial_id,
+                cast(table.c.key, String),
+                no_number,
+                no_value,
+                cast(table.c.value_json, String),
+            ).where(table.c.trial_id.in_(ids))
+            for kind, table in ((_USER_ATTR, USER_ATTRS), (_SYSTEM_ATTR, SYSTEM_ATTRS))
+        ),
+    ]
+    union = union_all(*parts).subquery()
+    # Params in the order they were set (their ids), as Optuna reads them.
+    return select(union).order_by(union.c[0], union.c[3])
 
 
 def _frozen(row: Sequence[Any], part: _Parts) -> FrozenTrial:

@@ -191,6 +191,21 @@ class TrialLeaseRow(Base):
     renewed_at: Mapped[int] = mapped_column(BigInteger)
 
 
+class StudySlotsRow(Base):
+    """A study's trial slots, counted once: its trials, those WAITING, those that use no
+    budget (killed, superseded), up to trial ``seen_trial_id``. A claim counts only the
+    trials created after it (sweep.storage._slots), so its cost does not grow with the
+    study. Written under the sweep's claim lock only."""
+
+    __tablename__ = "sweep_study_slots"
+
+    study_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seen_trial_id: Mapped[int] = mapped_column(Integer)
+    trials: Mapped[int] = mapped_column(Integer)
+    waiting: Mapped[int] = mapped_column(Integer)
+    uncounted: Mapped[int] = mapped_column(Integer)
+
+
 class RegisteredModelRow(Base):
     __tablename__ = "sweep_registered_models"
 
