@@ -1,7 +1,8 @@
 """The controller: runs a sweep from its spec to a registered challenger.
 
 ``launch`` creates or loads the study, opens the sweep's parent run, keeps one trial
-running on each Ray worker until the global budget is spent, fails trials whose worker
+running on each worker (local processes, or Ray actors: :func:`executor_for`) until the
+global budget is spent, fails trials whose worker
 died, stops cleanly on Ctrl-C, and at the end registers the best trial's model.
 
 The controller creates every trial itself (one row in the study per dispatched trial),
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -49,6 +51,7 @@ from sweep.tracking import (
     resolve_artifact_root,
 )
 from sweep.trial import SweepContext, lease_settings
+from sweep.local import LocalWorkerPool
 from sweep.worker import RayWorkerPool
 
 if TYPE_CHECKING:
@@ -93,12 +96,42 @@ def launch(
     """
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec)
+    address = ray_address or spec.ray.address
+    local = None
+    if executor_for(spec, address) == "local":
+        # The workers' processes start now, while the store and the study are prepared.
+        local = LocalWorkerPool.prestart(
+            spec.parallelism, str(spec.code_path), spec.resources.cpu
+        )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    db = Database(resolve_storage_url(storage, spec.storage))
     try:
-        return _Launch(spec, db, ray_address or spec.ray.address, on_trial, on_start).run()
+        db = Database(resolve_storage_url(storage, spec.storage))
+        try:
+            return _Launch(spec, db, address, on_trial, on_start, local).run()
+        finally:
+            db.dispose()
     finally:
-        db.dispose()
+        if local is not None:
+            local.shutdown()
+
+
+def executor_for(spec: SweepSpec, ray_address: str | None) -> str:
+    """``ray`` or ``local``: what runs the trials of ``spec``. ``auto`` picks Ray where
+    it is needed or already there (a cluster named, a local Ray configured with
+    ``ray.num_cpus`` / ``num_gpus``, GPUs asked for, or Ray initialized in this process),
+    and local processes otherwise: a local run then starts in a second, not in Ray's
+    several."""
+    if spec.executor != "auto":
+        return spec.executor
+    ray = sys.modules.get("ray")
+    wants_ray = (
+        (ray_address or spec.ray.address) not in (None, "", "local")
+        or spec.ray.num_cpus is not None
+        or spec.ray.num_gpus is not None
+        or spec.resources.gpu > 0
+        or (ray is not None and ray.is_initialized())
+    )
+    return "ray" if wants_ray else "local"
 
 
 class _Launch:
@@ -109,8 +142,10 @@ class _Launch:
         ray_address: str | None,
         on_trial: TrialCallback | None,
         on_start: Callable[[str, TrialCounts, int | None], None] | None,
+        local: LocalWorkerPool | None = None,
     ) -> None:
         self.spec = spec
+        self.local = local  # the local workers, started; None: Ray
         self.db = db
         self.ray_address = ray_address
         self.on_trial = on_trial
@@ -243,7 +278,7 @@ class _Launch:
         counts: TrialCounts,
         remaining: int | None,
     ) -> tuple[int, bool, SweepState]:
-        """Start the Ray workers and keep them busy; returns the trials this launch
+        """Start the workers and keep them busy; returns the trials this launch
         started, whether it was interrupted, and the state the sweep ends in."""
         spec = self.spec
         if remaining == 0 and not coordinator.unfinished():
@@ -256,17 +291,25 @@ class _Launch:
             command=command_line(),
         )
         deadline = time.monotonic() + spec.budget.timeout if spec.budget.timeout else None
-        pool = RayWorkerPool(
-            context,
-            spec.parallelism if remaining is None else max(1, min(spec.parallelism, remaining)),
-            cpu=spec.resources.cpu,
-            gpu=spec.resources.gpu,
-            address=self.ray_address,
-            num_cpus=spec.ray.num_cpus,
-            num_gpus=spec.ray.num_gpus,
-        )
+        size = spec.parallelism if remaining is None else max(1, min(spec.parallelism, remaining))
+        pool: LocalWorkerPool | RayWorkerPool
+        if self.local is not None:
+            pool = self.local
+        else:
+            pool = RayWorkerPool(
+                context,
+                size,
+                cpu=spec.resources.cpu,
+                gpu=spec.resources.gpu,
+                address=self.ray_address,
+                num_cpus=spec.ray.num_cpus,
+                num_gpus=spec.ray.num_gpus,
+            )
         try:
-            pool.start()
+            if isinstance(pool, LocalWorkerPool):
+                pool.start(context, size)
+            else:
+                pool.start()
             dispatcher = Dispatcher(
                 spec,
                 self.db,

@@ -118,7 +118,7 @@ def _print_start(parallelism: int) -> Callable[..., None]:
             console.print("  the trial budget is already spent; nothing to run")
         else:
             todo = "until the timeout" if remaining is None else f"{remaining} trials"
-            console.print(f"  running {todo} on {parallelism} Ray workers")
+            console.print(f"  running {todo} on {parallelism} workers")
 
     return on_start
 
