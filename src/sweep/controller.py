@@ -1,8 +1,8 @@
 """The controller: runs a sweep from its spec to a registered challenger.
 
 ``launch`` creates or loads the study, opens the sweep's parent run, keeps one trial
-running on each worker (local processes, or Ray actors: :func:`executor_for`) until the
-global budget is spent, fails trials whose worker
+running on each worker (local processes or Ray actors: :func:`~sweep.local.executor_for`)
+until the global budget is spent, fails trials whose worker
 died, stops cleanly on Ctrl-C, and at the end registers the best trial's model.
 
 The controller creates every trial itself (one row in the study per dispatched trial),
@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -28,6 +27,7 @@ import yaml
 from sweep.coordination import Coordinator, Heartbeat, SweepState
 from sweep.dispatcher import Dispatcher, TrialCallback
 from sweep.errors import RegistrationError, summary
+from sweep.local import LocalWorkerPool, executor_for
 from sweep.registration import register_best
 from sweep.registry import ModelRegistry, ModelVersion
 from sweep.spec import SweepSpec, load_spec
@@ -51,7 +51,6 @@ from sweep.tracking import (
     resolve_artifact_root,
 )
 from sweep.trial import SweepContext, lease_settings
-from sweep.local import LocalWorkerPool
 from sweep.worker import RayWorkerPool
 
 if TYPE_CHECKING:
@@ -101,7 +100,10 @@ def launch(
     if executor_for(spec, address) == "local":
         # The workers' processes start now, while the store and the study are prepared.
         local = LocalWorkerPool.prestart(
-            spec.parallelism, str(spec.code_path), spec.resources.cpu
+            spec.parallelism,
+            str(spec.code_path),
+            spec.resources.cpu,
+            None if spec.is_command else spec.objective_module,
         )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
@@ -113,25 +115,6 @@ def launch(
     finally:
         if local is not None:
             local.shutdown()
-
-
-def executor_for(spec: SweepSpec, ray_address: str | None) -> str:
-    """``ray`` or ``local``: what runs the trials of ``spec``. ``auto`` picks Ray where
-    it is needed or already there (a cluster named, a local Ray configured with
-    ``ray.num_cpus`` / ``num_gpus``, GPUs asked for, or Ray initialized in this process),
-    and local processes otherwise: a local run then starts in a second, not in Ray's
-    several."""
-    if spec.executor != "auto":
-        return spec.executor
-    ray = sys.modules.get("ray")
-    wants_ray = (
-        (ray_address or spec.ray.address) not in (None, "", "local")
-        or spec.ray.num_cpus is not None
-        or spec.ray.num_gpus is not None
-        or spec.resources.gpu > 0
-        or (ray is not None and ray.is_initialized())
-    )
-    return "ray" if wants_ray else "local"
 
 
 class _Launch:

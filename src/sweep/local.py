@@ -1,4 +1,5 @@
-"""Local worker processes: the executor of a sweep that names no Ray cluster.
+"""Local worker processes: the executor of a sweep that names no Ray cluster, and which
+executor a sweep gets (:func:`executor_for`).
 
 A local run needs none of Ray's services, whose start alone takes seconds on a small
 machine. Each worker is a process of this machine running the same body as a Ray
@@ -20,10 +21,12 @@ how many processes run.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 import uuid
 from collections import deque
@@ -36,6 +39,7 @@ from typing import Any
 
 from sweep.coordination import Claim, RunSeed
 from sweep.errors import ExecutionError, summary
+from sweep.spec import SweepSpec
 from sweep.trial import TrialOutcome
 from sweep.worker import ActorInfo, CallLost, TrialCrash, Worker
 
@@ -72,12 +76,34 @@ class _Process:
     dead: str | None = None  # why it is gone
 
 
+def executor_for(spec: SweepSpec, ray_address: str | None) -> str:
+    """``ray`` or ``local``: what runs the trials of ``spec``. ``auto`` picks Ray where
+    it is needed or already there (a cluster named, a local Ray configured with
+    ``ray.num_cpus`` / ``num_gpus``, GPUs asked for, or Ray initialized in this process),
+    and local processes otherwise: a local run then starts in a second, not in Ray's
+    several."""
+    if spec.executor != "auto":
+        return spec.executor
+    ray = sys.modules.get("ray")
+    wants_ray = (
+        (ray_address or spec.ray.address) not in (None, "", "local")
+        or spec.ray.num_cpus is not None
+        or spec.ray.num_gpus is not None
+        or spec.resources.gpu > 0
+        or (ray is not None and ray.is_initialized())
+    )
+    return "ray" if wants_ray else "local"
+
+
 class LocalWorkerPool:
     """``size`` worker processes on this machine; replaces dead ones."""
 
-    def __init__(self, size: int, code_path: str, cpu: float = 1.0) -> None:
+    def __init__(
+        self, size: int, code_path: str, cpu: float = 1.0, objective: str | None = None
+    ) -> None:
         self.size = size
         self.code_path = code_path
+        self.objective = objective  # the module a worker imports while it waits
         # Threads per worker for OpenMP/BLAS, as Ray gives an actor (its CPUs), unless
         # the user set it: parallel workers each using every core would crowd them.
         self.threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, int(cpu)))
@@ -88,17 +114,41 @@ class LocalWorkerPool:
         # Only the first fork server of this Python process takes a preload list; later
         # pools share it (any one is correct, a preloaded one is faster).
         self._mp.set_forkserver_preload(PRELOAD)
+        self._starting: threading.Thread | None = None
+        self._start_error: BaseException | None = None
 
     @classmethod
-    def prestart(cls, size: int, code_path: str, cpu: float = 1.0) -> LocalWorkerPool:
-        """Start ``size`` workers' processes now; they wait for :meth:`start`."""
-        pool = cls(size, code_path, cpu)
-        pool.workers = [pool._new_worker() for _ in range(size)]
+    def prestart(
+        cls, size: int, code_path: str, cpu: float = 1.0, objective: str | None = None
+    ) -> LocalWorkerPool:
+        """Start ``size`` workers' processes in the background; they wait for
+        :meth:`start`. (Starting the first waits for the fork server's imports.)"""
+        pool = cls(size, code_path, cpu, objective)
+
+        def fork() -> None:
+            try:
+                for _ in range(size):
+                    pool.workers.append(pool._new_worker())
+            except BaseException as exc:  # re-raised by start()
+                pool._start_error = exc
+
+        pool._starting = threading.Thread(target=fork, name="sweep-local-start", daemon=True)
+        pool._starting.start()
         return pool
+
+    def _forked(self) -> None:
+        """Wait for the background start of the processes; raise what stopped it."""
+        if self._starting is not None:
+            self._starting.join()
+            self._starting = None
+        if self._start_error is not None:
+            error, self._start_error = self._start_error, None
+            raise ExecutionError(f"cannot start local worker processes: {summary(error)}")
 
     def start(self, context: Any, size: int | None = None) -> None:
         """Hand the workers the sweep's ``context`` (keeping ``size`` of them) and wait
         until each has opened the study; raises ExecutionError if one cannot."""
+        self._forked()
         self.context = context
         if size is not None and size < len(self.workers):
             for extra in self.workers[size:]:
@@ -131,7 +181,7 @@ class LocalWorkerPool:
         parent_end, child_end = self._mp.Pipe()
         process = self._mp.Process(
             target=_worker_main,
-            args=(child_end, index, self.code_path, self.threads),
+            args=(child_end, index, self.code_path, self.threads, self.objective),
             name=f"sweep-worker-{index}",
             daemon=True,
         )
@@ -212,6 +262,8 @@ class LocalWorkerPool:
                 _process(worker).process.kill()
 
     def shutdown(self) -> None:
+        with contextlib.suppress(ExecutionError):
+            self._forked()
         for worker in self.workers:
             self._stop(worker)
         self.workers = []
@@ -267,7 +319,9 @@ def _main_left_alone() -> Iterator[None]:
     calling ``sweep.launch`` unguarded by ``if __name__ == "__main__"`` would launch
     again in every worker. Multiprocessing finds ``__main__`` by these two names."""
     main = sys.modules["__main__"]
-    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+    saved: dict[str, Any] = {
+        k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__
+    }
     main.__dict__.pop("__file__", None)
     main.__dict__["__spec__"] = None
     try:
@@ -297,7 +351,9 @@ def _process(worker: Worker) -> _Process:
     return proc
 
 
-def _worker_main(conn: Connection, index: int, code_path: str, threads: str) -> None:
+def _worker_main(
+    conn: Connection, index: int, code_path: str, threads: str, objective: str | None
+) -> None:
     """A worker process: wait for the sweep's context, open the study, then run each
     call of trials it is sent, in order, and send back their outcomes."""
     from sweep.agent import die_with_parent
@@ -307,6 +363,12 @@ def _worker_main(conn: Connection, index: int, code_path: str, threads: str) -> 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent()
     os.environ["OMP_NUM_THREADS"] = threads  # for what the objective imports
+    if objective:
+        # Imported while the controller prepares the store; a failure is the runner's
+        # to report, with the spec's line.
+        sys.path.insert(0, code_path)
+        with contextlib.suppress(BaseException):
+            importlib.import_module(objective)
     try:
         message = conn.recv()
     except EOFError:
