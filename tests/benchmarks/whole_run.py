@@ -171,9 +171,7 @@ def optuna_process(url: str, n_trials: int, index: int) -> None:
 
 
 def ours_trivial(executor: str, trials: int, workers: int) -> dict[str, Any]:
-    spec = trivial_spec("whole-run-trivial", trials, workers, 0, executor=executor)
-    if executor != "ray":
-        spec.pop("ray")
+    spec = trivial_spec("whole-run-trivial", trials, workers, 0, executor)
     with fresh_postgres_database() as url, tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         spec["tracking"] = {"artifact_root": str(folder / "artifacts")}
