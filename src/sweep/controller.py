@@ -144,6 +144,15 @@ class _Launch:
         study = open_study(spec, db, storage)
         study_id = storage.get_study_id_from_name(spec.name)
         experiment, parent_run_id = self._open_parent_run()
+        context = SweepContext(
+            spec=spec,
+            storage_url=db.url,
+            experiment_id=experiment.experiment_id,
+            parent_run_id=parent_run_id,
+            command=command_line(),
+        )
+        if self.local is not None:
+            self.local.begin(context)  # the workers open the study meanwhile
         mirror = self._mirror()
         set_sweep_status(db, spec.name, SweepState.RUNNING.value)
         # Agents that join build their trial runner from this.
@@ -162,7 +171,7 @@ class _Launch:
             if self.on_start:
                 self.on_start(db.display_url, counts, remaining)
             launched, interrupted, state = self._execute(
-                coordinator, heartbeat, experiment.experiment_id, parent_run_id, counts, remaining
+                coordinator, heartbeat, context, counts, remaining
             )
         except BaseException as exc:
             self._failed(parent_run_id, exc)
@@ -256,8 +265,7 @@ class _Launch:
         self,
         coordinator: Coordinator,
         heartbeat: Heartbeat,
-        experiment_id: int,
-        parent_run_id: str,
+        context: SweepContext,
         counts: TrialCounts,
         remaining: int | None,
     ) -> tuple[int, bool, SweepState]:
@@ -266,13 +274,6 @@ class _Launch:
         spec = self.spec
         if remaining == 0 and not coordinator.unfinished():
             return 0, False, SweepState.FINISHED
-        context = SweepContext(
-            spec=spec,
-            storage_url=self.db.url,
-            experiment_id=experiment_id,
-            parent_run_id=parent_run_id,
-            command=command_line(),
-        )
         deadline = time.monotonic() + spec.budget.timeout if spec.budget.timeout else None
         size = spec.parallelism if remaining is None else max(1, min(spec.parallelism, remaining))
         pool: LocalWorkerPool | RayWorkerPool

@@ -114,6 +114,7 @@ class LocalWorkerPool:
         # Only the first fork server of this Python process takes a preload list; later
         # pools share it (any one is correct, a preloaded one is faster).
         self._mp.set_forkserver_preload(PRELOAD)
+        self._lock = threading.Lock()  # the workers and the context, while forking
         self._starting: threading.Thread | None = None
         self._start_error: BaseException | None = None
 
@@ -128,7 +129,11 @@ class LocalWorkerPool:
         def fork() -> None:
             try:
                 for _ in range(size):
-                    pool.workers.append(pool._new_worker())
+                    worker = pool._new_worker()
+                    with pool._lock:  # begin() may have come first: it gets the context
+                        pool.workers.append(worker)
+                        if pool.context is not None:
+                            pool._send_context(worker)
             except BaseException as exc:  # re-raised by start()
                 pool._start_error = exc
 
@@ -145,18 +150,26 @@ class LocalWorkerPool:
             error, self._start_error = self._start_error, None
             raise ExecutionError(f"cannot start local worker processes: {summary(error)}")
 
+    def begin(self, context: Any) -> None:
+        """Hand the workers the sweep's ``context`` as soon as it is known, without
+        waiting: they open the study while the controller finishes its preparations."""
+        with self._lock:
+            if self.context is None:
+                self.context = context
+                for worker in self.workers:
+                    self._send_context(worker)
+
     def start(self, context: Any, size: int | None = None) -> None:
-        """Hand the workers the sweep's ``context`` (keeping ``size`` of them) and wait
-        until each has opened the study; raises ExecutionError if one cannot."""
+        """Hand the workers the sweep's ``context`` (unless :meth:`begin` did), keep
+        ``size`` of them, and wait until each has opened the study; raises
+        ExecutionError if one cannot."""
+        self.begin(context)
         self._forked()
-        self.context = context
         if size is not None and size < len(self.workers):
             for extra in self.workers[size:]:
                 self._stop(extra)
             self.workers = self.workers[:size]
             self.size = size
-        for worker in self.workers:
-            self._send_context(worker)
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             waiting = [w for w in self.workers if not self.started(w)]
@@ -188,10 +201,7 @@ class LocalWorkerPool:
         with _main_left_alone(), _environment(OMP_NUM_THREADS=self.threads):
             process.start()  # the fork server starts with the first (and imports BLAS)
         child_end.close()
-        worker = Worker(_Process(process, parent_end), uuid.uuid4().hex)
-        if self.context is not None:
-            self._send_context(worker)
-        return worker
+        return Worker(_Process(process, parent_end), uuid.uuid4().hex)
 
     def _send_context(self, worker: Worker) -> None:
         proc = _process(worker)
@@ -218,6 +228,7 @@ class LocalWorkerPool:
         position = self.workers.index(worker)
         self._stop(worker)
         self.workers[position] = self._new_worker()
+        self._send_context(self.workers[position])
         return self.workers[position]
 
     def send(
