@@ -24,6 +24,7 @@ import contextlib
 import importlib
 import multiprocessing
 import os
+import queue
 import signal
 import sys
 import threading
@@ -391,11 +392,23 @@ def _worker_main(
         conn.send(("failed", summary(exc)))
         return
     conn.send(("started", actor.info()))
-    while True:
+    calls: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def receive() -> None:
+        # Calls are read as they come, so that the controller's send never waits for
+        # this worker's (neither end then blocks on a full pipe while the other does).
         try:
-            _, claims, news, plan = conn.recv()
-        except EOFError:
+            while True:
+                calls.put(conn.recv())
+        except (EOFError, OSError):
+            calls.put(None)
+
+    threading.Thread(target=receive, name="sweep-worker-calls", daemon=True).start()
+    while True:
+        call = calls.get()
+        if call is None:
             return
+        _, claims, news, plan = call
         results = actor.run(claims, news, plan)
         try:
             conn.send(("done", results))
