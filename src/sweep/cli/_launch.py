@@ -36,7 +36,9 @@ if TYPE_CHECKING:  # the CLI imports these lazily: they pull in SQLAlchemy, Ray
     help="Database URL (overrides the spec and SWEEP_DATABASE_URL), e.g. "
     "postgresql+psycopg://user@host/db.",
 )
-@click.option("--ray-address", help="Join this Ray cluster instead of starting a local Ray.")
+@click.option(
+    "--ray-address", help="Run the trials on this Ray cluster instead of on this machine."
+)
 @click.option(
     "--follow",
     is_flag=True,
