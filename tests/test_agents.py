@@ -218,7 +218,9 @@ def test_ctrl_c_on_an_agent_kills_its_trial_and_leaves_nothing_running(
         lease=FAST_LEASE,
         registry=None,
     )
-    controller = start("launch", str(spec), "--storage", postgres_url, cwd=tmp_path, step_s=0.4)
+    # The controller's trials take 5 s: its sweep outlasts the agent's start on a busy
+    # machine (a spawned worker imports everything), so the agent gets a trial to run.
+    controller = start("launch", str(spec), "--storage", postgres_url, cwd=tmp_path, step_s=1.0)
     wait_for(lambda: len(trials(postgres_url, "agent-int")) >= 1, 120, "the sweep to start")
     agent = start("agent", "agent-int", "--storage", postgres_url, cwd=tmp_path, step_s=0.4)
 

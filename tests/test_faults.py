@@ -90,6 +90,7 @@ def test_controller_sigkilled_three_times_then_resumed(postgres_url: str, tmp_pa
     spec = write_toy_spec(
         tmp_path,
         name="crashy",
+        executor="ray",  # real Ray: its workers, nodes and leases
         objective="toy:steady",
         pruner="none",
         budget={"n_trials": n_trials},
@@ -248,6 +249,7 @@ def test_agent_sigkilled_mid_trial_is_retried_by_the_other(
     spec = write_toy_spec(
         tmp_path,
         name="agents",
+        executor="ray",  # the controller's worker on Ray (the command-mode case runs local)
         objective="toy:steady",
         pruner="none",
         budget={"n_trials": 16},
@@ -412,6 +414,7 @@ def test_ray_worker_node_dying_mid_trial_is_retried_elsewhere(
     spec = write_toy_spec(
         tmp_path,
         name="nodes",
+        executor="ray",  # real Ray: its workers, nodes and leases
         objective="toy:steady",
         pruner="none",
         budget={"n_trials": n_trials},
@@ -463,6 +466,7 @@ def test_postgres_restarting_mid_sweep_loses_nothing(postgres_url: str, tmp_path
     spec = write_toy_spec(
         tmp_path,
         name="pgdown",
+        executor="ray",  # real Ray: its workers, nodes and leases
         objective="toy:steady",
         pruner="none",
         budget={"n_trials": n_trials},

@@ -153,7 +153,8 @@ def test_a_launch_stores_and_prints_no_password(
     else:
         env["PGPASSWORD"] = secret
         args = ["--storage", plain]
-    overrides: dict[str, object] = {"budget": {"n_trials": 2}, "parallelism": 1}
+    # On Ray: its session's logs are searched for the password too.
+    overrides: dict[str, object] = {"budget": {"n_trials": 2}, "parallelism": 1, "executor": "ray"}
     if spec_storage is not None:
         overrides["storage"] = spec_storage
         # A ${VAR} in the spec is kept as written in the stored spec text.

@@ -270,7 +270,7 @@ class _Supervisor:
             slot.process = None
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Have the kernel kill this worker when its supervisor dies (Linux): an
     unsupervised worker would keep claiming trials that nobody can time out or cancel."""
     import ctypes
@@ -298,7 +298,7 @@ def _worker_main(
     """One agent worker process: claim a trial, run it, until nothing is left to do."""
     # The supervisor handles Ctrl-C; a worker is killed by it, not interrupted.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent()
+    die_with_parent()
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     import optuna

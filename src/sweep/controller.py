@@ -1,7 +1,8 @@
 """The controller: runs a sweep from its spec to a registered challenger.
 
 ``launch`` creates or loads the study, opens the sweep's parent run, keeps one trial
-running on each Ray worker until the global budget is spent, fails trials whose worker
+running on each worker (local processes or Ray actors: :func:`~sweep.local.executor_for`)
+until the global budget is spent, fails trials whose worker
 died, stops cleanly on Ctrl-C, and at the end registers the best trial's model.
 
 The controller creates every trial itself (one row in the study per dispatched trial),
@@ -27,6 +28,7 @@ from sweep.callbacks import start_callbacks
 from sweep.coordination import Coordinator, Heartbeat, SweepState
 from sweep.dispatcher import Dispatcher, TrialCallback
 from sweep.errors import RegistrationError, summary
+from sweep.local import LocalWorkerPool, executor_for
 from sweep.pareto import FrontTrial, front_of
 from sweep.registration import register_best
 from sweep.registry import ModelRegistry, ModelVersion
@@ -100,12 +102,26 @@ def launch(
     """
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec)
+    address = ray_address or spec.ray.address
+    local = None
+    if executor_for(spec, address) == "local":
+        # The workers' processes start now, while the store and the study are prepared.
+        local = LocalWorkerPool.prestart(
+            spec.parallelism,
+            str(spec.code_path),
+            spec.resources.cpu,
+            None if spec.is_command else spec.objective_module,
+        )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    db = Database(resolve_storage_url(storage, spec.storage))
     try:
-        return _Launch(spec, db, ray_address or spec.ray.address, on_trial, on_start).run()
+        db = Database(resolve_storage_url(storage, spec.storage))
+        try:
+            return _Launch(spec, db, address, on_trial, on_start, local).run()
+        finally:
+            db.dispose()
     finally:
-        db.dispose()
+        if local is not None:
+            local.shutdown()
 
 
 def record_sweep(spec: SweepSpec, db: Database) -> tuple[Experiment, str]:
@@ -122,8 +138,10 @@ class _Launch:
         ray_address: str | None,
         on_trial: TrialCallback | None,
         on_start: Callable[[str, TrialCounts, int | None], None] | None,
+        local: LocalWorkerPool | None = None,
     ) -> None:
         self.spec = spec
+        self.local = local  # the local workers, started; None: Ray
         self.db = db
         self.ray_address = ray_address
         self.on_trial = on_trial
@@ -140,6 +158,15 @@ class _Launch:
         study = open_study(spec, db, storage)
         study_id = storage.get_study_id_from_name(spec.name)
         experiment, parent_run_id = self._open_parent_run()
+        context = SweepContext(
+            spec=spec,
+            storage_url=db.url,
+            experiment_id=experiment.experiment_id,
+            parent_run_id=parent_run_id,
+            command=command_line(),
+        )
+        if self.local is not None:
+            self.local.begin(context)  # the workers open the study meanwhile
         mirror = self._mirror()
         set_sweep_status(db, spec.name, SweepState.RUNNING.value)
         # Agents that join build their trial runner from this.
@@ -160,7 +187,7 @@ class _Launch:
             if self.on_start:
                 self.on_start(db.display_url, counts, remaining)
             launched, interrupted, state = self._execute(
-                coordinator, heartbeat, experiment.experiment_id, parent_run_id, counts, remaining
+                coordinator, heartbeat, context, counts, remaining
             )
             why = stopped_by(coordinator)
         except BaseException as exc:
@@ -272,12 +299,11 @@ class _Launch:
         self,
         coordinator: Coordinator,
         heartbeat: Heartbeat,
-        experiment_id: int,
-        parent_run_id: str,
+        context: SweepContext,
         counts: TrialCounts,
         remaining: int | None,
     ) -> tuple[int, bool, SweepState]:
-        """Start the Ray workers and keep them busy; returns the trials this launch
+        """Start the workers and keep them busy; returns the trials this launch
         started, whether it was interrupted, and the state the sweep ends in."""
         spec = self.spec
         if remaining == 0 and not coordinator.unfinished():
@@ -285,25 +311,26 @@ class _Launch:
         stop = StopRules.of(spec).check(coordinator)
         if stop is not None:  # reached before this launch: nothing more to run
             return 0, False, end_sweep(coordinator, stop)
-        context = SweepContext(
-            spec=spec,
-            storage_url=self.db.url,
-            experiment_id=experiment_id,
-            parent_run_id=parent_run_id,
-            command=command_line(),
-        )
         deadline = time.monotonic() + spec.budget.timeout if spec.budget.timeout else None
-        pool = RayWorkerPool(
-            context,
-            spec.parallelism if remaining is None else max(1, min(spec.parallelism, remaining)),
-            cpu=spec.resources.cpu,
-            gpu=spec.resources.gpu,
-            address=self.ray_address,
-            num_cpus=spec.ray.num_cpus,
-            num_gpus=spec.ray.num_gpus,
-        )
+        size = spec.parallelism if remaining is None else max(1, min(spec.parallelism, remaining))
+        pool: LocalWorkerPool | RayWorkerPool
+        if self.local is not None:
+            pool = self.local
+        else:
+            pool = RayWorkerPool(
+                context,
+                size,
+                cpu=spec.resources.cpu,
+                gpu=spec.resources.gpu,
+                address=self.ray_address,
+                num_cpus=spec.ray.num_cpus,
+                num_gpus=spec.ray.num_gpus,
+            )
         try:
-            pool.start()
+            if isinstance(pool, LocalWorkerPool):
+                pool.start(context, size)
+            else:
+                pool.start()
             dispatcher = Dispatcher(
                 spec,
                 self.db,

@@ -1,5 +1,5 @@
-"""The controller's scheduling: keeps every Ray worker busy until the budget or the
-timeout is spent, or the sweep is stopped or cancelled.
+"""The controller's scheduling: keeps every worker (a Ray actor or a local process) busy
+until the budget or the timeout is spent, or the sweep is stopped or cancelled.
 
 Each worker runs one trial at a time and gets the next as soon as it returns, with the
 trials finished elsewhere since its last one (the :class:`~sweep.ledger.TrialLedger`),
@@ -32,7 +32,7 @@ from sweep.storage import Database, StudyStorage
 from sweep.study import TrialCounts, counted_as
 from sweep.tracking import TrackingStore
 from sweep.trial import TrialOutcome
-from sweep.worker import CallLost, RayWorker, TrialCrash
+from sweep.worker import CallLost, TrialCrash, Worker
 
 #: Seconds to wait for killed workers to go away on Ctrl-C before marking their trials.
 KILL_GRACE_S = 10.0
@@ -41,17 +41,18 @@ TrialCallback = Callable[[TrialOutcome, TrialCounts], None]
 
 
 class WorkerPool(Protocol):
-    """The workers a dispatcher feeds: :class:`~sweep.worker.RayWorkerPool`, or any pool
-    that runs calls of trials the same way (the tests drive one without Ray)."""
+    """The workers a dispatcher feeds: :class:`~sweep.worker.RayWorkerPool`,
+    :class:`~sweep.local.LocalWorkerPool`, or any pool that runs calls of trials the same
+    way (the tests drive one in their own process)."""
 
-    workers: list[RayWorker]
+    workers: list[Worker]
 
-    def started(self, worker: RayWorker) -> bool: ...
-    def run_seed(self, worker: RayWorker) -> RunSeed | None: ...
-    def replace(self, worker: RayWorker) -> RayWorker: ...
+    def started(self, worker: Worker) -> bool: ...
+    def run_seed(self, worker: Worker) -> RunSeed | None: ...
+    def replace(self, worker: Worker) -> Worker: ...
     def kill_all(self) -> None: ...
     def send(
-        self, worker: RayWorker, claims: list[Claim], finished_elsewhere: list[Any], plan: Any
+        self, worker: Worker, claims: list[Claim], finished_elsewhere: list[Any], plan: Any
     ) -> Any: ...
     def wait(self, calls: list[Any], timeout: float) -> list[Any]: ...
     def wait_all(self, calls: list[Any], timeout: float) -> None: ...
@@ -160,12 +161,12 @@ class Dispatcher:
                 self.calls.add(ref, worker.worker_id, [c.trial_id for c in claims], now)
                 self.dispatched += len(claims)
 
-    def _startable(self, worker: RayWorker) -> bool:
+    def _startable(self, worker: Worker) -> bool:
         """Whether ``worker``'s queue has room and claims wait for it."""
         queue_room = self.calls.queued(worker.worker_id) < self.pace.queue()
         return queue_room and self.claimed.count(worker.worker_id) > 0
 
-    def _wants(self, worker: RayWorker) -> int:
+    def _wants(self, worker: Worker) -> int:
         """How many trials to claim for ``worker`` now."""
         if not self.pool.started(worker):
             return 0

@@ -77,11 +77,15 @@ def find_study(db: Database, name: str) -> StudyInfo | None:
         study_id = session.scalar(select(STUDIES.c.study_id).where(STUDIES.c.study_name == name))
         if study_id is None:
             return None
-        directions = session.execute(
-            select(STUDY_DIRECTIONS.c.direction)
-            .where(STUDY_DIRECTIONS.c.study_id == study_id)
-            .order_by(STUDY_DIRECTIONS.c.objective)
-        ).scalars().all()
+        directions = (
+            session.execute(
+                select(STUDY_DIRECTIONS.c.direction)
+                .where(STUDY_DIRECTIONS.c.study_id == study_id)
+                .order_by(STUDY_DIRECTIONS.c.objective)
+            )
+            .scalars()
+            .all()
+        )
     first = directions[0] if directions else "MINIMIZE"
     return StudyInfo(int(study_id), name, _name(first).lower(), max(1, len(directions)))
 

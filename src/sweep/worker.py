@@ -1,8 +1,10 @@
-"""Ray workers: long-lived actors, one per parallel slot, each holding one trial's
-resources (``cpu``, ``gpu``) and running trials through :class:`~sweep.trial.TrialRunner`.
+"""Workers: long-lived, one per parallel slot, running trials through
+:class:`~sweep.trial.TrialRunner` (:class:`TrialActor`, the same body for every pool).
 
-Ray sets ``CUDA_VISIBLE_DEVICES`` for an actor that holds GPUs, so each worker's
-objective sees only its own devices.
+Here the Ray pool: actors each holding one trial's resources (``cpu``, ``gpu``). Ray
+sets ``CUDA_VISIBLE_DEVICES`` for an actor that holds GPUs, so each worker's objective
+sees only its own devices. Ray is imported only when this pool starts: a local run
+(:mod:`sweep.local`) does not pay for it.
 """
 
 from __future__ import annotations
@@ -15,9 +17,6 @@ import sys
 import uuid
 from dataclasses import dataclass
 from typing import Any
-
-import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 
 from sweep.coordination import Claim, Heartbeat, RunSeed
 from sweep.errors import ExecutionError, first_line, summary
@@ -54,22 +53,29 @@ class CallLost(ExecutionError):
 
 
 @dataclass(frozen=True)
-class RayWorker:
-    """A worker actor and the id under which it holds leases."""
+class Worker:
+    """A worker and the id under which it holds leases: ``actor`` is its Ray actor, or
+    its local process (:mod:`sweep.local`)."""
 
     actor: Any
     worker_id: str
 
 
 class TrialActor:
-    """The actor body; wrapped with ``ray.remote`` in :class:`RayWorkerPool`.
+    """The worker body: wrapped with ``ray.remote`` in :class:`RayWorkerPool`, run in a
+    local process by :class:`~sweep.local.LocalWorkerPool`.
 
     It registers itself as a worker of the sweep and renews the leases of the trials
     the controller claimed for it: if its process or node dies, the leases expire and
     any controller or agent of the sweep fails and retries its trial."""
 
     def __init__(
-        self, context: SweepContext, worker_index: int, code_path: str, worker_id: str
+        self,
+        context: SweepContext,
+        worker_index: int,
+        code_path: str,
+        worker_id: str,
+        kind: str = "ray",
     ) -> None:
         # Local Ray workers do not inherit the driver's sys.path; on a cluster the
         # runtime environment's working_dir is already the cwd and on the path.
@@ -83,7 +89,7 @@ class TrialActor:
         self.runner = TrialRunner(context, worker_index, hand_back=True)
         coordinator = self.runner.coordinator
         coordinator.register_worker(
-            "ray", gpus=os.environ.get("CUDA_VISIBLE_DEVICES"), worker_id=worker_id
+            kind, gpus=os.environ.get("CUDA_VISIBLE_DEVICES"), worker_id=worker_id
         )
         self.heartbeat = Heartbeat(coordinator, worker_id).start()
 
@@ -133,7 +139,7 @@ class RayWorkerPool:
         self.num_cpus = num_cpus
         self.num_gpus = num_gpus
         self.code_path = str(context.spec.code_path)
-        self.workers: list[RayWorker] = []
+        self.workers: list[Worker] = []
         # Each worker's info, once it has started (asked for as it is created).
         self._infos: dict[str, ActorInfo] = {}
         self._info_refs: dict[str, Any] = {}
@@ -142,6 +148,9 @@ class RayWorkerPool:
         self._actor_class: Any = None
 
     def start(self) -> None:
+        import ray
+        from ray.exceptions import GetTimeoutError, RayError
+
         self._init_ray()
         self._check_resources()
         self._actor_class = ray.remote(TrialActor)
@@ -160,6 +169,8 @@ class RayWorkerPool:
             raise ExecutionError(f"Ray workers failed to start: {_cause(exc)}") from exc
 
     def _init_ray(self) -> None:
+        import ray
+
         if ray.is_initialized():
             return
         kwargs: dict[str, Any] = {
@@ -187,6 +198,8 @@ class RayWorkerPool:
         self._started_ray = True
 
     def _check_resources(self) -> None:
+        import ray
+
         total: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
         if self._started_ray and not self.address:
             # A local Ray will never grow: refuse now rather than wait for workers that
@@ -212,7 +225,7 @@ class RayWorkerPool:
                 f"{total.get('CPU', 0):g} CPUs; lower resources.cpu"
             )
 
-    def _new_worker(self) -> RayWorker:
+    def _new_worker(self) -> Worker:
         index = self._next_index
         self._next_index += 1
         worker_id = uuid.uuid4().hex
@@ -220,10 +233,13 @@ class RayWorkerPool:
             num_cpus=self.cpu, num_gpus=self.gpu, max_restarts=0, max_task_retries=0
         ).remote(self.context, index, self.code_path, worker_id)
         self._info_refs[worker_id] = actor.info.remote()
-        return RayWorker(actor, worker_id)
+        return Worker(actor, worker_id)
 
-    def run_seed(self, worker: RayWorker) -> RunSeed | None:
+    def run_seed(self, worker: Worker) -> RunSeed | None:
         """What ``worker``'s trial runs start with; None while it is still starting."""
+        import ray
+        from ray.exceptions import RayError
+
         info = self._infos.get(worker.worker_id)
         if info is None:
             ref = self._info_refs.get(worker.worker_id)
@@ -237,15 +253,18 @@ class RayWorkerPool:
             self._infos[worker.worker_id] = info
         return info.run_seed
 
-    def started(self, worker: RayWorker) -> bool:
+    def started(self, worker: Worker) -> bool:
         """Whether ``worker`` has started, or died trying. Trials are claimed for a
         worker only then: a trial's lease starts at its claim, and a worker still being
         placed (on a node that is joining, say) cannot renew it."""
         self.run_seed(worker)
         return worker.worker_id not in self._info_refs
 
-    def replace(self, worker: RayWorker) -> RayWorker:
+    def replace(self, worker: Worker) -> Worker:
         """Swap a dead (or hung) worker for a fresh one."""
+        import ray
+        from ray.exceptions import RayError
+
         position = self.workers.index(worker)
         with contextlib.suppress(RayError):
             ray.kill(worker.actor, no_restart=True)
@@ -255,13 +274,15 @@ class RayWorkerPool:
     # -- calls: what the dispatcher sends and waits for ----------------------------------
 
     def send(
-        self, worker: RayWorker, claims: list[Claim], finished_elsewhere: list[Any], plan: Any
+        self, worker: Worker, claims: list[Claim], finished_elsewhere: list[Any], plan: Any
     ) -> Any:
         """Send ``worker`` a call running ``claims``; returns the call's handle."""
         return worker.actor.run.remote(claims, finished_elsewhere, plan)
 
     def wait(self, calls: list[Any], timeout: float) -> list[Any]:
         """The calls that came back within ``timeout`` (waiting for the first only)."""
+        import ray
+
         done, rest = ray.wait(calls, num_returns=1, timeout=timeout)
         if done and rest:
             done += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
@@ -269,11 +290,16 @@ class RayWorkerPool:
 
     def wait_all(self, calls: list[Any], timeout: float) -> None:
         """Wait up to ``timeout`` for every one of ``calls`` to come back."""
+        import ray
+
         if calls:
             ray.wait(calls, num_returns=len(calls), timeout=timeout)
 
     def result(self, call: Any) -> list[TrialOutcome | TrialCrash]:
         """What a call that came back returned; raises :class:`CallLost` if it failed."""
+        import ray
+        from ray.exceptions import RayActorError, RayTaskError
+
         try:
             results: list[TrialOutcome | TrialCrash] = ray.get(call)
             return results
@@ -285,14 +311,21 @@ class RayWorkerPool:
             raise CallLost(f"trial execution failed: {summary(cause)}", worker_died=False) from exc
 
     def info(self) -> list[ActorInfo]:
+        import ray
+
         return ray.get([w.actor.info.remote() for w in self.workers], timeout=60)
 
     def kill_all(self) -> None:
+        import ray
+        from ray.exceptions import RayError
+
         for worker in self.workers:
             with contextlib.suppress(RayError):
                 ray.kill(worker.actor, no_restart=True)
 
     def shutdown(self) -> None:
+        import ray
+
         self.kill_all()
         self.workers = []
         if self._started_ray:
@@ -320,6 +353,8 @@ def _use_cluster_token() -> None:
 
 def _cause(exc: BaseException) -> str:
     """The user-facing reason inside a Ray error (its cause, if it wraps one)."""
+    from ray.exceptions import RayActorError
+
     cause = getattr(exc, "cause", None) or exc.__cause__
     if isinstance(exc, RayActorError) and cause is None:
         return str(exc).splitlines()[0]

@@ -8,7 +8,8 @@ Side by side with the peers (Optuna, Ray Tune, MLflow; ``pip install -e '.[bench
 ``python -m tests.benchmarks all [--small [--full a,b]] [--skip a,b] --out results.json``
 runs every scenario below and writes the results as JSON and as a Markdown table
 (``results.md``); each also runs alone (``orchestration``, ``mlflow-logging``,
-``pruning-latency``, ``bookkeeping``, ``pruning-pays``, ``parallel-efficiency``), with
+``pruning-latency``, ``bookkeeping``, ``pruning-pays``, ``parallel-efficiency``,
+``whole-run``), with
 the flags of ``all`` that concern it. ``--small`` makes every size a quick check except
 in the scenarios named by ``--full``; a size given as a flag always wins.
 """
@@ -36,6 +37,7 @@ SCENARIOS = (
     "bookkeeping",
     "pruning-pays",
     "parallel-efficiency",
+    "whole-run",
 )
 
 #: Each side-by-side scenario's flags: (flag, type, full size, ``--small`` size, help).
@@ -82,6 +84,11 @@ FLAGS: dict[str, list[tuple[str, type, Any, Any, str]]] = {
         ("--parallel-workers", int, 4, 4, "the workers compared with 1"),
         ("--parallel-trials", int, 200, 60, "budget per sweep"),
         ("--parallel-target", float, 0.05, 0.5, "the value to reach (minimizing)"),
+    ],
+    "whole-run": [
+        ("--quickstart-trials", int, 60, 20, "the quickstart's trials"),
+        ("--whole-trivial-trials", int, 500, 100, "trivial trials, whole run"),
+        ("--whole-repeat", int, 3, 1, "repetitions of ours and the peers, in turn"),
     ],
 }
 
@@ -161,6 +168,10 @@ def _runner(name: str) -> Callable[[argparse.Namespace], dict[str, Any]]:
                 a.pays_workers,
                 tuple(w for w in a.pays_workloads.split(",") if w),
             )
+        if name == "whole-run":
+            from tests.benchmarks import whole_run
+
+            return whole_run.run(a.quickstart_trials, a.whole_trivial_trials, a.whole_repeat)
         from tests.benchmarks import parallel
 
         return parallel.run(
@@ -304,6 +315,7 @@ def main() -> None:
         "bookkeeping": "per-trial overhead beyond the sampler to 5,000 trials; memory",
         "pruning-pays": "quickstart and mlp: TPE+Hyperband vs TPE alone, best value, epochs",
         "parallel-efficiency": "trials to a target value with 4 workers vs 1",
+        "whole-run": "quickstart and 500 trials as whole processes; time to the first trial",
     }
     groups = {name: _flag_group(name) for name in SCENARIOS}
     for name in SCENARIOS:

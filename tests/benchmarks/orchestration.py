@@ -3,7 +3,9 @@
 The trivial objective (x float, y log-float, c categorical), TPE, ``trials`` trials,
 2 workers, each tool against a fresh database on the test PostgreSQL server:
 
-- ours: ``sweep.launch`` of the ``throughput`` scenario's spec, tracking on;
+- ours: ``sweep.launch`` of the ``throughput`` scenario's spec, tracking on, on the
+  default executor (local worker processes), and again on Ray (``ours (Ray)``, the
+  engine before the local executor) for comparison;
 - Optuna: ``study.optimize`` in 2 processes on the same ``RDBStorage`` study, the trials
   split between them (Optuna's ``n_trials`` is per process);
 - Ray Tune: ``Tuner`` with ``OptunaSearch`` (TPE), ``max_concurrent_trials=2``,
@@ -52,11 +54,12 @@ def _per_trial(stats: dict[str, int], trials: int) -> dict[str, float]:
     }
 
 
-def ours(trials: int, workers: int) -> dict[str, Any]:
-    """The throughput scenario's spec (``toy:trivial``, TPE seed 0, no pruner)."""
+def ours(trials: int, workers: int, executor: str = "auto") -> dict[str, Any]:
+    """The throughput scenario's spec (``toy:trivial``, TPE seed 0, no pruner), on the
+    default executor (local processes) or on Ray."""
     finished: list[float] = []
     launched = launch_fresh(
-        trivial_spec(STUDY, trials, workers, 0),
+        trivial_spec(STUDY, trials, workers, 0, executor),
         on_trial=lambda _o, _c: finished.append(time.perf_counter()),
     )
     span = finished[-1] - finished[0] if len(finished) > 1 else 0.0
@@ -176,6 +179,7 @@ def run(
 ) -> dict[str, Any]:
     tools = {
         "ours": lambda: ours(trials, workers),
+        "ours (Ray)": lambda: ours(trials, workers, "ray"),
         "Optuna": lambda: optuna_alone(trials, workers),
         "Ray Tune": lambda: ray_tune(trials, workers, tune_storage),
     }
@@ -198,7 +202,7 @@ def run(
         f"Ray Tune ran trials on all {workers} of its actors in {len(both)} of {repeat} reps"
     )
     whole = {name: median(trials / r["wall_s"] for r in runs[name]) for name in names}
-    peers = [n for n in names if n != "ours"]
+    peers = [n for n in names if not n.startswith("ours")]
 
     def meets(result: dict[str, Any]) -> bool:
         a = result["advantage"]
@@ -215,7 +219,7 @@ def run(
             "≥3x Optuna, ≥10x Ray Tune",
             meets,
             judged=judged,
-            note=tune_note,
+            note=f"{tune_note}; ours on Ray (executor: ray) {round(steady['ours (Ray)'], 2)}",
         ),
         row(
             f"Orchestration, {trials} trials, whole run with start-up",
@@ -223,6 +227,7 @@ def run(
             "higher",
             round(whole["ours"], 2),
             {n: round(whole[n], 2) for n in peers},
+            note=f"ours on Ray {round(whole['ours (Ray)'], 2)}",
         ),
     ]
     if both:

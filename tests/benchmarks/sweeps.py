@@ -48,8 +48,11 @@ def database_stats(url: str) -> dict[str, int]:
     return dict(found._mapping)
 
 
-def trivial_spec(name: str, trials: int, workers: int, seed: int, **more: Any) -> dict[str, Any]:
-    """The throughput benchmark's spec: ``toy:trivial``, TPE, no pruner."""
+def trivial_spec(
+    name: str, trials: int, workers: int, seed: int, executor: str = "auto", **more: Any
+) -> dict[str, Any]:
+    """The throughput benchmark's spec: ``toy:trivial``, TPE, no pruner; on the
+    executor a user gets (local processes), or on Ray with ``executor="ray"``."""
     spec: dict[str, Any] = {
         "name": name,
         "objective": "toy:trivial",
@@ -59,9 +62,10 @@ def trivial_spec(name: str, trials: int, workers: int, seed: int, **more: Any) -
         "pruner": "none",
         "budget": {"n_trials": trials},
         "parallelism": workers,
-        # Logical CPUs: a benchmark may ask for more workers than there are cores.
-        "ray": {"num_cpus": max(workers, 2)},
     }
+    if executor == "ray":
+        # Logical CPUs: a benchmark may ask for more workers than there are cores.
+        spec.update(executor="ray", ray={"num_cpus": max(workers, 2)})
     spec.update(more)
     return spec
 

@@ -18,7 +18,7 @@ from sweep.dispatcher import Dispatcher
 from sweep.storage import Database
 from sweep.study import TrialCounts, count_trials, set_sweep_status
 from sweep.trial import SweepContext, TrialOutcome, lease_settings
-from sweep.worker import CallLost, RayWorker, TrialActor, TrialCrash
+from sweep.worker import CallLost, TrialActor, TrialCrash, Worker
 from tests.helpers import OBJECTIVES_DIR, sweep_context, sweep_invariants
 
 #: What a staged call holds instead of its results: it never comes back.
@@ -47,18 +47,18 @@ class InProcessPool:
         self.workers = [self._new_worker() for _ in range(size)]
         self.replaced = 0
 
-    def _new_worker(self) -> RayWorker:
+    def _new_worker(self) -> Worker:
         worker_id = uuid.uuid4().hex
         body = TrialActor(self.context, next(self._index), str(OBJECTIVES_DIR), worker_id)
-        return RayWorker(body, worker_id)
+        return Worker(body, worker_id)
 
-    def started(self, worker: RayWorker) -> bool:
+    def started(self, worker: Worker) -> bool:
         return True
 
-    def run_seed(self, worker: RayWorker) -> RunSeed | None:
+    def run_seed(self, worker: Worker) -> RunSeed | None:
         return worker.actor.runner.run_seed  # type: ignore[no-any-return]
 
-    def replace(self, worker: RayWorker) -> RayWorker:
+    def replace(self, worker: Worker) -> Worker:
         _close(worker)
         position = self.workers.index(worker)
         self.workers[position] = self._new_worker()
@@ -70,7 +70,7 @@ class InProcessPool:
             _close(worker)
 
     def send(
-        self, worker: RayWorker, claims: list[Claim], finished_elsewhere: list[Any], plan: Any
+        self, worker: Worker, claims: list[Claim], finished_elsewhere: list[Any], plan: Any
     ) -> int:
         handle = next(self._handles)
         first = claims[0].number
@@ -99,7 +99,7 @@ class InProcessPool:
         return result  # type: ignore[no-any-return]
 
 
-def _close(worker: RayWorker) -> None:
+def _close(worker: Worker) -> None:
     worker.actor.heartbeat.stop()
     worker.actor.runner.close()
 

@@ -138,3 +138,16 @@ def interrupts_or_exits(trial: optuna.Trial) -> float:
     if trial.number == 2:
         return float("inf")
     return x
+
+
+def hang_hog_or_die(trial: optuna.Trial) -> float:
+    """Trial 1 hangs, trial 2 allocates 8 GiB, the worker running trial 4 dies with it
+    (the first time: a marker file named after the study remembers); the rest are quick."""
+    if trial.number == 4:
+        died = marker("dies-once", trial.study.study_name)
+        if not died.exists():
+            died.touch()
+            os._exit(1)
+    if trial.number in (1, 2):
+        return hang_or_hog(trial)
+    return trial.suggest_float("x", 0.0, 1.0)

@@ -2,9 +2,8 @@
 
 Exit codes: 0 success; 1 unexpected error; 2 bad usage, invalid spec, malformed run
 filter or a registry change refused as asked; 3 store unreachable or schema mismatch;
-4 registration demanded but impossible;
-5 trial executors (Ray) could not start; 6 no such run, sweep, model, version or alias;
-130 interrupted with Ctrl-C.
+4 registration demanded but impossible; 5 trial executors (local workers or Ray) could
+not start; 6 no such run, sweep, model, version or alias; 130 interrupted with Ctrl-C.
 
 This package holds the group, the error-to-exit-code mapping and the helpers the
 commands share; each command group lives in its own module (``_launch``, ``_control``,

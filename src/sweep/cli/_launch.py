@@ -68,7 +68,9 @@ def _load(
 @cli.command()
 @click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
 @_spec_storage_option
-@click.option("--ray-address", help="Join this Ray cluster instead of starting a local Ray.")
+@click.option(
+    "--ray-address", help="Run the trials on this Ray cluster instead of on this machine."
+)
 @click.option(
     "--follow",
     is_flag=True,
@@ -161,7 +163,7 @@ def _print_start(parallelism: int) -> Callable[..., None]:
             console.print("  the trial budget is already spent; nothing to run")
         else:
             todo = "until the timeout" if remaining is None else f"{remaining} trials"
-            console.print(f"  running {todo} on {parallelism} Ray workers")
+            console.print(f"  running {todo} on {parallelism} workers")
 
     return on_start
 

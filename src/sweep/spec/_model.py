@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 from pydantic import Field, PrivateAttr, field_validator, model_validator
@@ -87,6 +87,11 @@ class SweepSpec(_SpecModel):
     parallelism: Int = Field(default=1, ge=1, description="trials run at once (an integer >= 1)")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     ray: RaySpec = Field(default_factory=RaySpec)
+    executor: Literal["auto", "local", "ray"] = Field(
+        default="auto",
+        description="what runs the trials: ray, local (processes of this machine) or auto "
+        "(Ray when the spec configures Ray or asks for GPUs, local otherwise)",
+    )
     storage: OptionalText = Field(default=None, description="a SQLAlchemy database URL")
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     registry: RegistrySpec | None = None
@@ -186,7 +191,23 @@ class SweepSpec(_SpecModel):
         for key, message in search_problems(self):
             raise _spec_error(message, key)
         check_objectives(self)
+        if self.executor == "local":
+            self._check_local()
         return self
+
+    def _check_local(self) -> None:
+        if self.resources.gpu > 0:
+            raise _spec_error(
+                "executor local runs no GPU trials (Ray assigns GPUs); use executor ray or "
+                "auto, or `sweep agent --gpus`",
+                "executor",
+            )
+        if self.ray.address not in (None, "local"):
+            raise _spec_error(
+                f"executor local runs on this machine, but ray.address names a cluster "
+                f"({self.ray.address!r}); use executor ray or auto, or remove ray.address",
+                "executor",
+            )
 
     def _check_grid(self) -> None:
         try:
