@@ -194,11 +194,13 @@ def kill_an_agent_mid_trial(
     n_trials: int,
     step_s: float,
     script: str | None = None,
-) -> tuple[set[int], set[int]]:
+) -> tuple[set[int], set[int], set[int]]:
     """Run ``spec`` with a controller (one worker) and two agents, SIGKILL one agent's
     whole process group while it is mid-trial (with ``script``, once the worker runs
     that script), wait until its trial is recovered and the sweep ends. Returns the
-    processes the killed worker had started, and those still alive a moment after."""
+    processes running ``script`` that the killed worker had started, those of them
+    still alive a moment after the kill, and every process it had started that is still
+    alive once the trial is recovered (past the command's grace period)."""
     controller = start("launch", str(spec), "--storage", url, cwd=tmp_path, step_s=step_s)
     wait_for(lambda: len(trials(url, name)) >= 1, 120, "the sweep to start")
     victim = start("agent", name, "--storage", url, cwd=tmp_path, step_s=step_s)
@@ -223,11 +225,18 @@ def kill_an_agent_mid_trial(
 
     wait_for(running_script, 60, f"the victim's worker to run {script}")
     started = descendants(worker_pid)
+    scripts = {
+        pid
+        for pid in alive(started)
+        if script and script in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+    }
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait(timeout=30)
     time.sleep(2 * step_s)
-    left_running = alive(started)
+    scripts_running = alive(scripts)
     recovered = wait_recovered(url, name, {orphan}, 60)
+    # The group shell and its watcher end the group, then wait out the grace period.
+    leftovers = alive(started)
     # Failed within the lease timeout (plus one recovery pass), then retried.
     assert recovered <= FAST_LEASE["timeout"] + 2 * FAST_LEASE["heartbeat_interval"] + 3
     assert survivor.wait(timeout=300) == 0
@@ -240,7 +249,7 @@ def kill_an_agent_mid_trial(
     retry = next(t for t in study.trials if t.system_attrs.get("sweep:retry_of") == lost.number)
     assert retry.state == TrialState.COMPLETE and retry.params == lost.params
     report(f"agent SIGKILL mid-trial ({name})", counts, n_trials, [recovered])
-    return started, left_running
+    return scripts, scripts_running, leftovers
 
 
 def test_agent_sigkilled_mid_trial_is_retried_by_the_other(
@@ -285,10 +294,10 @@ def test_agent_sigkilled_mid_command_trial_ends_its_script_and_is_retried(
             }
         )
     )
-    started, left_running = kill_an_agent_mid_trial(
+    scripts, scripts_running, leftovers = kill_an_agent_mid_trial(
         postgres_url, tmp_path, spec, "scripts", 6, step_s=0.5, script="slow_steps.py"
     )
-    assert started and left_running == set()
+    assert scripts and scripts_running == set() and leftovers == set()
 
 
 class RayNodes:

@@ -320,6 +320,13 @@ class Dispatcher:
         past_deadline = self.deadline is not None and time.monotonic() >= self.deadline
         if state is SweepState.STOPPED:
             return state
+        if state in (SweepState.FINISHED, SweepState.FAILED, SweepState.KILLED):
+            # Another launch of the sweep ended it (it writes how it ended on the shared
+            # row): this one claims no more, and ends once no trial is left to finish.
+            if self.coordinator.unfinished():
+                time.sleep(min(1.0, self.policy.interval))
+                return None
+            return SweepState.FINISHED if state is SweepState.FINISHED else SweepState.STOPPED
         starting = any(not self.pool.started(w) for w in self.pool.workers)
         if state is SweepState.RUNNING and not past_deadline and starting:
             time.sleep(0.05)  # a replacement worker is not placed yet

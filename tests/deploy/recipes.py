@@ -157,6 +157,8 @@ def _sweep_calls(tokens: list[str]) -> Iterator[tuple[str, ...]]:
         if Path(token).name != "sweep":
             continue
         starts = i == 0 or tokens[i - 1] in _SEPARATORS
+        if i > 0 and tokens[i - 1] in ("-n", "--namespace"):
+            continue  # `kubectl -n sweep create secret ...`: the namespace, not the CLI
         if starts or (i + 1 < len(tokens) and tokens[i + 1] in {*cli.commands, "ui"}):
             end = next((j for j in range(i + 1, len(tokens)) if tokens[j] in _SEPARATORS), None)
             yield tuple(tokens[i + 1 : end])
