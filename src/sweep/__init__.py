@@ -36,29 +36,66 @@ from sweep.errors import (
     StorageError,
     SweepError,
 )
-from sweep.pareto import FrontTrial, pareto_front
-from sweep.registry import ModelRegistry, ModelVersion, load_model
-from sweep.script import report, result, should_prune
-from sweep.spec import SweepSpec, load_spec
-from sweep.tracking import (
-    TrackingStore,
-    autolog,
-    log_artifact,
-    log_input,
-    log_metric,
-    log_metrics,
-    log_model,
-    log_param,
-    log_params,
-    log_text,
-    search_runs,
-    set_tag,
-    set_tags,
-    start_run,
-)
 
 if TYPE_CHECKING:
     from sweep.controller import SweepResult, launch
+    from sweep.pareto import FrontTrial, pareto_front
+    from sweep.registry import ModelRegistry, ModelVersion, load_model
+    from sweep.script import report, result, should_prune
+    from sweep.spec import SweepSpec, load_spec
+    from sweep.tracking import (
+        TrackingStore,
+        autolog,
+        log_artifact,
+        log_input,
+        log_metric,
+        log_metrics,
+        log_model,
+        log_param,
+        log_params,
+        log_text,
+        search_runs,
+        set_tag,
+        set_tags,
+        start_run,
+    )
+
+# The API is imported on first use (PEP 562): `import sweep` (and the CLI, which imports
+# it) costs nothing until a name is used, so that `sweep launch` can start its local
+# workers' fork server before it imports Optuna, SQLAlchemy and the rest.
+_LAZY = {
+    "launch": "sweep.controller",
+    "SweepResult": "sweep.controller",
+    "FrontTrial": "sweep.pareto",
+    "pareto_front": "sweep.pareto",
+    "ModelRegistry": "sweep.registry",
+    "ModelVersion": "sweep.registry",
+    "load_model": "sweep.registry",
+    "report": "sweep.script",
+    "result": "sweep.script",
+    "should_prune": "sweep.script",
+    "SweepSpec": "sweep.spec",
+    "load_spec": "sweep.spec",
+    **dict.fromkeys(
+        [
+            "TrackingStore",
+            "autolog",
+            "log_artifact",
+            "log_input",
+            "log_metric",
+            "log_metrics",
+            "log_model",
+            "log_param",
+            "log_params",
+            "log_text",
+            "search_runs",
+            "set_tag",
+            "set_tags",
+            "start_run",
+        ],
+        "sweep.tracking",
+    ),
+}
 
 __version__ = "0.1.0"
 
@@ -106,9 +143,11 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # The controller imports Ray; objectives that only log should not pay for it.
-    if name in ("launch", "SweepResult"):
-        from sweep import controller
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sweep' has no attribute {name!r}")
+    import importlib
 
-        return getattr(controller, name)
-    raise AttributeError(f"module 'sweep' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # once: later lookups find it without this call
+    return value

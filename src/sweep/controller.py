@@ -1,7 +1,7 @@
 """The controller: runs a sweep from its spec to a registered challenger.
 
 ``launch`` creates or loads the study, opens the sweep's parent run, keeps one trial
-running on each worker (local processes or Ray actors: :func:`~sweep.local.executor_for`)
+running on each worker (local processes or Ray actors: :func:`~sweep.executor.executor_for`)
 until the global budget is spent, fails trials whose worker
 died, stops cleanly on Ctrl-C, and at the end registers the best trial's model.
 
@@ -28,7 +28,8 @@ from sweep.callbacks import start_callbacks
 from sweep.coordination import Coordinator, Heartbeat, SweepState
 from sweep.dispatcher import Dispatcher, TrialCallback
 from sweep.errors import RegistrationError, summary
-from sweep.local import LocalWorkerPool, executor_for
+from sweep.executor import executor_for
+from sweep.local import LocalWorkerPool
 from sweep.pareto import FrontTrial, front_of
 from sweep.registration import register_best
 from sweep.registry import ModelRegistry, ModelVersion

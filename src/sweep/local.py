@@ -1,5 +1,5 @@
-"""Local worker processes: the executor of a sweep that names no Ray cluster, and which
-executor a sweep gets (:func:`executor_for`).
+"""Local worker processes: the executor of a sweep that names no Ray cluster (which
+executor a sweep gets: :func:`sweep.executor.executor_for`).
 
 A local run needs none of Ray's services, whose start alone takes seconds on a small
 machine. Each worker is a process of this machine running the same body as a Ray
@@ -31,7 +31,6 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_for_any
@@ -40,12 +39,9 @@ from typing import Any
 
 from sweep.coordination import Claim, RunSeed
 from sweep.errors import ExecutionError, summary
-from sweep.spec import SweepSpec
+from sweep.executor import PRELOAD, environment, main_left_alone, threads_for
 from sweep.trial import TrialOutcome
 from sweep.worker import ActorInfo, CallLost, TrialCrash, Worker
-
-#: What the fork server imports once for every worker it forks.
-PRELOAD = ["sweep.trial", "sweep.worker"]
 
 #: Seconds the workers get to import the objective and open the study.
 START_TIMEOUT_S = 300.0
@@ -77,25 +73,6 @@ class _Process:
     dead: str | None = None  # why it is gone
 
 
-def executor_for(spec: SweepSpec, ray_address: str | None) -> str:
-    """``ray`` or ``local``: what runs the trials of ``spec``. ``auto`` picks Ray where
-    it is needed or already there (a cluster named, a local Ray configured with
-    ``ray.num_cpus`` / ``num_gpus``, GPUs asked for, or Ray initialized in this process),
-    and local processes otherwise: a local run then starts in a second, not in Ray's
-    several."""
-    if spec.executor != "auto":
-        return spec.executor
-    ray = sys.modules.get("ray")
-    wants_ray = (
-        (ray_address or spec.ray.address) not in (None, "", "local")
-        or spec.ray.num_cpus is not None
-        or spec.ray.num_gpus is not None
-        or spec.resources.gpu > 0
-        or (ray is not None and ray.is_initialized())
-    )
-    return "ray" if wants_ray else "local"
-
-
 class LocalWorkerPool:
     """``size`` worker processes on this machine; replaces dead ones."""
 
@@ -107,7 +84,7 @@ class LocalWorkerPool:
         self.objective = objective  # the module a worker imports while it waits
         # Threads per worker for OpenMP/BLAS, as Ray gives an actor (its CPUs), unless
         # the user set it: parallel workers each using every core would crowd them.
-        self.threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, int(cpu)))
+        self.threads = threads_for(cpu)
         self.context: Any = None  # the sweep's SweepContext, once started
         self.workers: list[Worker] = []
         self._next_index = 0
@@ -199,7 +176,7 @@ class LocalWorkerPool:
             name=f"sweep-worker-{index}",
             daemon=True,
         )
-        with _main_left_alone(), _environment(OMP_NUM_THREADS=self.threads):
+        with main_left_alone(), environment(OMP_NUM_THREADS=self.threads):
             process.start()  # the fork server starts with the first (and imports BLAS)
         child_end.close()
         return Worker(_Process(process, parent_end), uuid.uuid4().hex)
@@ -322,40 +299,6 @@ class LocalWorkerPool:
             proc.calls.popleft().results = message[1]
         elif kind == "error":  # the call itself failed (its results could not be sent)
             proc.calls.popleft().lost = CallLost(message[1], worker_died=False)
-
-
-@contextlib.contextmanager
-def _main_left_alone() -> Iterator[None]:
-    """Start a process without it importing this process's ``__main__`` first (which
-    multiprocessing does, as spawn would): a worker needs nothing of it, and a script
-    calling ``sweep.launch`` unguarded by ``if __name__ == "__main__"`` would launch
-    again in every worker. Multiprocessing finds ``__main__`` by these two names."""
-    main = sys.modules["__main__"]
-    saved: dict[str, Any] = {
-        k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__
-    }
-    main.__dict__.pop("__file__", None)
-    main.__dict__["__spec__"] = None
-    try:
-        yield
-    finally:
-        main.__dict__.pop("__spec__", None)
-        main.__dict__.update(saved)
-
-
-@contextlib.contextmanager
-def _environment(**values: str) -> Iterator[None]:
-    """``values`` in this process's environment for the processes started inside."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _process(worker: Worker) -> _Process:

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from sqlalchemy import select
 
 import sweep
-from sweep.local import executor_for
+from sweep.executor import executor_for
 from sweep.spec import load_spec, load_spec_from_dict
 from sweep.storage import Database
 from sweep.storage.schema import WorkerRow

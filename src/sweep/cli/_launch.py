@@ -96,13 +96,19 @@ def launch(
     dry_run: bool,
 ) -> None:
     """Run the sweep in SPEC (or continue it, if its study exists) to the end of its budget."""
-    from sweep.controller import launch as launch_sweep
-
     with _errors(ctx.obj["debug"]):
         spec = _load(spec_path, overrides, n_trials)
         if dry_run:
             _print_dry_run(spec)
             return
+        from sweep.executor import executor_for, warm_local_workers
+
+        if executor_for(spec, ray_address) == "local":
+            # Its imports of the trial code run on another core while this process
+            # imports the controller's (below) and prepares the store.
+            warm_local_workers(spec)
+        from sweep.controller import launch as launch_sweep
+
         if follow:
             spec = spec.model_copy(update={"follow": True})
         _stop_on_signals()
