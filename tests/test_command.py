@@ -296,3 +296,47 @@ def test_ctrl_c_of_the_controller_ends_every_script(tmp_path: Path) -> None:
             os.killpg(controller.pid, signal.SIGKILL)
     assert controller.returncode == 130, output
     assert wait_gone(pids, timeout=15) == []
+
+
+def test_an_agent_runs_a_scripts_sweep_to_its_budget_with_every_end_written(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """An agent's workers write each script trial's end with their next claim: when the
+    agent returns, every trial is ended in the store, with its run, once each, and the
+    agent heard of each trial's end exactly once."""
+    import yaml
+
+    from sweep.agent import run_agent
+    from sweep.create import create
+    from sweep.storage import TrialLeaseRow
+
+    spec = {
+        "name": "cmd-by-agents",
+        "program": "prints.py",
+        "code_dir": str(SCRIPTS),
+        "parameters": {"x": {"type": "uniform", "low": 0.0, "high": 1.0}},
+        "metric": {"name": "score", "direction": "maximize"},
+        "pruner": "none",
+        "budget": {"n_trials": 7},
+    }
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    created = create(str(tmp_path / "spec.yaml"), storage=postgres_url)
+    heard: list[int] = []
+    result = run_agent(
+        "cmd-by-agents",
+        storage=postgres_url,
+        gpus=["0", "1"],  # two workers
+        on_trial=lambda outcome: heard.append(outcome.number),
+    )
+    assert result.trials == 7 and sorted(heard) == list(range(7))
+    database = Database(postgres_url)
+    study = database.optuna_storage()
+    study_id = study.get_study_id_from_name("cmd-by-agents")
+    trials = study.get_all_trials(study_id)
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 7
+    assert all(t.value == pytest.approx(t.params["x"] * 5, abs=1e-4) for t in trials)
+    runs = TrackingStore(database).list_runs(parent_run_id=created.parent_run_id)
+    assert sorted(r.status for r in runs) == [RunStatus.FINISHED] * 7
+    with database.session() as session:
+        assert session.query(TrialLeaseRow).count() == 0
+    database.dispose()

@@ -304,18 +304,33 @@ def _worker_main(
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    runner = TrialRunner(context, _seed_index(index))
+    runner = TrialRunner(context, _seed_index(index), defer_ends=True)
     coordinator = runner.coordinator
     worker_id = coordinator.register_worker("agent", gpus=gpu)
     heartbeat = Heartbeat(coordinator, worker_id).start()
     interval = coordinator.settings.heartbeat_interval
     rules = StopRules.of(context.spec)
+    # A script's trial end is written with the worker's next claim (see TrialRunner);
+    # the supervisor hears of a trial's end once it is written.
+    unreported: list[TrialOutcome] = []
+
+    def report_ends() -> None:
+        for outcome in unreported:
+            events.put((index, "done", outcome))
+        unreported.clear()
+
+    def write_ends() -> None:
+        runner.write_ends()
+        report_ends()
+
     try:
         while True:
             with budget.get_lock():
                 if budget.value == 0:
+                    write_ends()
                     return
-                claim = coordinator.claim(worker_id, runner.run_seed)
+                claim = runner.claim(worker_id)
+                report_ends()
                 if claim is not None and budget.value > 0:
                     budget.value -= 1
             if claim is None:
@@ -329,12 +344,14 @@ def _worker_main(
                 return
             events.put((index, "start", claim.trial_id))
             outcome = runner.run(claim)
-            events.put((index, "done", outcome))
-            # budget.target and budget.patience: this worker wrote the end, so it asks.
+            unreported.append(outcome)
+            # budget.target and budget.patience: this worker ended the trial, so it asks.
             stop = rules.after_trial(outcome.state, outcome.value, outcome.number)
             if stop is None and rules.patience is not None:
+                write_ends()  # the rule reads the trials' ends
                 stop = rules.check(coordinator)
             if stop is not None:
+                write_ends()
                 end_sweep(coordinator, stop)
     finally:
         heartbeat.stop()

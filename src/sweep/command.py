@@ -6,12 +6,13 @@ A :class:`CommandObjective` is one more way to run the objective: the
 so Ray workers and agents run scripts through the same path, lease and end writer.
 
 The script's process and everything it starts form one process group (a new session),
-ended as a whole: SIGTERM, then SIGKILL after ``command_grace_s``. A shell between the
-runner and the script holds the group together: it is told (``PR_SET_PDEATHSIG``,
-through ``setpriv``) when the process that started it dies, a Ray actor killed for a
-timeout or an agent's worker killed by its supervisor, and then ends the group itself;
-a watcher it leaves outside the runner's process tree ends the group too, should the
-shell be killed with the runner (Ray kills an actor's whole tree).
+ended as a whole: SIGTERM, then SIGKILL after ``command_grace_s``. Should the process
+running the trial die instead (a Ray actor killed for a timeout, an agent's worker
+killed by its supervisor), a reaper ends the groups it was running: one small process
+per runner, outside the runner's process tree (Ray kills the whole tree of an actor it
+kills), told each group as it starts and ends, which sees the runner go when its end of
+a pipe closes. The script itself starts directly under the runner, with nothing in
+between, so that a short script costs little more than running it by hand.
 
 The script reports in either of two ways, and Hyperband decides on both exactly as
 for a function objective (``trial.report`` then ``trial.should_prune``):
@@ -32,17 +33,19 @@ stdout and stderr are kept as the run's ``logs/stdout.txt`` and ``logs/stderr.tx
 
 from __future__ import annotations
 
+import codecs
 import contextlib
+import io
 import json
 import os
-import queue
-import shutil
+import selectors
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -61,21 +64,91 @@ LOG_TAIL_CHARS = 1_000_000
 #: Characters of stderr's tail that a failed trial's error carries.
 ERROR_TAIL_CHARS = 2_000
 
-# The shell between the runner and the script: it runs the script in the background
-# of its process group and waits; on SIGTERM (from the runner, or because the runner
-# died: setpriv's pdeathsig) it ends the group: SIGTERM, then SIGKILL after the grace
-# period. A watcher outside the runner's process tree (Ray kills the tree of an actor it
-# kills with SIGKILL, the shell included) does the same once the runner is gone; it
-# holds neither output pipe, so that they close when the script ends (it does hold the
-# socket: the runner ends the group, the watcher too, once the script has exited).
-_GROUP_SHELL = (
-    'grace=$1; shift; runner=$PPID; trap "" INT; '
-    'trap \'trap "" TERM; kill -TERM 0; sleep "$grace"; kill -KILL 0\' TERM; '
-    '( ( trap "" INT TERM; '
-    'while kill -0 "$runner" 2>/dev/null; do sleep 1; done; '
-    'kill -TERM 0; sleep "$grace"; kill -KILL 0 ) </dev/null >/dev/null 2>&1 & ); '
-    '"$@" & wait $!'
-)
+# The reaper (``python -S -c``: no site imports, a few ms to start). It leaves the
+# runner's process tree at once (a second fork; its first process exits), then reads
+# "+ GROUP" / "- GROUP" lines; at the end of its input (the runner is gone, or closed
+# it) it ends the groups still listed: SIGTERM, then SIGKILL after the grace period.
+_REAPER = """
+import os, signal, sys, time
+if os.fork():
+    os._exit(0)
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+grace, groups = float(sys.argv[1]), set()
+for line in sys.stdin:
+    op, group = line.split()
+    (groups.add if op == "+" else groups.discard)(int(group))
+def signal_groups(sig):
+    sent = False
+    for group in groups:
+        try:
+            os.killpg(group, sig)
+            sent = True
+        except OSError:
+            pass
+    return sent
+if signal_groups(signal.SIGTERM):
+    time.sleep(grace)
+    signal_groups(signal.SIGKILL)
+"""
+
+
+class _Reaper:
+    """This process's reaper (see the module's docstring), started on first use."""
+
+    def __init__(self, grace_s: float) -> None:
+        self.grace_s = grace_s
+        self._pipe: Any = None
+        self._lock = threading.Lock()
+
+    def watch(self, group: int) -> None:
+        with self._lock:
+            for _ in range(2):  # a reaper that died (the OOM killer) is replaced once
+                try:
+                    if self._pipe is None:
+                        self._pipe = self._start()
+                except OSError:
+                    break
+                if self._send(f"+ {group}\n"):
+                    return
+            raise ExecutionError(
+                "could not start the process that ends a trial's scripts should this "
+                f"worker die ({sys.executable} -S -c ...); check that Python can run here"
+            )
+
+    def forget(self, group: int) -> None:
+        with self._lock:
+            if self._pipe is not None:  # else no reaper holds it
+                self._send(f"- {group}\n")
+
+    def close(self) -> None:
+        """The reaper exits (it has nothing left to end once every group is forgotten)."""
+        with self._lock:
+            if self._pipe is not None:
+                with contextlib.suppress(OSError):
+                    self._pipe.close()
+                self._pipe = None
+
+    def _send(self, line: str) -> bool:
+        try:
+            self._pipe.write(line)
+            self._pipe.flush()
+            return True
+        except OSError:  # the reaper is gone
+            self._pipe = None
+            return False
+
+    def _start(self) -> Any:
+        process = subprocess.Popen(
+            [sys.executable, "-S", "-E", "-c", _REAPER, str(self.grace_s)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # no terminal's Ctrl-C reaches it
+            text=True,
+        )
+        process.wait()  # its first process only: the reaper itself lives on
+        return process.stdin
 
 
 class CommandFailed(ExecutionError):
@@ -88,7 +161,7 @@ class CommandObjective:
     def __init__(self, spec: SweepSpec, storage_url: str) -> None:
         self.spec = spec
         self.storage_url = storage_url
-        self._setpriv = shutil.which("setpriv")
+        self.reaper = _Reaper(spec.command_grace_s)
 
     def __call__(self, trial: optuna.Trial) -> Any:
         values = self.spec.decode_params(dict(trial.params))
@@ -124,15 +197,16 @@ class CommandObjective:
         )
         return env
 
-    def wrap(self, argv: list[str]) -> list[str]:
-        """``argv`` under the group shell (and setpriv, where the system has it)."""
-        shell = ["sh", "-c", _GROUP_SHELL, "sweep-trial", str(self.spec.command_grace_s)]
-        prefix = [self._setpriv, "--pdeathsig", "TERM", "--"] if self._setpriv else []
-        return [*prefix, *shell, *argv]
+    def close(self) -> None:
+        self.reaper.close()
 
 
 class _Execution:
-    """One run of the command: its process group, its output, its reports."""
+    """One run of the command: its process group, its output, its reports.
+
+    The runner's thread reads the script's stdout, stderr and socket itself (one
+    selector, no reader threads) and handles each line as it comes: a report is
+    answered, and the script pruned, while it waits for the answer."""
 
     def __init__(
         self, objective: CommandObjective, trial: optuna.Trial, argv: list[str], env: dict[str, str]
@@ -141,7 +215,6 @@ class _Execution:
         self.trial = trial
         self.active = active_run()
         self.collector = MetricCollector.from_spec(objective.spec)
-        self.events: queue.Queue[Callable[[], None]] = queue.Queue()
         self.stdout = _Tail()
         self.stderr = _Tail()
         self.result: Any = None
@@ -153,8 +226,9 @@ class _Execution:
         ours, theirs = socket.socketpair()
         self.channel = ours
         env[TRIAL_FD_ENV] = str(theirs.fileno())
+        self.reaper = objective.reaper
         self.process = subprocess.Popen(
-            objective.wrap(argv),
+            argv,
             cwd=str(self.spec.code_path),
             env=env,
             stdin=subprocess.DEVNULL,
@@ -162,44 +236,60 @@ class _Execution:
             stderr=subprocess.PIPE,
             pass_fds=(theirs.fileno(),),
             start_new_session=True,  # its own process group, ended as a whole
-            text=True,
-            errors="replace",
         )
         theirs.close()
-        self.readers = [
-            self._thread(self._read_stdout),
-            self._thread(self._read_stderr),
-            self._thread(self._read_channel),
-        ]
+        assert self.process.stdout is not None and self.process.stderr is not None
+        self.selector = selectors.DefaultSelector()
+        self.streams = {
+            self.process.stdout.fileno(): _Lines(self._stdout_line),
+            self.process.stderr.fileno(): _Lines(self._stderr_line),
+            self.channel.fileno(): _Lines(self._message),
+        }
+        self.outputs = set(list(self.streams)[:2])
+        for fd in self.streams:
+            self.selector.register(fd, selectors.EVENT_READ)
+        try:
+            self.reaper.watch(self.process.pid)
+        except BaseException:
+            self.terminate()
+            self._close()
+            raise
 
     def run(self) -> Any:
         """Take in what the script reports until it exits; raises TrialPruned when
         the pruner stops it, CommandFailed when it exits non-zero."""
+        channel = self.channel.fileno()
+        exited_at: float | None = None
         try:
-            outputs, channel = self.readers[:2], self.readers[2]
-            while any(t.is_alive() for t in outputs):
-                self._handle_events(timeout=0.5)
+            while self.outputs or self.process.poll() is None:
+                if not self.outputs and channel not in self.selector.get_map():
+                    self.process.wait()  # it closed everything it holds of ours
+                    continue
+                self._read(timeout=0.5 if self.outputs else 0.05)
                 if self.pruned:
                     self.terminate()
                     raise optuna.TrialPruned(f"pruned at step {self._last_step}")
                 if self.process.poll() is not None:
                     self._end_group()  # what the script left behind does not outlive it
-            self.process.wait()  # its output is closed: it has ended, or is about to
-            self._end_group()  # the watcher too: the socket closes, its reader ends
-            channel.join(timeout=5)
-            self._handle_events(timeout=0.0)
+                    exited_at = exited_at or time.monotonic()
+                    if time.monotonic() - exited_at > 5:
+                        break  # a process that left the group holds its output open
+            self._end_group()  # its children too: the socket closes
+            self._read_to_end(time.monotonic() + 5)
         except BaseException:
             self.terminate()
             raise
         finally:
             self._keep_logs()
-            self.channel.close()
+            self._close()
         if self.pruned:
             raise optuna.TrialPruned(f"pruned at step {self._last_step}")
         code = self.process.returncode
         if code != 0:
-            tail = self.stderr.text()[-ERROR_TAIL_CHARS:].strip()
-            raise CommandFailed(f"the command exited with code {code}: {tail or '(no stderr)'}")
+            tail = self.stderr.text()[-ERROR_TAIL_CHARS:].strip() or "(no stderr)"
+            if code < 0:  # ended by a signal: Popen's -N
+                raise CommandFailed(f"the command was killed by {_signal_name(-code)}: {tail}")
+            raise CommandFailed(f"the command exited with code {code}: {tail}")
         if self.result is not None:
             return self.result
         if not self.names:
@@ -213,6 +303,9 @@ class _Execution:
         return [self.last_values[n] for n in self.names]
 
     _last_step: int | None = None
+    _group_ended = False
+    #: Once the script is ended (pruned, or failed), its output is kept for the logs only.
+    ended = False
 
     # -- the process group --------------------------------------------------------------
 
@@ -223,28 +316,48 @@ class _Execution:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=self.spec.command_grace_s + 5)
         self._end_group()
-        for reader in self.readers:
-            reader.join(timeout=5)
+        self.ended = True
+        self._read_to_end(time.monotonic() + 5)  # the output's tail, for the logs
 
     def _end_group(self) -> None:
         _signal_group(self.process.pid, signal.SIGKILL)
+        if not self._group_ended:
+            self._group_ended = True
+            self.reaper.forget(self.process.pid)
 
-    # -- what the script tells -----------------------------------------------------------
+    # -- the script's output and socket, read by this thread -----------------------------
 
-    def _handle_events(self, timeout: float) -> None:
-        """Handle the events queued, waiting up to ``timeout`` for the first (each line,
-        each message and each reader's end is one)."""
-        try:
-            event = self.events.get(timeout=timeout)
-        except queue.Empty:
-            return
-        event()
-        while not self.pruned:
+    def _read(self, timeout: float) -> None:
+        """Read what is ready (waiting up to ``timeout``) and handle it line by line,
+        until the pruner stops the script; a stream at its end is closed."""
+        for key, _ in self.selector.select(timeout):
+            fd = key.fd
             try:
-                event = self.events.get_nowait()
-            except queue.Empty:
+                data = os.read(fd, 65536)
+            except OSError:  # the socket's other end was reset
+                data = b""
+            lines = self.streams[fd]
+            if not data:
+                self.selector.unregister(fd)
+                self.outputs.discard(fd)
+                lines.end()
+            else:
+                lines.feed(data)
+            if self.pruned:
                 return
-            event()
+
+    def _read_to_end(self, deadline: float) -> None:
+        """Read every stream to its end (a script's group is gone: they end at once),
+        or until ``deadline`` should a process that left the group hold one open."""
+        while self.selector.get_map() and time.monotonic() < deadline:
+            self._read(timeout=max(0.0, deadline - time.monotonic()))
+
+    def _close(self) -> None:
+        self.selector.close()
+        self.channel.close()
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
 
     def _report(self, value: float, step: int) -> bool:
         """``trial.report`` then ``trial.should_prune``, as a function objective does
@@ -292,55 +405,65 @@ class _Execution:
         elif op == "log_params":
             self.active.log_params(dict(message["params"]))
 
-    # -- reader threads: they queue events for the runner's thread ------------------------
+    def _stdout_line(self, line: str) -> None:
+        self.stdout.add(line)
+        if self.spec.follow:
+            print(f"[trial {self.trial.number}] {line}", end="", flush=True)
+        if not (self.pruned or self.ended):
+            self._line(line)
 
-    def _read_stdout(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.stdout.add(line)
-            if self.spec.follow:
-                print(f"[trial {self.trial.number}] {line}", end="", flush=True)
-            self.events.put(lambda line=line: self._line(line))  # type: ignore[misc]
+    def _stderr_line(self, line: str) -> None:
+        self.stderr.add(line)
+        if self.spec.follow:
+            print(f"[trial {self.trial.number}] {line}", end="", file=sys.stderr, flush=True)
 
-    def _read_stderr(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.stderr.add(line)
-            if self.spec.follow:
-                print(f"[trial {self.trial.number}] {line}", end="", file=sys.stderr, flush=True)
-
-    def _read_channel(self) -> None:
-        reader = self.channel.makefile("r", encoding="utf-8")
-        with contextlib.suppress(OSError):  # the script was ended mid-message
-            for text in reader:
-                try:
-                    message = json.loads(text)
-                except ValueError:
-                    continue
-                self.events.put(lambda m=message: self._request(m, self._reply))  # type: ignore[misc]
+    def _message(self, text: str) -> None:
+        if self.pruned or self.ended:
+            return
+        try:
+            message = json.loads(text)
+        except ValueError:
+            return
+        self._request(message, self._reply)
 
     def _reply(self, message: dict[str, Any]) -> None:
         with contextlib.suppress(OSError):  # the script is gone
             self.channel.sendall((json.dumps(message) + "\n").encode())
-
-    def _thread(self, read: Callable[[], None]) -> threading.Thread:
-        """A reader thread; its end wakes the runner's thread."""
-
-        def target() -> None:
-            try:
-                read()
-            finally:
-                self.events.put(lambda: None)
-
-        thread = threading.Thread(target=target, daemon=True, name="sweep-command-io")
-        thread.start()
-        return thread
 
     def _keep_logs(self) -> None:
         for name, lines in (("stdout", self.stdout), ("stderr", self.stderr)):
             text = lines.text()
             if text:
                 self.active.log_text(text, f"logs/{name}.txt")
+
+
+class _Lines:
+    """A stream's bytes as lines of text, each handed to ``handle`` with its newline
+    (UTF-8, undecodable bytes replaced; ``\\r`` and ``\\r\\n`` read as ``\\n``, so that
+    a progress bar's updates are lines)."""
+
+    def __init__(self, handle: Callable[[str], None]) -> None:
+        self.handle = handle
+        self._decoder = io.IncrementalNewlineDecoder(
+            codecs.getincrementaldecoder("utf-8")(errors="replace"), translate=True
+        )
+        self._partial = ""
+
+    def feed(self, data: bytes) -> None:
+        self._split(self._decoder.decode(data))
+
+    def end(self) -> None:
+        self._split(self._decoder.decode(b"", final=True))
+        if self._partial:
+            line, self._partial = self._partial, ""
+            self.handle(line)
+
+    def _split(self, text: str) -> None:
+        if not text:
+            return
+        *lines, self._partial = (self._partial + text).split("\n")
+        for line in lines:
+            self.handle(line + "\n")
 
 
 class _Tail:
@@ -362,6 +485,13 @@ class _Tail:
 
 def _log(run: ActiveRun, key: str, value: float, step: Any) -> None:
     run.log_metric(key, value, None if step is None else int(step))
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

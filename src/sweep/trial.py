@@ -25,10 +25,11 @@ from typing import Any
 
 import optuna
 from optuna.trial import TrialState
+from sqlalchemy.orm import Session
 
 from sweep.command import CommandObjective
 from sweep.coordination import Claim, Coordinator, LeaseSettings, RunSeed, retry_tags
-from sweep.ends import HandBack, TrialEnd, WriteNow
+from sweep.ends import HandBack, TrialEnd, WriteNow, WriteSoon, write_ends
 from sweep.errors import MetricFlushError, StorageError
 from sweep.objective_values import check_objective_values
 from sweep.planner import Plan, PlannedSampler
@@ -104,11 +105,18 @@ class TrialRunner:
     """Runs trials of one sweep in this process."""
 
     def __init__(
-        self, context: SweepContext, worker_index: int = 0, *, hand_back: bool = False
+        self,
+        context: SweepContext,
+        worker_index: int = 0,
+        *,
+        hand_back: bool = False,
+        defer_ends: bool = False,
     ) -> None:
         """``hand_back``: each trial's end is returned in its outcome for the caller
         (the controller) to write, instead of being written here (see
-        :mod:`sweep.ends`)."""
+        :mod:`sweep.ends`). ``defer_ends`` (an agent's worker): a script's trial end is
+        written with the next claim (:meth:`claim`), in its transaction, or by
+        :meth:`write_ends`."""
         self.context = context
         spec = context.spec
         self.db = Database(context.storage_url)
@@ -121,8 +129,13 @@ class TrialRunner:
         )
         backend = self.db.optuna_storage()
         self.ends: HandBack | WriteNow = (
-            HandBack() if hand_back else WriteNow(self.db, self.tracking)
+            HandBack()
+            if hand_back
+            else WriteSoon(self.db, self.tracking)
+            if defer_ends and spec.is_command
+            else WriteNow(self.db, self.tracking)
         )
+
         self.storage = StudyStorage(self.db, backend, self.ends)
         # Distinct seeds per worker, or parallel workers would draw identical samples.
         seed_offset = worker_index + 1
@@ -181,6 +194,40 @@ class TrialRunner:
         with activate(active, flush=False):
             values, state, error, error_trace = self._call_objective(claim.trial_id, active)
         return self._finish(active, claim, state, values, error, error_trace, started)
+
+    def claim(self, worker_id: str) -> Claim | None:
+        """The next trial for worker ``worker_id`` of this process, its run opened (see
+        :meth:`Coordinator.claim`), in one transaction with the trial ends kept so far
+        (``defer_ends``): a short script's trial costs one transaction less."""
+        kept = self.ends.take_kept() if isinstance(self.ends, WriteSoon) else []
+
+        def write_kept(session: Session) -> None:
+            write_ends(session, self.tracking, kept)
+
+        try:
+            claims = self.coordinator.claim_many(
+                [(worker_id, self.run_seed)], first=write_kept if kept else None
+            )
+        except StorageError as exc:
+            raise self._unwritten(kept, exc) from exc
+        return claims[0] if claims else None
+
+    def write_ends(self) -> None:
+        """Write the trial ends kept so far (``defer_ends``; else none are kept)."""
+        if isinstance(self.ends, WriteSoon):
+            kept = self.ends.take_kept()
+            try:
+                self.ends.write(kept)
+            except StorageError as exc:
+                raise self._unwritten(kept, exc) from exc
+
+    def _unwritten(self, ends: Sequence[TrialEnd], exc: StorageError) -> MetricFlushError:
+        # This worker stops; the trials' leases expire and they are recovered elsewhere.
+        trials = ", ".join(str(end.trial_id) for end in ends)
+        return MetricFlushError(
+            f"the end of trial(s) {trials} could not be written to {self.db.display_url} "
+            f"({exc}); check that the database is up and writable"
+        )
 
     def _run_of(self, claim: Claim) -> Run:
         """The trial's child run, which the claim opened (opened here if it did not),
@@ -318,6 +365,8 @@ class TrialRunner:
 
     def close(self) -> None:
         flusher().unregister(self._study_writes)
+        if isinstance(self.objective, CommandObjective):
+            self.objective.close()
         self.db.dispose()
 
 

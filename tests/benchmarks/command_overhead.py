@@ -3,11 +3,11 @@
 ``python -m tests.benchmarks.command_overhead [--trials 50] [--backend sqlite]``
 
 The same command, ``python -c pass``, run ``trials`` times three ways, in turn: a bare
-``subprocess.run``; :class:`sweep.command.CommandObjective` alone (the process group
-shell, the socket, the reader threads, the log artifacts); and whole trials through an
-agent's :class:`~sweep.trial.TrialRunner` (claim, run, the end written: what a trial of
-the sweep costs). Medians per trial, and the ratios to the bare run. The target is at
-most 1.5x for a whole trial.
+``subprocess.run``; :class:`sweep.command.CommandObjective` alone (the process group,
+the socket, the reader threads, the log artifacts); and whole trials through an
+agent's :class:`~sweep.trial.TrialRunner` (claim, run, the end written with the next
+claim, as an agent's worker does: what a trial of the sweep costs). Medians per trial,
+and the ratios to the bare run. The target is at most 1.5x for a whole trial.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def _measure(url: str, scratch: Path, trials: int) -> dict[str, Any]:
         parameters={"x": {"type": "uniform", "low": 0.0, "high": 1.0}},
         budget={"n_trials": 3 * trials},
     )
-    runner = TrialRunner(context, 0)
+    runner = TrialRunner(context, 0, defer_ends=True)  # as an agent's worker runs it
     coordinator = runner.coordinator
     worker = coordinator.register_worker("agent")
     objective = runner.objective
@@ -77,7 +77,7 @@ def _measure(url: str, scratch: Path, trials: int) -> dict[str, Any]:
         subprocess.run(COMMAND, check=True)
 
     def whole_trial() -> None:
-        claim = coordinator.claim(worker, runner.run_seed)
+        claim = runner.claim(worker)  # with the end of the trial before
         assert claim is not None
         outcome = runner.run(claim)
         assert outcome.state in ("COMPLETE", "FAIL"), outcome.error
@@ -89,6 +89,7 @@ def _measure(url: str, scratch: Path, trials: int) -> dict[str, Any]:
             started = time.perf_counter()
             way()
             timings[name].append(time.perf_counter() - started)
+    runner.write_ends()
     runner.close()
     bare_ms = _median_ms(timings["bare"])
     result = {name: round(_median_ms(times), 2) for name, times in timings.items()}
