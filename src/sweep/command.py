@@ -6,13 +6,10 @@ A :class:`CommandObjective` is one more way to run the objective: the
 so Ray workers and agents run scripts through the same path, lease and end writer.
 
 The script's process and everything it starts form one process group (a new session),
-ended as a whole: SIGTERM, then SIGKILL after ``command_grace_s``. Should the process
-running the trial die instead (a Ray actor killed for a timeout, an agent's worker
-killed by its supervisor), a reaper ends the groups it was running: one small process
-per runner, outside the runner's process tree (Ray kills the whole tree of an actor it
-kills), told each group as it starts and ends, which sees the runner go when its end of
-a pipe closes. The script itself starts directly under the runner, with nothing in
-between, so that a short script costs little more than running it by hand.
+ended as a whole: SIGTERM, then SIGKILL after ``command_grace_s``; should the process
+running the trial die instead, its :class:`~sweep.reaper.Reaper` ends the group. The
+script starts directly under the runner, with nothing in between, so that a short
+script costs little more than running it by hand.
 
 The script reports in either of two ways, and Hyperband decides on both exactly as
 for a function objective (``trial.report`` then ``trial.should_prune``):
@@ -44,7 +41,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -55,6 +51,7 @@ import optuna
 
 from sweep.collector import MetricCollector
 from sweep.errors import ExecutionError
+from sweep.reaper import Reaper
 from sweep.script import TRIAL_FD_ENV
 from sweep.spec import SweepSpec, build_argv
 from sweep.tracking import ActiveRun, active_run
@@ -63,92 +60,6 @@ from sweep.tracking import ActiveRun, active_run
 LOG_TAIL_CHARS = 1_000_000
 #: Characters of stderr's tail that a failed trial's error carries.
 ERROR_TAIL_CHARS = 2_000
-
-# The reaper (``python -S -c``: no site imports, a few ms to start). It leaves the
-# runner's process tree at once (a second fork; its first process exits), then reads
-# "+ GROUP" / "- GROUP" lines; at the end of its input (the runner is gone, or closed
-# it) it ends the groups still listed: SIGTERM, then SIGKILL after the grace period.
-_REAPER = """
-import os, signal, sys, time
-if os.fork():
-    os._exit(0)
-signal.signal(signal.SIGINT, signal.SIG_IGN)
-signal.signal(signal.SIGTERM, signal.SIG_IGN)
-grace, groups = float(sys.argv[1]), set()
-for line in sys.stdin:
-    op, group = line.split()
-    (groups.add if op == "+" else groups.discard)(int(group))
-def signal_groups(sig):
-    sent = False
-    for group in groups:
-        try:
-            os.killpg(group, sig)
-            sent = True
-        except OSError:
-            pass
-    return sent
-if signal_groups(signal.SIGTERM):
-    time.sleep(grace)
-    signal_groups(signal.SIGKILL)
-"""
-
-
-class _Reaper:
-    """This process's reaper (see the module's docstring), started on first use."""
-
-    def __init__(self, grace_s: float) -> None:
-        self.grace_s = grace_s
-        self._pipe: Any = None
-        self._lock = threading.Lock()
-
-    def watch(self, group: int) -> None:
-        with self._lock:
-            for _ in range(2):  # a reaper that died (the OOM killer) is replaced once
-                try:
-                    if self._pipe is None:
-                        self._pipe = self._start()
-                except OSError:
-                    break
-                if self._send(f"+ {group}\n"):
-                    return
-            raise ExecutionError(
-                "could not start the process that ends a trial's scripts should this "
-                f"worker die ({sys.executable} -S -c ...); check that Python can run here"
-            )
-
-    def forget(self, group: int) -> None:
-        with self._lock:
-            if self._pipe is not None:  # else no reaper holds it
-                self._send(f"- {group}\n")
-
-    def close(self) -> None:
-        """The reaper exits (it has nothing left to end once every group is forgotten)."""
-        with self._lock:
-            if self._pipe is not None:
-                with contextlib.suppress(OSError):
-                    self._pipe.close()
-                self._pipe = None
-
-    def _send(self, line: str) -> bool:
-        try:
-            self._pipe.write(line)
-            self._pipe.flush()
-            return True
-        except OSError:  # the reaper is gone
-            self._pipe = None
-            return False
-
-    def _start(self) -> Any:
-        process = subprocess.Popen(
-            [sys.executable, "-S", "-E", "-c", _REAPER, str(self.grace_s)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # no terminal's Ctrl-C reaches it
-            text=True,
-        )
-        process.wait()  # its first process only: the reaper itself lives on
-        return process.stdin
 
 
 class CommandFailed(ExecutionError):
@@ -161,7 +72,7 @@ class CommandObjective:
     def __init__(self, spec: SweepSpec, storage_url: str) -> None:
         self.spec = spec
         self.storage_url = storage_url
-        self.reaper = _Reaper(spec.command_grace_s)
+        self.reaper = Reaper(spec.command_grace_s)
 
     def __call__(self, trial: optuna.Trial) -> Any:
         values = self.spec.decode_params(dict(trial.params))

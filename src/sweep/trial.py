@@ -13,13 +13,11 @@ metric points and status, and the lease's release.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import resource
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +29,7 @@ from sweep.command import CommandObjective
 from sweep.coordination import Claim, Coordinator, LeaseSettings, RunSeed, retry_tags
 from sweep.ends import HandBack, TrialEnd, WriteNow, WriteSoon, write_ends
 from sweep.errors import MetricFlushError, StorageError
+from sweep.limits import memory_cap
 from sweep.objective_values import check_objective_values
 from sweep.planner import Plan, PlannedSampler
 from sweep.spec import SweepSpec, resolve_objective
@@ -398,32 +397,3 @@ def lease_settings(spec: SweepSpec) -> LeaseSettings:
         timeout=float(spec.lease.timeout),
         max_retries=int(spec.retries.max_retries),
     )
-
-
-@contextlib.contextmanager
-def memory_cap(limit_mb: int | None) -> Iterator[None]:
-    """Let the code inside allocate at most ``limit_mb`` MiB more than this process
-    holds now: past it, allocations raise MemoryError in this trial alone, instead of
-    the kernel killing the worker (or a neighbour)."""
-    if not limit_mb:
-        yield
-        return
-    previous = resource.getrlimit(resource.RLIMIT_DATA)
-    cap = _data_segment_bytes() + limit_mb * 1024 * 1024
-    hard = previous[1]
-    resource.setrlimit(
-        resource.RLIMIT_DATA, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard)
-    )
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_DATA, previous)
-
-
-def _data_segment_bytes() -> int:
-    """This process's data segment (VmData: heap and private writable mappings)."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmData:"):
-                return int(line.split()[1]) * 1024
-    return 0
