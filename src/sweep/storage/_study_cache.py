@@ -122,12 +122,12 @@ class TrialCache:
         (:func:`settled`)."""
         cache = self.study(study_id)
         if trial.state.is_finished():
-            trial = settled(trial)
-            if read:
+            if read:  # read lean (TrialReader)
                 # Written: no read will show it unfinished (see _ended_unwritten).
                 cache.put(trial)
                 self.trial_ids.pop(trial._trial_id, None)
                 return
+            trial = settled(trial)
         else:
             cache.unfinished.add(trial._trial_id)
         cache.put(trial)
