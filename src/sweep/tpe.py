@@ -40,6 +40,9 @@ _Row = tuple[float, ...] | None
 #: What :class:`_SpaceRows` knows of a trial: nothing yet, its row, that it has none.
 _UNKNOWN, _ROW, _NO_ROW = 0, 1, 2
 
+#: What CachingTPESampler knows of a finished trial's constraints.
+_UNSCORED, _FEASIBLE, _INFEASIBLE = 0, 1, 2
+
 
 class _SpaceRows:
     """The finished trials' params in one search space's internal representation, as
@@ -54,9 +57,6 @@ class _SpaceRows:
         # Whether each param's internal values are Python ints (a categorical's index):
         # Optuna's arrays of them are int64, of the others float64.
         self.ints: list[bool] | None = None
-
-    def state(self, number: int) -> int:
-        return self.known[number] if number < len(self.known) else _UNKNOWN
 
     def put(self, number: int, row: _Row) -> bool:
         """Keep ``row`` as trial ``number``'s; False for a row that a float64 column
@@ -103,8 +103,10 @@ class CachingTPESampler(TPESampler):
 
     def _forget(self) -> None:
         self._rows = {}
-        # By trial number, once worked out (_scored): Optuna's infeasibility score, and
-        # of pruned trials their sort key, (-step, value) (exact as floats).
+        # By trial number: whether its scores are worked out, and whether it is
+        # infeasible (_scored); of infeasible trials Optuna's infeasibility score, of
+        # pruned trials their sort key, (-step, value) (exact as floats). The arrays grow
+        # only as far as such trials go.
         self._scored = bytearray()
         self._infeasibility = array("d")
         self._pruned_step = array("d")
@@ -133,17 +135,19 @@ class CachingTPESampler(TPESampler):
         # trials, read anew) -1 - its index in ``running``.
         at: list[int] = []
         running: list[tuple[float, ...]] = []
+        states = rows.known  # (inline, as this loop runs over every trial per sample)
         for trial in trials:
             state = trial.state
             if state is _COMPLETE or state is _PRUNED:
-                number = trial.number
-                known = rows.state(number)
+                number = trial._number  # not the property: per trial, per sample
+                known = states[number] if number < len(states) else _UNKNOWN
                 if known == _UNKNOWN:
                     row = _internal_row(trial.params, search_space)
                     if not rows.put(number, row):
                         self._rows[space] = None
                         return TPESampler._get_internal_repr(self, trials, search_space, study)
                     known = _NO_ROW if row is None else _ROW
+                    states = rows.known  # grown
                 if known == _ROW:
                     at.append(number)
             else:
@@ -177,36 +181,43 @@ class CachingTPESampler(TPESampler):
             for i, name in enumerate(names)
         }
 
-    def _scores(self, trial: FrozenTrial, study: Study) -> int:
-        """Trial ``trial``'s number, with its infeasibility (and pruned sort key) kept."""
+    def _score(self, trial: FrozenTrial, study: Study) -> int:
+        """Keep finished ``trial``'s scores; returns whether it is infeasible
+        (``_INFEASIBLE``) or not (``_FEASIBLE``)."""
         number = trial.number
         if number >= len(self._scored):
             _extend(self._scored, number, b"\0")
-            _extend(self._infeasibility, number, _ZERO)
-        if not self._scored[number]:
-            self._infeasibility[number] = _optuna_tpe._get_infeasible_trial_score(trial)
-            if trial.state is _PRUNED:
-                step, value = _optuna_tpe._get_pruned_trial_score(trial, study)
-                if number >= len(self._pruned_step):  # grown for pruned trials only
-                    _extend(self._pruned_step, number, _ZERO)
-                    _extend(self._pruned_value, number, _ZERO)
-                self._pruned_step[number], self._pruned_value[number] = step, value
-            self._scored[number] = 1
-        return number
+        infeasibility = _optuna_tpe._get_infeasible_trial_score(trial)
+        score = _INFEASIBLE if infeasibility > 0 else _FEASIBLE
+        if score == _INFEASIBLE:
+            _put(self._infeasibility, number, infeasibility)
+        if trial.state is _PRUNED:
+            step, value = _optuna_tpe._get_pruned_trial_score(trial, study)
+            _put(self._pruned_step, number, step)
+            _put(self._pruned_value, number, value)
+        self._scored[number] = score
+        return score
 
     def _split(
         self, study: Study, trials: Sequence[FrozenTrial], n_below: int
     ) -> tuple[list[FrozenTrial], list[FrozenTrial]]:
         """Optuna's ``_split_trials``, with each finished trial's scores kept."""
         complete, pruned, running, infeasible = [], [], [], []
+        scored = self._scored
+        n_scored = len(scored)
         for trial in trials:
             state = trial.state
             if state is _RUNNING:
                 # Checked first, as in Optuna: its constraints are not set yet.
                 running.append(trial)
                 continue
-            number = self._scores(trial, study)
-            if self._infeasibility[number] > 0:
+            number = trial._number
+            score = scored[number] if number < n_scored else _UNSCORED
+            if score == _UNSCORED:
+                score = self._score(trial, study)
+                scored = self._scored  # maybe grown
+                n_scored = len(scored)
+            if score == _INFEASIBLE:
                 infeasible.append(trial)
             elif state is _COMPLETE:
                 complete.append(trial)
@@ -214,23 +225,20 @@ class CachingTPESampler(TPESampler):
                 pruned.append(trial)
             else:
                 raise AssertionError(f"TPE was given a trial in state {state.name}")
-        infeasibility, pruned_step, pruned_value = (
-            self._infeasibility,
-            self._pruned_step,
-            self._pruned_value,
-        )
+        infeasibility = self._infeasibility
+        pruned_step, pruned_value = self._pruned_step, self._pruned_value
 
         below_complete, above_complete = _optuna_tpe._split_complete_trials(
             complete, study, n_below
         )
         n_below = max(0, n_below - len(below_complete))
         below_pruned, above_pruned = _first(
-            sorted(pruned, key=lambda t: (pruned_step[t.number], pruned_value[t.number])),
+            sorted(pruned, key=lambda t: (pruned_step[t._number], pruned_value[t._number])),
             n_below,
         )
         n_below = max(0, n_below - len(below_pruned))
         below_infeasible, above_infeasible = _first(
-            sorted(infeasible, key=lambda t: infeasibility[t.number]), n_below
+            sorted(infeasible, key=lambda t: infeasibility[t._number]), n_below
         )
         below = below_complete + below_pruned + below_infeasible
         above = above_complete + above_pruned + above_infeasible + running
@@ -284,6 +292,12 @@ def _grown(length: int, index: int) -> int:
     """The length to grow a column of ``length`` to, to hold ``index``: by a quarter at
     least (a column doubled holds a third more than it needs on average)."""
     return max(index + 1, length + length // 4, 64)
+
+
+def _put(column: array[float], index: int, value: float) -> None:
+    if index >= len(column):
+        _extend(column, index, _ZERO)
+    column[index] = value
 
 
 def _extend(column: bytearray | array[float], index: int, zero: bytes | array[float]) -> None:
