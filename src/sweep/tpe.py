@@ -15,6 +15,7 @@ quarter of TPE's time per sample.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,6 +37,53 @@ SPACES_KEPT = 64
 #: space's order, or None when the trial lacks one of its params.
 _Row = tuple[float, ...] | None
 
+#: What :class:`_SpaceRows` knows of a trial: nothing yet, its row, that it has none.
+_UNKNOWN, _ROW, _NO_ROW = 0, 1, 2
+
+#: What CachingTPESampler knows of a finished trial's constraints.
+_UNSCORED, _FEASIBLE, _INFEASIBLE = 0, 1, 2
+
+
+class _SpaceRows:
+    """The finished trials' params in one search space's internal representation, as
+    columns indexed by trial number (8 bytes a param and trial, where a tuple per trial
+    in a dict cost about 100 bytes a trial: a long sweep holds every trial)."""
+
+    __slots__ = ("columns", "ints", "known")
+
+    def __init__(self, width: int) -> None:
+        self.columns = np.empty((width, 0))  # float64, one row per param
+        self.known = bytearray()  # by trial number: _UNKNOWN, _ROW, _NO_ROW
+        # Whether each param's internal values are Python ints (a categorical's index):
+        # Optuna's arrays of them are int64, of the others float64.
+        self.ints: list[bool] | None = None
+
+    def put(self, number: int, row: _Row) -> bool:
+        """Keep ``row`` as trial ``number``'s; False for a row that a float64 column
+        would not hold exactly (the space is then not kept)."""
+        if row is not None:
+            ints = [type(v) is int for v in row]
+            if not all(i or type(v) is float for i, v in zip(ints, row, strict=True)) or any(
+                i and abs(v) >= 2**53 for i, v in zip(ints, row, strict=True)
+            ):
+                return False
+            if self.ints is None:
+                self.ints = ints
+            elif ints != self.ints:
+                return False
+        if number >= len(self.known):
+            grown = _grown(len(self.known), number)
+            self.known.extend(bytes(grown - len(self.known)))
+            columns = np.empty((self.columns.shape[0], grown))
+            columns[:, : self.columns.shape[1]] = self.columns
+            self.columns = columns
+        if row is None:
+            self.known[number] = _NO_ROW
+        else:
+            self.columns[:, number] = row
+            self.known[number] = _ROW
+        return True
+
 
 class CachingTPESampler(TPESampler):
     """:class:`optuna.samplers.TPESampler` with what it derives from each finished trial
@@ -50,80 +98,147 @@ class CachingTPESampler(TPESampler):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self._study_key: tuple[BaseStorage, int] | None = None
-        self._rows: dict[tuple[tuple[str, BaseDistribution], ...], dict[int, _Row]] = {}
-        # trial id -> Optuna's infeasibility score; of pruned trials, their sort key
-        self._infeasibility: dict[int, float] = {}
-        self._pruned_keys: dict[int, tuple[float, float]] = {}
+        self._rows: dict[tuple[tuple[str, BaseDistribution], ...], _SpaceRows | None] = {}
+        self._forget()
+
+    def _forget(self) -> None:
+        self._rows = {}
+        # By trial number: whether its scores are worked out, and whether it is
+        # infeasible (_scored); of infeasible trials Optuna's infeasibility score, of
+        # pruned trials their sort key, (-step, value) (exact as floats). The arrays grow
+        # only as far as such trials go.
+        self._scored = bytearray()
+        self._infeasibility = array("d")
+        self._pruned_step = array("d")
+        self._pruned_value = array("d")
 
     def _remember_for(self, study: Study) -> None:
         key = self._study_key
         if key is None or key[0] is not study._storage or key[1] != study._study_id:
             self._study_key = (study._storage, study._study_id)
-            self._rows, self._infeasibility, self._pruned_keys = {}, {}, {}
+            self._forget()
 
     def _get_internal_repr(
         self, trials: list[FrozenTrial], search_space: dict[str, BaseDistribution], study: Study
     ) -> dict[str, np.ndarray]:
         space = tuple(search_space.items())
-        rows = self._rows.pop(space, None)
-        if rows is None:
-            rows = {}
+        if space in self._rows:
+            rows = self._rows.pop(space)
+        else:
+            rows = _SpaceRows(len(space))
             if len(self._rows) >= SPACES_KEPT:
                 del self._rows[next(iter(self._rows))]
         self._rows[space] = rows  # last used, last in line to be dropped
-        names = list(search_space)
-        kept: list[tuple[float, ...]] = []
+        if rows is None:  # a space whose values a column would not hold exactly
+            return TPESampler._get_internal_repr(self, trials, search_space, study)
+        # Where each kept trial's row is: its number in the columns, or (running
+        # trials, read anew) -1 - its index in ``running``.
+        at: list[int] = []
+        running: list[tuple[float, ...]] = []
+        states = rows.known  # (inline, as this loop runs over every trial per sample)
         for trial in trials:
             state = trial.state
             if state is _COMPLETE or state is _PRUNED:
-                if trial._trial_id in rows:
-                    row = rows[trial._trial_id]
-                else:
-                    row = rows[trial._trial_id] = _internal_row(trial.params, search_space)
+                number = trial._number  # not the property: per trial, per sample
+                known = states[number] if number < len(states) else _UNKNOWN
+                if known == _UNKNOWN:
+                    row = _internal_row(trial.params, search_space)
+                    if not rows.put(number, row):
+                        self._rows[space] = None
+                        return TPESampler._get_internal_repr(self, trials, search_space, study)
+                    known = _NO_ROW if row is None else _ROW
+                    states = rows.known  # grown
+                if known == _ROW:
+                    at.append(number)
             else:
                 row = _internal_row(self._get_params(trial, study), search_space)
-            if row is not None:
-                kept.append(row)
-        # Built column by column, as Optuna does, so that the arrays' dtypes match.
-        return {name: np.asarray([row[i] for row in kept]) for i, name in enumerate(names)}
+                if row is not None:
+                    at.append(-1 - len(running))
+                    running.append(row)
+        names = list(search_space)
+        if not at:
+            return {name: np.asarray([]) for name in names}
+        if running:
+            ints = rows.ints
+            if ints is None or any(
+                (type(v) is int) != i for row in running for v, i in zip(row, ints, strict=True)
+            ):
+                # A running trial's values of another type than the finished ones':
+                # Optuna's way, whose arrays take the types of all of them.
+                return TPESampler._get_internal_repr(self, trials, search_space, study)
+            where = np.asarray(at)
+            table = np.empty((len(names), len(at)))
+            finished = where >= 0
+            table[:, finished] = rows.columns[:, where[finished]]
+            table[:, ~finished] = np.asarray(running, dtype=float).T[:, -1 - where[~finished]]
+        else:
+            table = rows.columns[:, at]
+        ints = rows.ints
+        assert ints is not None
+        # Each a contiguous array, as Optuna's np.asarray of a list is.
+        return {
+            name: np.ascontiguousarray(table[i], dtype=np.int64 if ints[i] else np.float64)
+            for i, name in enumerate(names)
+        }
+
+    def _score(self, trial: FrozenTrial, study: Study) -> int:
+        """Keep finished ``trial``'s scores; returns whether it is infeasible
+        (``_INFEASIBLE``) or not (``_FEASIBLE``)."""
+        number = trial.number
+        if number >= len(self._scored):
+            _extend(self._scored, number, b"\0")
+        infeasibility = _optuna_tpe._get_infeasible_trial_score(trial)
+        score = _INFEASIBLE if infeasibility > 0 else _FEASIBLE
+        if score == _INFEASIBLE:
+            _put(self._infeasibility, number, infeasibility)
+        if trial.state is _PRUNED:
+            step, value = _optuna_tpe._get_pruned_trial_score(trial, study)
+            _put(self._pruned_step, number, step)
+            _put(self._pruned_value, number, value)
+        self._scored[number] = score
+        return score
 
     def _split(
         self, study: Study, trials: Sequence[FrozenTrial], n_below: int
     ) -> tuple[list[FrozenTrial], list[FrozenTrial]]:
         """Optuna's ``_split_trials``, with each finished trial's scores kept."""
-        infeasibility, pruned_keys = self._infeasibility, self._pruned_keys
         complete, pruned, running, infeasible = [], [], [], []
+        scored = self._scored
+        n_scored = len(scored)
         for trial in trials:
             state = trial.state
             if state is _RUNNING:
                 # Checked first, as in Optuna: its constraints are not set yet.
                 running.append(trial)
                 continue
-            trial_id = trial._trial_id
-            score = infeasibility.get(trial_id)
-            if score is None:
-                score = infeasibility[trial_id] = _optuna_tpe._get_infeasible_trial_score(trial)
-            if score > 0:
+            number = trial._number
+            score = scored[number] if number < n_scored else _UNSCORED
+            if score == _UNSCORED:
+                score = self._score(trial, study)
+                scored = self._scored  # maybe grown
+                n_scored = len(scored)
+            if score == _INFEASIBLE:
                 infeasible.append(trial)
             elif state is _COMPLETE:
                 complete.append(trial)
             elif state is _PRUNED:
-                if trial_id not in pruned_keys:
-                    pruned_keys[trial_id] = _optuna_tpe._get_pruned_trial_score(trial, study)
                 pruned.append(trial)
             else:
                 raise AssertionError(f"TPE was given a trial in state {state.name}")
+        infeasibility = self._infeasibility
+        pruned_step, pruned_value = self._pruned_step, self._pruned_value
 
         below_complete, above_complete = _optuna_tpe._split_complete_trials(
             complete, study, n_below
         )
         n_below = max(0, n_below - len(below_complete))
         below_pruned, above_pruned = _first(
-            sorted(pruned, key=lambda t: pruned_keys[t._trial_id]), n_below
+            sorted(pruned, key=lambda t: (pruned_step[t._number], pruned_value[t._number])),
+            n_below,
         )
         n_below = max(0, n_below - len(below_pruned))
         below_infeasible, above_infeasible = _first(
-            sorted(infeasible, key=lambda t: infeasibility[t._trial_id]), n_below
+            sorted(infeasible, key=lambda t: infeasibility[t._number]), n_below
         )
         below = below_complete + below_pruned + below_infeasible
         above = above_complete + above_pruned + above_infeasible + running
@@ -168,6 +283,26 @@ def _internal_row(params: dict[str, Any], search_space: dict[str, BaseDistributi
     if not search_space.keys() <= params.keys():
         return None
     return tuple(dist.to_internal_repr(params[name]) for name, dist in search_space.items())
+
+
+_ZERO = array("d", [0.0])
+
+
+def _grown(length: int, index: int) -> int:
+    """The length to grow a column of ``length`` to, to hold ``index``: by a quarter at
+    least (a column doubled holds a third more than it needs on average)."""
+    return max(index + 1, length + length // 4, 64)
+
+
+def _put(column: array[float], index: int, value: float) -> None:
+    if index >= len(column):
+        _extend(column, index, _ZERO)
+    column[index] = value
+
+
+def _extend(column: bytearray | array[float], index: int, zero: bytes | array[float]) -> None:
+    """Grow ``column`` (filled with ``zero``) to hold ``index``."""
+    column.extend(zero * (_grown(len(column), index) - len(column)))  # type: ignore[arg-type]
 
 
 def _first(ordered: list[FrozenTrial], n: int) -> tuple[list[FrozenTrial], list[FrozenTrial]]:

@@ -299,3 +299,62 @@ def test_a_pickled_storage_reads_the_study_afresh_and_leaves_own_trials_to_the_o
     other.tell(theirs, 2.0)
     assert in_database(db, 1).state == TrialState.COMPLETE and in_database(db, 1).value == 2.0
     assert in_database(db, 0).state == TrialState.RUNNING  # the original's hand-back sink
+
+
+def _mixed(trial: optuna.Trial) -> float:
+    # As a sweep's trial carries them: its run id, and attributes that samplers read.
+    trial.storage.set_trial_system_attr(trial._trial_id, "sweep:run_id", f"run-{trial.number}")
+    if trial.number % 3 == 0:
+        trial.set_user_attr("note", trial.number)
+    x = trial.suggest_float("x", -10.0, 10.0)
+    n = trial.suggest_int("n", 1, 9, step=2)
+    c = trial.suggest_categorical("c", ["a", "b", None])
+    return x * x + n + (0.5 if c == "a" else 0.0)
+
+
+def test_a_tpe_sweep_draws_on_the_held_study_what_it_draws_on_optunas_storage(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finished trials are held lean (no run id, shared empty dicts, TPE's columns):
+    what the sampler sees, and so what it draws, is unchanged."""
+    from sweep.tpe import CachingTPESampler
+
+    monkeypatch.setattr(_study_cache, "STALE_AFTER_S", 0.0)  # each read goes to the database
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    held = optuna.load_study(
+        study_name="held",
+        storage=StudyStorage(db, db.optuna_storage()),
+        sampler=CachingTPESampler(seed=3, n_startup_trials=5),
+    )
+    plain = optuna.create_study(
+        study_name="plain",
+        storage=db.optuna_storage(),
+        sampler=optuna.samplers.TPESampler(seed=3, n_startup_trials=5),
+    )
+    held.optimize(_mixed, n_trials=25)
+    plain.optimize(_mixed, n_trials=25)
+    assert [t.params for t in held.trials] == [t.params for t in plain.trials]
+    assert len({t.params["x"] for t in held.trials}) == 25
+
+
+def test_finished_trials_are_held_without_the_run_id_and_with_read_only_empty_dicts(
+    db: Database,
+) -> None:
+    held_study(db).optimize(_mixed, n_trials=2)
+    storage = StudyStorage(db, db.optuna_storage())
+    study_id = storage.get_study_id_from_name("held")
+    first, second = storage.get_all_trials(study_id, deepcopy=False)
+    assert in_database(db, 1).system_attrs == {"sweep:run_id": "run-1"}
+    assert first.system_attrs == {} and first.user_attrs == {"note": 0}
+    assert second.user_attrs == {} and second.intermediate_values == {}
+    with pytest.raises(TypeError, match="read-only"):
+        second.user_attrs["note"] = 1  # shared by the trials that have none
+    # Found by id, though no longer in the map of trials not read finished.
+    assert storage.get_trial(second._trial_id) is second
+    # Copies have dicts of their own, plain and mutable, each its own.
+    copies = storage.get_all_trials(study_id)
+    copies[1].user_attrs["note"] = 1
+    copies[1].system_attrs["k"] = 2
+    assert type(copies[0].system_attrs) is dict and copies[0].system_attrs == {}
+    assert storage.get_all_trials(study_id)[1].user_attrs == {}
+    assert pickle.loads(pickle.dumps(second)).user_attrs == {}

@@ -231,7 +231,7 @@ class StudyStorage(BaseStorage):
         return changed
 
     def _study_of(self, trial_id: int) -> int:
-        known = self._cache.trial_ids.get(trial_id)
+        known = self._cache.locate(trial_id)
         if known is not None:
             return known[0]
         with self.db.session() as session:
@@ -325,4 +325,6 @@ class StudyStorage(BaseStorage):
                 found = [t for t in trials if t is not None]
             else:
                 found = [t for t in trials if t is not None and t.state in states]
-        return copy.deepcopy(found) if deepcopy else found
+        # Each trial copied on its own: finished trials share their empty dicts
+        # (_trial_reads.settled), and copies must not share theirs.
+        return [copy.deepcopy(t) for t in found] if deepcopy else found
