@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from sweep.spec import SweepSpec
 
-#: What the fork server imports once for every worker it forks.
-PRELOAD = ["sweep.trial", "sweep.worker"]
+#: What the fork server imports once for every worker it forks (see sweep.preload).
+PRELOAD = ["sweep.preload"]
 
 
 def executor_for(spec: SweepSpec, ray_address: str | None) -> str:

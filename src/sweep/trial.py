@@ -126,7 +126,8 @@ class TrialRunner:
             if spec.is_command
             else resolve_objective(spec)
         )
-        backend = self.db.optuna_storage()
+        # Whoever started this worker (a launch, an agent) checked the schema.
+        backend = self.db.optuna_storage(schema_ready=True)
         self.ends: HandBack | WriteNow = (
             HandBack()
             if hand_back

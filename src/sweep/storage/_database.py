@@ -216,24 +216,34 @@ class Database:
 
     # -- Optuna -----------------------------------------------------------------------
 
-    def optuna_storage(self) -> optuna.storages.RDBStorage:
+    def optuna_storage(self, *, schema_ready: bool = False) -> optuna.storages.RDBStorage:
         """Optuna's RDB storage on the same database, tuned like our own engine, and
-        retrying its operations while the database restarts."""
+        retrying its operations while the database restarts. ``schema_ready``: whoever
+        started this process checked the schema (a worker): Optuna's own table creation
+        and version check are skipped (round trips a worker would make before its
+        first trial)."""
         try:
-            return self._open_optuna(RetryingRDBStorage)
+            return self._open_optuna(RetryingRDBStorage, schema_ready=schema_ready)
         except (SQLAlchemyError, RuntimeError, ValueError) as exc:
             raise StorageError(
                 f"cannot open the Optuna study storage at {self.display_url}: {_short(exc)}"
             ) from exc
 
-    def _open_optuna(self, storage_class: type[StorageT]) -> StorageT:
+    def _open_optuna(
+        self, storage_class: type[StorageT], *, schema_ready: bool = False
+    ) -> StorageT:
         """``storage_class`` (Optuna's RDB storage) on this database, tried again while
         the database is unreachable. Optuna creates its tables on first use; when a
         process that does not take turns with us (a plain Optuna script, a watcher)
         creates them at the same moment, the loser's CREATE fails once the winner
         commits, and another try finds them made."""
         return retry_transient(
-            lambda: storage_class(self.url, engine_kwargs=_engine_kwargs(self.url)),
+            lambda: storage_class(
+                self.url,
+                engine_kwargs=_engine_kwargs(self.url),
+                skip_compatibility_check=schema_ready,
+                skip_table_creation=schema_ready,
+            ),
             what="opening the Optuna storage",
             retry_if=lambda exc: is_transient(exc) or _created_meanwhile(exc),
         )

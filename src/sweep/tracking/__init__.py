@@ -11,7 +11,12 @@ from sweep.tracking._entities import (
     RunInput,
     RunStatus,
 )
-from sweep.tracking._environment import command_line, environment_tags, gpu_indices
+from sweep.tracking._environment import (
+    command_line,
+    environment_tags,
+    gpu_indices,
+    installed_packages,
+)
 from sweep.tracking._filter import parse_filter, parse_order_by
 from sweep.tracking._flusher import flusher
 from sweep.tracking._lineage import open_run, reference_tags, write_lineage
@@ -58,6 +63,7 @@ __all__ = [
     "environment_tags",
     "flusher",
     "gpu_indices",
+    "installed_packages",
     "load_runs",
     "log_artifact",
     "log_input",
