@@ -77,6 +77,19 @@ def test_printed_lines_are_step_metrics_and_the_last_value_counts(
     assert "step=5 score=2.5000" in stdout
 
 
+def test_carriage_returns_split_lines_and_characters_survive_split_writes(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """Output is read in chunks as it comes: a progress bar's ``\\r`` updates are lines
+    (each a report), a character split across writes is decoded whole, and a last line
+    without a newline still counts."""
+    outcome = run_one(runner_for(sqlite_url, tmp_path, "progress.py"))
+    assert (outcome.state, outcome.value) == ("COMPLETE", 0.3)
+    assert history(sqlite_url, outcome.run_id, "score") == [(1, 0.1), (2, 0.2), (3, 0.3)]
+    stdout = artifact_text(sqlite_url, outcome.run_id, "logs/stdout.txt")
+    assert stdout.endswith("validated: caf\u00e9 ok")
+
+
 def test_a_script_that_exits_non_zero_fails_with_its_stderr(
     storage_url: str, tmp_path: Path
 ) -> None:

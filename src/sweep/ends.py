@@ -12,8 +12,8 @@ When Optuna ends a trial that a process runs (``study.tell``), its
 :class:`EndSink`: :class:`WriteNow` writes the end at once (an agent's worker),
 :class:`HandBack` keeps it for the caller to return (a Ray worker hands it to the
 controller, which writes the ends of all its workers' trials in batches), and
-:class:`WriteSoon` keeps it until the process's next trial is under way (an agent's
-worker running scripts: see :class:`~sweep.trial.TrialRunner`).
+:class:`WriteSoon` keeps it for the process's next claim to write in its transaction
+(an agent's worker running scripts: see :meth:`~sweep.trial.TrialRunner.claim`).
 """
 
 from __future__ import annotations

@@ -135,7 +135,6 @@ class TrialRunner:
             if defer_ends and spec.is_command
             else WriteNow(self.db, self.tracking)
         )
-
         self.storage = StudyStorage(self.db, backend, self.ends)
         # Distinct seeds per worker, or parallel workers would draw identical samples.
         seed_offset = worker_index + 1
