@@ -16,7 +16,7 @@ from sweep.spec import load_spec_from_dict
 from sweep.storage import Database
 from sweep.study import open_study, open_sweep_record
 from sweep.tracking import TrackingStore
-from sweep.trial import SweepContext
+from sweep.trial import SweepContext, TrialOutcome, TrialRunner
 
 OBJECTIVES_DIR = Path(__file__).parent / "objectives"
 PG_URL = os.environ.get(
@@ -155,3 +155,13 @@ def sweep_context(
     )
     database.dispose()
     return SweepContext(spec, url, experiment.experiment_id, record.parent_run_id, "test")
+
+
+def run_one_trial(runner: TrialRunner) -> TrialOutcome:
+    """Claim one trial for a new agent worker of ``runner``, run it, close the runner."""
+    claim = runner.claim(runner.coordinator.register_worker("agent"))
+    assert claim is not None
+    try:
+        return runner.run(claim)
+    finally:
+        runner.close()

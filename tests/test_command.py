@@ -17,8 +17,8 @@ import pytest
 
 from sweep.storage import Database
 from sweep.tracking import RunStatus, TrackingStore
-from sweep.trial import TrialOutcome, TrialRunner
-from tests.helpers import OBJECTIVES_DIR, sweep_context
+from sweep.trial import TrialRunner
+from tests.helpers import OBJECTIVES_DIR, run_one_trial, sweep_context
 
 SCRIPTS = OBJECTIVES_DIR / "scripts"
 X_IS_HALF = {"x": {"type": "categorical", "choices": [0.5]}}
@@ -40,16 +40,6 @@ def runner_for(url: str, tmp_path: Path, program: str, **spec_keys: Any) -> Tria
     return TrialRunner(context, 0)
 
 
-def run_one(runner: TrialRunner) -> TrialOutcome:
-    coordinator = runner.coordinator
-    claim = coordinator.claim(coordinator.register_worker("agent"), runner.run_seed)
-    assert claim is not None
-    try:
-        return runner.run(claim)
-    finally:
-        runner.close()
-
-
 def artifact_text(url: str, run_id: str, name: str) -> str:
     tracking = TrackingStore(Database(url))
     run = tracking.get_run(run_id)
@@ -66,7 +56,7 @@ def test_printed_lines_are_step_metrics_and_the_last_value_counts(
     storage_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")  # an agent worker pinned to GPU 3
-    outcome = run_one(runner_for(storage_url, tmp_path, "prints.py"))
+    outcome = run_one_trial(runner_for(storage_url, tmp_path, "prints.py"))
     assert (outcome.state, outcome.value) == ("COMPLETE", 2.5)  # score at step 5
     assert history(storage_url, outcome.run_id, "score") == [(s, 0.5 * s) for s in range(1, 6)]
     assert [v for _, v in history(storage_url, outcome.run_id, "loss")][-1] == 0.2
@@ -83,7 +73,7 @@ def test_carriage_returns_split_lines_and_characters_survive_split_writes(
     """Output is read in chunks as it comes: a progress bar's ``\\r`` updates are lines
     (each a report), a character split across writes is decoded whole, and a last line
     without a newline still counts."""
-    outcome = run_one(runner_for(sqlite_url, tmp_path, "progress.py"))
+    outcome = run_one_trial(runner_for(sqlite_url, tmp_path, "progress.py"))
     assert (outcome.state, outcome.value) == ("COMPLETE", 0.3)
     assert history(sqlite_url, outcome.run_id, "score") == [(1, 0.1), (2, 0.2), (3, 0.3)]
     stdout = artifact_text(sqlite_url, outcome.run_id, "logs/stdout.txt")
@@ -94,7 +84,7 @@ def test_a_script_that_exits_non_zero_fails_with_its_stderr(
     storage_url: str, tmp_path: Path
 ) -> None:
     command = ["${interpreter}", "${program}", "${args}", "--code=3"]
-    outcome = run_one(runner_for(storage_url, tmp_path, "prints.py", command=command))
+    outcome = run_one_trial(runner_for(storage_url, tmp_path, "prints.py", command=command))
     assert outcome.state == "FAIL" and outcome.error is not None
     assert "exited with code 3" in outcome.error and "the data is gone" in outcome.error
     run = TrackingStore(Database(storage_url)).get_run(outcome.run_id)
@@ -113,7 +103,7 @@ def test_printed_reports_are_pruned(storage_url: str, tmp_path: Path) -> None:
         pruner={"name": "threshold", "upper": 1.2},
     )
     started = time.monotonic()
-    outcome = run_one(runner)
+    outcome = run_one_trial(runner)
     assert outcome.state == "PRUNED"
     assert time.monotonic() - started < 5  # 20 steps would take 6 s
     assert [s for s, _ in history(storage_url, outcome.run_id, "score")] == [1, 2, 3]
@@ -124,7 +114,7 @@ def test_a_script_importing_sweep_reports_and_is_pruned(storage_url: str, tmp_pa
         storage_url, tmp_path, "reports.py", pruner={"name": "threshold", "upper": 2.2}
     )
     started = time.monotonic()
-    outcome = run_one(runner)
+    outcome = run_one_trial(runner)
     # Pruned at step 5 (2.5 > 2.2); the script then sleeps 30 s: its group is ended.
     assert outcome.state == "PRUNED" and time.monotonic() - started < 10
     assert [s for s, _ in history(storage_url, outcome.run_id, "score")] == [1, 2, 3, 4, 5]
@@ -132,7 +122,7 @@ def test_a_script_importing_sweep_reports_and_is_pruned(storage_url: str, tmp_pa
 
 
 def test_a_script_importing_sweep_sets_its_result(storage_url: str, tmp_path: Path) -> None:
-    outcome = run_one(runner_for(storage_url, tmp_path, "reports.py"))
+    outcome = run_one_trial(runner_for(storage_url, tmp_path, "reports.py"))
     assert (outcome.state, outcome.value) == ("COMPLETE", 50.0)  # sweep.result(x * 100)
     run = TrackingStore(Database(storage_url)).get_run(outcome.run_id)
     assert run.tags["reported"] == "yes" and run.status is RunStatus.FINISHED
@@ -163,7 +153,7 @@ def test_no_child_survives_a_prune(
     runner = runner_for(
         sqlite_url, tmp_path, "spawns.py", pruner={"name": "threshold", "upper": 0.3}
     )
-    assert run_one(runner).state == "PRUNED"
+    assert run_one_trial(runner).state == "PRUNED"
     pids = [int(p) for p in pid_file.read_text().split()]
     assert len(pids) == 2 and wait_gone(pids, timeout=5) == []
 
@@ -171,7 +161,7 @@ def test_no_child_survives_a_prune(
 def _run_in_worker(url: str, tmp_path: Path, ready: Any) -> None:
     runner = runner_for(url, tmp_path, "spawns.py")
     ready.set()
-    run_one(runner)
+    run_one_trial(runner)
 
 
 def test_no_child_survives_its_worker_being_killed(

@@ -27,7 +27,7 @@ from sweep.storage import Database
 from sweep.study import RUN_ID_ATTR, open_study
 from sweep.tracking import TrackingStore
 from sweep.trial import TrialRunner
-from tests.helpers import OBJECTIVES_DIR, sweep_context
+from tests.helpers import OBJECTIVES_DIR, run_one_trial, sweep_context
 
 METRICS = [
     {"name": "acc", "direction": "maximize"},
@@ -168,12 +168,7 @@ def test_a_function_and_a_script_give_every_objective_logged_on_the_run(
     tracking = TrackingStore(Database(sqlite_url))
     two = [{"name": "x", "direction": "maximize"}, {"name": "y", "direction": "minimize"}]
     context = sweep_context(sqlite_url, tmp_path / "a", "tuple", "multi:two_as_tuple", metric=two)
-    runner = TrialRunner(context, 0)
-    coordinator = runner.coordinator
-    claim = coordinator.claim(coordinator.register_worker("agent"), runner.run_seed)
-    assert claim is not None
-    outcome = runner.run(claim)
-    runner.close()
+    outcome = run_one_trial(TrialRunner(context, 0))
     assert outcome.state == "COMPLETE" and outcome.values is not None
     x = outcome.params["x"]
     assert outcome.values == pytest.approx([x, 1.0 - x])
@@ -195,12 +190,7 @@ def test_a_function_and_a_script_give_every_objective_logged_on_the_run(
             parameters={"x": {"type": "categorical", "choices": [0.5]}},
             metric=two,
         )
-        runner = TrialRunner(context, 0)
-        coordinator = runner.coordinator
-        claim = coordinator.claim(coordinator.register_worker("agent"), runner.run_seed)
-        assert claim is not None
-        outcome = runner.run(claim)
-        runner.close()
+        outcome = run_one_trial(TrialRunner(context, 0))
         assert (outcome.state, outcome.values) == ("COMPLETE", values), outcome.error
         run = tracking.get_run(outcome.run_id)
         assert (run.metrics["score"], run.metrics["loss"]) == tuple(values)

@@ -151,12 +151,13 @@ class _Execution:
         theirs.close()
         assert self.process.stdout is not None and self.process.stderr is not None
         self.selector = selectors.DefaultSelector()
+        stdout, stderr = self.process.stdout.fileno(), self.process.stderr.fileno()
         self.streams = {
-            self.process.stdout.fileno(): _Lines(self._stdout_line),
-            self.process.stderr.fileno(): _Lines(self._stderr_line),
+            stdout: _Lines(self._stdout_line),
+            stderr: _Lines(self._stderr_line),
             self.channel.fileno(): _Lines(self._message),
         }
-        self.outputs = set(list(self.streams)[:2])
+        self.outputs = {stdout, stderr}  # still open
         for fd in self.streams:
             self.selector.register(fd, selectors.EVENT_READ)
         try:

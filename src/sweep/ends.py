@@ -119,12 +119,20 @@ class WriteNow(EndSink):
 
     def end(self, writes: TrialWrites) -> bool:
         end = self._end_of(writes)
+        return end.trial_id in self.write([end])
 
-        def transaction() -> bool:
+    def write(self, ends: Sequence[TrialEnd]) -> set[int]:
+        """Write ``ends`` in a transaction of their own (retried while the database is
+        briefly unreachable); the ids of the trials written."""
+        if not ends:
+            return set()
+
+        def transaction() -> set[int]:
             with self.db.session() as session:
-                return end.trial_id in write_ends(session, self.tracking, [end])
+                return write_ends(session, self.tracking, ends)
 
-        return retry_transient(transaction, what=f"writing the end of trial {end.trial_id}")
+        trials = ", ".join(str(end.trial_id) for end in ends)
+        return retry_transient(transaction, what=f"writing the end of trial(s) {trials}")
 
 
 class WriteSoon(WriteNow):
@@ -146,19 +154,6 @@ class WriteSoon(WriteNow):
     def take_kept(self) -> list[TrialEnd]:
         kept, self._kept = self._kept, []
         return kept
-
-    def write(self, ends: Sequence[TrialEnd]) -> None:
-        """Write ``ends`` in a transaction of their own (retried while the database is
-        briefly unreachable)."""
-        if not ends:
-            return
-
-        def transaction() -> None:
-            with self.db.session() as session:
-                write_ends(session, self.tracking, ends)
-
-        trials = ", ".join(str(end.trial_id) for end in ends)
-        retry_transient(transaction, what=f"writing the end of trial(s) {trials}")
 
 
 class HandBack(EndSink):
