@@ -4,7 +4,7 @@
 
 The same command, ``python -c pass``, run ``trials`` times three ways, in turn: a bare
 ``subprocess.run``; :class:`sweep.command.CommandObjective` alone (the process group,
-the socket, the reader threads, the log artifacts); and whole trials through an
+the socket, reading its output, the log artifacts); and whole trials through an
 agent's :class:`~sweep.trial.TrialRunner` (claim, run, the end written with the next
 claim, as an agent's worker does: what a trial of the sweep costs). Medians per trial,
 and the ratios to the bare run. The target is at most 1.5x for a whole trial.

@@ -267,6 +267,36 @@ def test_ends_handed_over_are_written_in_one_transaction(db: Database) -> None:
     assert loaded[2].intermediate_values == {0: 3.0} and "x" in loaded[2].params
 
 
+def test_a_worker_reads_its_own_ended_trials_back_by_state_unless_ended_otherwise(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent's worker reads the study at each trial, its last trial's end among what
+    changed: a trial held as the database has it is not read again, one that a
+    recovery ended otherwise meanwhile is."""
+    monkeypatch.setattr(_study_cache, "STALE_AFTER_S", 0.0)
+    sink = HandBack()
+    worker = held_study(db, end_sink=sink)
+    ends = []
+    for value in (1.0, 2.0, 3.0):
+        trial = worker.ask()
+        trial.suggest_float("x", 0.0, 1.0)
+        worker.tell(trial, value)
+        ends.append(sink.take(trial._trial_id).writes)
+    study_id = worker._study_id
+    held = worker._storage.get_all_trials(study_id, deepcopy=False)
+    db.optuna_storage().set_trial_state_values(ends[1].trial_id, TrialState.FAIL)
+    with db.session() as session:
+        write_trials(session, ends)
+    statements: list[str] = []
+    event.listen(db.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+
+    read = worker._storage.get_all_trials(study_id, deepcopy=False)
+    assert read[0] is held[0] and read[2] is held[2]  # held as written: not read again
+    assert read[1] is not held[1] and read[1].state == TrialState.FAIL  # read as it is
+    assert read[1].value is None and "x" not in read[1].params
+    assert len(statements) == 2  # which trials changed, and the whole of the one to read
+
+
 def test_enqueued_trials_run_with_their_params(db: Database) -> None:
     study = held_study(db)
     study.enqueue_trial({"x": 0.125})

@@ -124,6 +124,10 @@ def start_waiting_trials(
     return slots
 
 
+#: New trials, their ids returned in the order given; built once.
+_INSERT_TRIALS = TRIALS.insert().returning(TRIALS.c.trial_id, sort_by_parameter_order=True)
+
+
 def insert_running_trials(
     session: Session, study_id: int, numbers: range, started: datetime.datetime
 ) -> list[tuple[int, int]]:
@@ -134,7 +138,7 @@ def insert_running_trials(
     if not numbers:
         return []
     created = session.execute(
-        TRIALS.insert().returning(TRIALS.c.trial_id, sort_by_parameter_order=True),
+        _INSERT_TRIALS,
         [
             {
                 "number": number,

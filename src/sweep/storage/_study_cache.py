@@ -18,9 +18,7 @@ from typing import TYPE_CHECKING
 from optuna.distributions import BaseDistribution
 from optuna.study._study_direction import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy import or_
 
-from sweep.storage._optuna_tables import TRIALS
 from sweep.storage._retrying import retry_transient
 from sweep.storage._trial_reads import TrialReader, settled
 
@@ -187,18 +185,40 @@ class TrialCache:
             return cache
         if cache.directions is None:
             self.directions(study_id)  # a study's first read: does it exist?
-        changed = TRIALS.c.trial_id > cache.last_finished_id
-        if cache.unfinished:
-            changed = or_(changed, TRIALS.c.trial_id.in_(sorted(cache.unfinished)))
-        where = (TRIALS.c.study_id == study_id, changed)
-        trials = retry_transient(
-            lambda: self.reader.load(where), what=f"reading the trials of study {study_id}"
+        after, unfinished = cache.last_finished_id, sorted(cache.unfinished)
+
+        def held(trial_id: int, state: TrialState) -> bool:
+            # Own trials stay as held; one that ended here is held as the database has
+            # it, unless a stop or a recovery ended it otherwise first.
+            return trial_id in own or self._ended_here_as(cache, trial_id, state)
+
+        trials, skipped = retry_transient(
+            lambda: self.reader.load_changed(study_id, after, unfinished, held),
+            what=f"reading the trials of study {study_id}",
         )
         cache.synced_at = now
         for trial in trials:
-            if trial._trial_id not in own and not self._ended_unwritten(cache, trial):
+            if not self._ended_unwritten(cache, trial):
                 self._take(study_id, cache, trial)
+        for trial_id, state in skipped:
+            if trial_id not in own and state.is_finished():
+                self._settle(cache, trial_id)
         return cache
+
+    def _ended_here_as(self, cache: StudyCache, trial_id: int, state: TrialState) -> bool:
+        """Whether trial ``trial_id`` ended here, and the database shows it ``state``,
+        the state it ended with here."""
+        known = self.trial_ids.get(trial_id)
+        if known is None or not state.is_finished():
+            return False
+        cached = cache.by_number[known[1]]
+        return cached is not None and cached.state == state
+
+    def _settle(self, cache: StudyCache, trial_id: int) -> None:
+        """Count trial ``trial_id``, held finished as the database has it, as read."""
+        self.trial_ids.pop(trial_id, None)
+        cache.unfinished.discard(trial_id)
+        cache.last_finished_id = max(cache.last_finished_id, trial_id)
 
     def _ended_unwritten(self, cache: StudyCache, trial: FrozenTrial) -> bool:
         """Whether ``trial``, read unfinished, ended here with its end not written yet

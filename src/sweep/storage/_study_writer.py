@@ -37,6 +37,15 @@ class EndSink(Protocol):
     def end(self, writes: TrialWrites) -> bool: ...
 
 
+#: One trial's end, while it is RUNNING; built once (building it costs more than running it).
+_END_ONE = (
+    update(TRIALS)
+    .where(TRIALS.c.trial_id == bindparam("ended_id"), TRIALS.c.state == TrialState.RUNNING)
+    .values(state=bindparam("end_state"), datetime_complete=bindparam("ended_at"))
+    .returning(TRIALS.c.trial_id)
+)
+
+
 def write_trials(session: Session, writes: Sequence[TrialWrites]) -> set[int]:
     """Write each trial's held writes, and end those with a ``state``, in ``session``'s
     transaction: a statement per table, however many trials. Trials no longer RUNNING
@@ -49,10 +58,12 @@ def write_trials(session: Session, writes: Sequence[TrialWrites]) -> set[int]:
         end = writes[0]
         running = set(
             session.execute(
-                update(TRIALS)
-                .where(TRIALS.c.trial_id == end.trial_id, TRIALS.c.state == TrialState.RUNNING)
-                .values(state=end.state, datetime_complete=end.ended_at or utc_now())
-                .returning(TRIALS.c.trial_id)
+                _END_ONE,
+                {
+                    "ended_id": end.trial_id,
+                    "end_state": end.state,
+                    "ended_at": end.ended_at or utc_now(),
+                },
             ).scalars()
         )
         return _write_rest(session, [end] if running else [], running)

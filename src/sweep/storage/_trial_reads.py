@@ -14,12 +14,12 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from optuna.distributions import BaseDistribution, json_to_distribution
 from optuna.storages._rdb import models
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import (
     Float,
     Integer,
@@ -28,6 +28,7 @@ from sqlalchemy import (
     cast,
     literal,
     null,
+    or_,
     select,
     union_all,
 )
@@ -137,36 +138,38 @@ class TrialReader:
         # never changed in place (a process's own trials revise copies).
         self._spaces: dict[tuple[tuple[str, int], ...], dict[str, BaseDistribution]] = {}
 
-    def load(self, where: tuple[Any, ...]) -> list[FrozenTrial]:
-        """The trials matching ``where`` (conditions on Optuna's ``trials`` table), whole,
-        in the order of their ids."""
+    def load_changed(
+        self,
+        study_id: int,
+        after: int,
+        unfinished: Sequence[int],
+        held: Callable[[int, TrialState], bool],
+    ) -> tuple[list[FrozenTrial], list[tuple[int, TrialState]]]:
+        """The study's trials after id ``after`` and those among ``unfinished``, in the
+        order of their ids: what changed since a read that left them so. Read whole
+        unless ``held(trial_id, state)``: the caller holds the trial as it is (a trial
+        its process runs or just ended), so only its id and state are returned, in the
+        second list."""
+        bound = {"study_id": study_id, "after": after, "unfinished": list(unfinished)}
         with self.db.session() as session:
-            rows = session.execute(
-                select(
-                    TRIALS.c.trial_id,
-                    TRIALS.c.number,
-                    TRIALS.c.state,
-                    TRIALS.c.datetime_start,
-                    TRIALS.c.datetime_complete,
-                )
-                .where(*where)
-                .order_by(TRIALS.c.trial_id)
-            ).all()
-            if not rows:
-                return []
+            rows, skipped = [], []
+            for row in session.execute(_CHANGED_TRIALS, bound):
+                if held(row.trial_id, row.state):
+                    skipped.append((row.trial_id, row.state))
+                else:
+                    rows.append(row)
             parts = {row.trial_id: _Parts() for row in rows}
-            if len(rows) <= _BY_IDS:
-                # The usual read, a few trials: a statement built and compiled once.
-                self._read_parts(session, _parts_by_ids(), parts, {"ids": list(parts)})
-            else:
+            if len(rows) > _BY_IDS:
                 # Each query sees what was committed when it ran: rows of trials
                 # created after the first query are skipped (the next read takes them
                 # whole).
-                ids = select(TRIALS.c.trial_id).where(*where).scalar_subquery()
-                self._read_parts(session, _parts_query(ids), parts, {})
+                self._read_parts(session, _parts_of_changed(), parts, bound)
+            elif rows:
+                # The usual read, a few trials: a statement built and compiled once.
+                self._read_parts(session, _parts_by_ids(), parts, {"ids": list(parts)})
         for part in parts.values():
             part.distributions = self._shared_space(part.distributions)
-        return [_frozen(row, parts[row.trial_id]) for row in rows]
+        return [_frozen(row, parts[row.trial_id]) for row in rows], skipped
 
     def _shared_space(self, space: dict[str, BaseDistribution]) -> dict[str, BaseDistribution]:
         # Keyed by identity: the reader parses each distinct distribution once.
@@ -218,6 +221,35 @@ class TrialReader:
             distribution = json_to_distribution(dist_json)
             self._distributions[dist_json] = distribution
         return distribution
+
+
+#: Which trials changed: the study's trials after id ``after``, and those bound as
+#: ``unfinished``. Built once: a worker reads the study at each trial, and building the
+#: statement cost more than running it.
+_CHANGED = (
+    TRIALS.c.study_id == bindparam("study_id"),
+    or_(
+        TRIALS.c.trial_id > bindparam("after"),
+        TRIALS.c.trial_id.in_(bindparam("unfinished", expanding=True)),
+    ),
+)
+_CHANGED_TRIALS = (
+    select(
+        TRIALS.c.trial_id,
+        TRIALS.c.number,
+        TRIALS.c.state,
+        TRIALS.c.datetime_start,
+        TRIALS.c.datetime_complete,
+    )
+    .where(*_CHANGED)
+    .order_by(TRIALS.c.trial_id)
+)
+
+
+@functools.cache
+def _parts_of_changed() -> Any:
+    """:func:`_parts_query` of the trials that changed (bound as for ``_CHANGED``)."""
+    return _parts_query(select(TRIALS.c.trial_id).where(*_CHANGED).scalar_subquery())
 
 
 #: What a row of :func:`_parts_query` holds.
