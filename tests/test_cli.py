@@ -390,3 +390,33 @@ def test_models_tags_descriptions_lineage_and_history(tmp_path: Path) -> None:
         failed = run_cli("models", *args, "--storage", url, cwd=tmp_path)
         assert failed.returncode == 6, (args, failed.stdout + failed.stderr)
         assert message in failed.stderr, (args, failed.stderr)
+
+
+def test_the_collector_is_off_while_a_command_starts_and_on_again_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import gc
+
+    import sweep.cli
+
+    seen: list[bool] = []
+
+    def long_command(prog_name: str) -> None:  # a launch, an agent, the UI
+        seen.append(gc.isenabled())
+        deadline = time.monotonic() + 5
+        while not gc.isenabled() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        seen.append(gc.isenabled())
+
+    monkeypatch.setattr(sweep.cli, "COLLECTOR_OFF_AT_START_S", 0.2)
+    monkeypatch.setattr(sweep.cli, "cli", long_command)
+    try:
+        sweep.cli.main()
+        assert seen == [False, True]
+        gc.disable()
+        monkeypatch.setattr(sweep.cli, "cli", lambda prog_name: None)  # a short one
+        sweep.cli.main()
+        assert gc.isenabled()
+    finally:
+        gc.enable()
+        gc.unfreeze()

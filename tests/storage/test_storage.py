@@ -114,6 +114,31 @@ def test_a_store_is_set_up_while_another_process_creates_optunas_tables(
     database.dispose()
 
 
+def test_optunas_tables_made_here_go_unchecked_and_those_an_older_optuna_made_are_refused(
+    storage_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from optuna.storages._rdb.storage import _VersionManager
+
+    heads: list[str] = []  # each one loads Optuna's 40-odd migration scripts
+    real_head = _VersionManager.get_head_version
+    monkeypatch.setattr(
+        _VersionManager, "get_head_version", lambda self: heads.append(real_head(self)) or heads[-1]
+    )
+    database = Database(storage_url)
+    database.ensure_schema()
+    database.optuna_storage().engine.dispose()
+    database.dispose()
+    assert len(heads) == 1  # to stamp the tables made here, not to check them
+    # Optuna's tables as an older Optuna left them, under sweep's schema at head.
+    with database.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = 'v2.4.0.a'")
+    later = Database(storage_url)
+    later.ensure_schema()
+    with pytest.raises(StorageError, match="optuna storage upgrade"):
+        later.optuna_storage()
+    later.dispose()
+
+
 def test_an_old_schema_is_refused_with_the_upgrade_command(db: Database) -> None:
     with db.engine.begin() as conn:
         conn.exec_driver_sql(f"UPDATE {VERSION_TABLE} SET version_num = 'ffffffff'")
