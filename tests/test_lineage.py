@@ -120,6 +120,12 @@ def test_runs_record_code_packages_and_host_without_asking(
     assert names == sorted(names)  # sorted by name
     assert f"optuna=={metadata.version('optuna')}" in packages
     assert all(line.count("==") == 1 for line in packages)
+    # Every distribution once, named and versioned as its metadata says.
+    installed = {
+        d.metadata["Name"].lower(): f"{d.metadata['Name']}=={d.version}"
+        for d in metadata.distributions()
+    }
+    assert packages == [installed[name] for name in sorted(installed)]
 
     (repo / "train.py").write_text("print(2)\n")  # uncommitted change
     clear_caches()  # as a new process would

@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 from sqlalchemy import select
 
 import sweep
+from sweep import executor as executor_module
 from sweep.executor import executor_for
 from sweep.spec import load_spec, load_spec_from_dict
 from sweep.storage import Database
@@ -92,3 +93,40 @@ def test_auto_picks_ray_only_where_ray_is_needed(tmp_path: Path) -> None:
     with pytest.raises(sweep.SpecError, match="executor local runs no GPU trials") as info:
         load_spec(bad, check_objective=False)
     assert "bad.yaml:6" in str(info.value)
+
+
+def test_the_fork_server_starts_before_validation_only_where_the_spec_must_run_locally(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `sweep launch` starts it on a first look at the file; where it guessed wrong,
+    # workers would get the wrong BLAS threads or a Ray sweep an idle server.
+    started: list[str] = []
+    monkeypatch.setattr(executor_module, "_start_fork_server", started.append)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    base = (
+        "name: pick\nobjective: toy:trivial\nmetric: {name: v, direction: minimize}\n"
+        "budget: {n_trials: 1}\n"
+    )
+
+    def warmed(more: str = "", ray_address: str | None = None, *overrides: str) -> list[str]:
+        started.clear()
+        path = tmp_path / "spec.yaml"
+        path.write_text(base + more)
+        assert executor_module.warm_from_file(str(path), ray_address, overrides) == bool(started)
+        if started:  # the validated spec agrees: local, with these threads
+            spec = load_spec(path, check_objective=False, overrides=list(overrides))
+            assert executor_for(spec, ray_address) == "local"
+            assert started == [executor_module.threads_for(spec.resources.cpu)]
+        return started
+
+    assert warmed() == ["1"]
+    assert warmed("resources: {cpu: 3}\n") == ["3"]
+    assert warmed("executor: local\n", None, "budget.n_trials=5") == ["1"]
+    assert warmed("", "local") == ["1"]
+    assert warmed("executor: ray\n") == []
+    assert warmed("ray: {num_cpus: 2}\n") == []
+    assert warmed("resources: {gpu: 1}\n") == []
+    assert warmed("", "ray://head:10001") == []
+    assert warmed("", None, "resources.cpu=4") == []  # overridden: validation decides
+    assert warmed("resources: {cpu: ${CPUS}}\n") == []  # interpolated: validation decides
+    assert warmed("name: [unclosed\n") == []  # broken: validation says what is wrong

@@ -97,15 +97,17 @@ def launch(
 ) -> None:
     """Run the sweep in SPEC (or continue it, if its study exists) to the end of its budget."""
     with _errors(ctx.obj["debug"]):
+        from sweep.executor import executor_for, warm_from_file, warm_local_workers
+
+        # The local workers' fork server imports the trial code on another core while
+        # this process validates the spec, imports the controller's code and prepares
+        # the store: started on a first look at the file, else once the spec is known.
+        warmed = not dry_run and warm_from_file(spec_path, ray_address, overrides)
         spec = _load(spec_path, overrides, n_trials)
         if dry_run:
             _print_dry_run(spec)
             return
-        from sweep.executor import executor_for, warm_local_workers
-
-        if executor_for(spec, ray_address) == "local":
-            # Its imports of the trial code run on another core while this process
-            # imports the controller's (below) and prepares the store.
+        if not warmed and executor_for(spec, ray_address) == "local":
             warm_local_workers(spec)
         from sweep.controller import launch as launch_sweep
 

@@ -53,4 +53,4 @@ Quantum = Annotated[int | FiniteFloat, BeforeValidator(_reject_bool)]
 class _SpecModel(BaseModel):
     """Base of all spec models: unknown keys are errors, values are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
