@@ -241,17 +241,28 @@ def test_reads_see_what_other_processes_finished(
     assert reader.trials[3].value == 0.25  # an unfinished trial is read again
 
 
-def test_ends_handed_over_are_written_in_one_transaction(db: Database) -> None:
-    """A Ray worker's storage hands its trials' ends back; the controller writes many."""
+def ended_by_a_worker(
+    db: Database, values: tuple[float, ...], *, report: bool = False
+) -> tuple[optuna.Study, list[TrialWrites]]:
+    """A worker's study whose storage hands its trials' ends back (as a Ray worker's
+    does), with a trial ended with each of ``values``; their ends, not yet written."""
     sink = HandBack()
     worker = held_study(db, end_sink=sink)
     ends = []
-    for value in (1.0, 2.0, 3.0):
+    for value in values:
         trial = worker.ask()
         trial.suggest_float("x", 0.0, 1.0)
-        trial.report(value, 0)  # the first report is written by the worker itself
+        if report:
+            trial.report(value, 0)
         worker.tell(trial, value)
         ends.append(sink.take(trial._trial_id).writes)
+    return worker, ends
+
+
+def test_ends_handed_over_are_written_in_one_transaction(db: Database) -> None:
+    """A Ray worker's storage hands its trials' ends back; the controller writes many."""
+    # The first report of each is written by the worker itself.
+    worker, ends = ended_by_a_worker(db, (1.0, 2.0, 3.0), report=True)
     # The worker's study already sees its trials finished; the database does not.
     assert [t.state for t in worker.trials] == [TrialState.COMPLETE] * 3
     assert in_database(db, 2).state == TrialState.RUNNING
@@ -274,14 +285,7 @@ def test_a_worker_reads_its_own_ended_trials_back_by_state_unless_ended_otherwis
     changed: a trial held as the database has it is not read again, one that a
     recovery ended otherwise meanwhile is."""
     monkeypatch.setattr(_study_cache, "STALE_AFTER_S", 0.0)
-    sink = HandBack()
-    worker = held_study(db, end_sink=sink)
-    ends = []
-    for value in (1.0, 2.0, 3.0):
-        trial = worker.ask()
-        trial.suggest_float("x", 0.0, 1.0)
-        worker.tell(trial, value)
-        ends.append(sink.take(trial._trial_id).writes)
+    worker, ends = ended_by_a_worker(db, (1.0, 2.0, 3.0))
     study_id = worker._study_id
     held = worker._storage.get_all_trials(study_id, deepcopy=False)
     db.optuna_storage().set_trial_state_values(ends[1].trial_id, TrialState.FAIL)
