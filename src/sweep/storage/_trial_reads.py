@@ -150,10 +150,12 @@ class TrialReader:
         unless ``held(trial_id, state)``: the caller holds the trial as it is (a trial
         its process runs or just ended), so only its id and state are returned, in the
         second list."""
-        bound = {"study_id": study_id, "after": after, "unfinished": list(unfinished)}
+        bound: dict[str, Any] = {"study_id": study_id, "after": after}
+        if unfinished:
+            bound["unfinished"] = list(unfinished)
         with self.db.session() as session:
             rows, skipped = [], []
-            for row in session.execute(_CHANGED_TRIALS, bound):
+            for row in session.execute(_changed_trials(bool(unfinished)), bound):
                 if held(row.trial_id, row.state):
                     skipped.append((row.trial_id, row.state))
                 else:
@@ -163,7 +165,7 @@ class TrialReader:
                 # Each query sees what was committed when it ran: rows of trials
                 # created after the first query are skipped (the next read takes them
                 # whole).
-                self._read_parts(session, _parts_of_changed(), parts, bound)
+                self._read_parts(session, _parts_of_changed(bool(unfinished)), parts, bound)
             elif rows:
                 # The usual read, a few trials: a statement built and compiled once.
                 self._read_parts(session, _parts_by_ids(), parts, {"ids": list(parts)})
@@ -223,33 +225,41 @@ class TrialReader:
         return distribution
 
 
-#: Which trials changed: the study's trials after id ``after``, and those bound as
-#: ``unfinished``. Built once: a worker reads the study at each trial, and building the
-#: statement cost more than running it.
-_CHANGED = (
-    TRIALS.c.study_id == bindparam("study_id"),
-    or_(
-        TRIALS.c.trial_id > bindparam("after"),
-        TRIALS.c.trial_id.in_(bindparam("unfinished", expanding=True)),
-    ),
-)
-_CHANGED_TRIALS = (
-    select(
-        TRIALS.c.trial_id,
-        TRIALS.c.number,
-        TRIALS.c.state,
-        TRIALS.c.datetime_start,
-        TRIALS.c.datetime_complete,
-    )
-    .where(*_CHANGED)
-    .order_by(TRIALS.c.trial_id)
-)
+@functools.cache
+def _changed(unfinished: bool) -> tuple[Any, ...]:
+    """Which trials changed: the study's trials after id ``after`` and, with
+    ``unfinished``, those bound as ``unfinished``. Apart, so that a read with none
+    unfinished is an index range (with an empty ``IN`` beside it, PostgreSQL scanned
+    the study's trials: 12 ms at 100,000)."""
+    later = TRIALS.c.trial_id > bindparam("after")
+    if unfinished:
+        later = or_(later, TRIALS.c.trial_id.in_(bindparam("unfinished", expanding=True)))
+    return TRIALS.c.study_id == bindparam("study_id"), later
 
 
 @functools.cache
-def _parts_of_changed() -> Any:
-    """:func:`_parts_query` of the trials that changed (bound as for ``_CHANGED``)."""
-    return _parts_query(select(TRIALS.c.trial_id).where(*_CHANGED).scalar_subquery())
+def _changed_trials(unfinished: bool) -> Any:
+    """The rows of the trials that changed (see :func:`_changed`). Built once: a worker
+    reads the study at each trial, and building the statement cost more than running
+    it."""
+    return (
+        select(
+            TRIALS.c.trial_id,
+            TRIALS.c.number,
+            TRIALS.c.state,
+            TRIALS.c.datetime_start,
+            TRIALS.c.datetime_complete,
+        )
+        .where(*_changed(unfinished))
+        .order_by(TRIALS.c.trial_id)
+    )
+
+
+@functools.cache
+def _parts_of_changed(unfinished: bool) -> Any:
+    """:func:`_parts_query` of the trials that changed (see :func:`_changed`)."""
+    ids = select(TRIALS.c.trial_id).where(*_changed(unfinished)).scalar_subquery()
+    return _parts_query(ids)
 
 
 #: What a row of :func:`_parts_query` holds.
