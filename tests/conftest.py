@@ -31,9 +31,8 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SWEEP_ARTIFACT_ROOT", raising=False)
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A new, empty PostgreSQL database, dropped after the test."""
+def _require_postgres() -> None:
+    """Skip (fail in CI) where the PostgreSQL server of PG_URL does not answer."""
     admin = sqlalchemy.create_engine(PG_URL)
     try:
         with admin.connect() as conn:
@@ -45,6 +44,21 @@ def postgres_url() -> Iterator[str]:
         pytest.skip(message)
     finally:
         admin.dispose()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A new, empty PostgreSQL database, dropped after the test."""
+    _require_postgres()
+    with fresh_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def module_postgres_url() -> Iterator[str]:
+    """A new, empty PostgreSQL database shared by the tests of one module, dropped after
+    them: for data that a module-scoped fixture writes once and its tests only read."""
+    _require_postgres()
     with fresh_postgres_database() as url:
         yield url
 

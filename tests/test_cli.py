@@ -14,6 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from click.testing import Result
 from optuna.trial import TrialState
 
 import sweep
@@ -22,6 +23,7 @@ from sweep.storage import Database
 from sweep.storage.schema import RunInputRow
 from sweep.tracking import RunStatus, TrackingStore
 from tests.helpers import write_toy_spec
+from tests.test_cli_flow import in_process
 
 REPO = Path(__file__).parent.parent
 SWEEP = [sys.executable, "-m", "sweep.cli"]
@@ -179,9 +181,8 @@ def test_ctrl_c_ends_running_trials_killed_and_nothing_running(tmp_path: Path) -
     )
 
 
-def test_models_commands_promote_roll_back_and_show_history(
-    tmp_path: Path, local_ray: None
-) -> None:
+def test_models_commands_promote_roll_back_and_show_history(tmp_path: Path) -> None:
+    # On local workers (no Ray): the registry commands see what any sweep registers.
     url = f"sqlite:///{tmp_path / 'store.db'}"
     result = sweep.launch(write_toy_spec(tmp_path, budget={"n_trials": 4}), storage=url)
     assert result.model_version is not None
@@ -216,7 +217,8 @@ def test_models_commands_promote_roll_back_and_show_history(
     assert missing.returncode == 6 and "no @rollback" in missing.stderr
 
 
-def test_runs_list_show_and_describe(tmp_path: Path, local_ray: None) -> None:
+def test_runs_list_show_and_describe(tmp_path: Path) -> None:
+    # On local workers (no Ray): the runs commands see what any sweep logs.
     url = f"sqlite:///{tmp_path / 'store.db'}"
     result = sweep.launch(write_toy_spec(tmp_path, budget={"n_trials": 3}), storage=url)
 
@@ -247,7 +249,11 @@ def test_runs_list_show_and_describe(tmp_path: Path, local_ray: None) -> None:
 
 
 def test_models_tags_descriptions_lineage_and_history(tmp_path: Path) -> None:
-    """The registry's everyday commands on a version made the direct way (no sweep)."""
+    """The registry's everyday commands on a version made the direct way (no sweep).
+
+    In this process (click's runner): some thirty commands that start no trial, each a
+    second of start-up as a process of its own. The text of `show` is read from a real
+    `sweep` process, as a user sees it."""
     url = f"sqlite:///{tmp_path / 'store.db'}"
     database = Database(url)
     database.ensure_schema()
@@ -288,9 +294,9 @@ def test_models_tags_descriptions_lineage_and_history(tmp_path: Path) -> None:
     )
     database.dispose()
 
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        result = run_cli("models", *args, "--storage", url, cwd=tmp_path)
-        assert result.returncode == 0, result.stdout + result.stderr
+    def cli(*args: str) -> Result:
+        result = in_process("models", *args, "--storage", url)
+        assert result.exit_code == 0, result.stdout + result.stderr
         return result
 
     cli("tag", "digits-sgd", "1", "stage", "qa", "--reason", "handed to QA")
@@ -328,7 +334,9 @@ def test_models_tags_descriptions_lineage_and_history(tmp_path: Path) -> None:
             }
         ],
     }
-    text = cli("show", "digits-sgd").stdout
+    shown_text = run_cli("models", "show", "digits-sgd", "--storage", url, cwd=tmp_path)
+    assert shown_text.returncode == 0, shown_text.stdout + shown_text.stderr
+    text = shown_text.stdout
     for expected in (
         "version 1  @staging",
         "val_acc=0.95",
@@ -387,8 +395,8 @@ def test_models_tags_descriptions_lineage_and_history(tmp_path: Path) -> None:
         ),
         (("history", "nope"), "list them with: sweep models list"),
     ):
-        failed = run_cli("models", *args, "--storage", url, cwd=tmp_path)
-        assert failed.returncode == 6, (args, failed.stdout + failed.stderr)
+        failed = in_process("models", *args, "--storage", url)
+        assert failed.exit_code == 6, (args, failed.stdout + failed.stderr)
         assert message in failed.stderr, (args, failed.stderr)
 
 

@@ -1,7 +1,10 @@
 """`sweep export mlflow`: a real sweep copied into an MLflow store that MLflow owns
 (SQLite), then opened with MLflow's own client: runs, nesting, params, metric
 histories, artifacts, registered versions and aliases; exporting again duplicates
-nothing and adds the trials that finished since."""
+nothing and adds the trials that finished since.
+
+The sweeps run on local workers (no Ray here): what they log, and so what is exported
+or mirrored, is the same on either executor."""
 
 from __future__ import annotations
 
@@ -27,8 +30,6 @@ if os.environ.get("CI"):
     import mlflow  # CI installs sweep[test], which has it: never skip there
 else:
     mlflow = pytest.importorskip("mlflow")
-
-pytestmark = pytest.mark.usefixtures("local_ray")
 
 
 def _runs(client: Any, experiment_id: str) -> list[Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,12 +70,13 @@ class World:
         return set(self.names(filter))
 
 
-@pytest.fixture
-def world(storage_url: str, tmp_path: Path) -> Iterator[World]:
-    db = Database(storage_url)
+@contextmanager
+def world_in(url: str, artifacts: Path) -> Iterator[World]:
+    """The runs of RUNS under one parent, and a stray run of another experiment."""
+    db = Database(url)
     db.ensure_schema()
     store = TrackingStore(db)
-    experiment = store.get_or_create_experiment("exp", tmp_path / "artifacts")
+    experiment = store.get_or_create_experiment("exp", artifacts)
     parent = store.create_run(experiment, "sweep-parent")
     ids = {}
     for i, (name, (params, metrics, tags, status)) in enumerate(RUNS.items(), 1):
@@ -93,13 +95,36 @@ def world(storage_url: str, tmp_path: Path) -> Iterator[World]:
                 update(RunRow).where(RunRow.run_id == run.run_id).values(start_time=i * 1000)
             )
     # A run of another experiment that matches everything: searches must not see it.
-    elsewhere = store.get_or_create_experiment("other-exp", tmp_path / "artifacts")
+    elsewhere = store.get_or_create_experiment("other-exp", artifacts)
     stray = store.create_run(
         elsewhere, "trial-1", params={"lr": 0.001, "optimizer": "sgd"}, tags={"model_type": "sgd"}
     )
     store.log_metrics(stray.run_id, [MetricPoint("val_acc", 0.99, 1, 0)])
-    yield World(storage_url, store, experiment.experiment_id, parent, ids)
+    yield World(url, store, experiment.experiment_id, parent, ids)
     db.dispose()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    """One world per backend for the tests that only search it: each would otherwise
+    make its own (a database of its own, on PostgreSQL), which took most of this module's
+    time."""
+    root = tmp_path_factory.mktemp("world")
+    if request.param == "sqlite":
+        url = f"sqlite:///{root / 'sweep.db'}"
+    else:
+        url = request.getfixturevalue("module_postgres_url")
+    with world_in(url, root / "artifacts") as shared:
+        yield shared
+
+
+@pytest.fixture
+def own_world(storage_url: str, tmp_path: Path) -> Iterator[World]:
+    """A world of the test's own, for a test that adds to it."""
+    with world_in(storage_url, tmp_path / "artifacts") as fresh:
+        yield fresh
 
 
 def test_the_issue_example_filters_and_orders_and_loads_each_run(world: World) -> None:
@@ -238,14 +263,14 @@ def test_max_results_returns_the_top_of_the_order(world: World) -> None:
         world.names(max_results=0)
 
 
-def test_the_python_api_searches_a_sweep_or_an_experiment_by_name(world: World) -> None:
-    with world.store.db.session() as session:  # what `sweep launch` records
+def test_the_python_api_searches_a_sweep_or_an_experiment_by_name(own_world: World) -> None:
+    with own_world.store.db.session() as session:  # what `sweep launch` records
         session.add(
             SweepRow(
                 name="my-sweep",
                 study_name="my-sweep",
-                experiment_id=world.experiment_id,
-                parent_run_id=world.parent.run_id,
+                experiment_id=own_world.experiment_id,
+                parent_run_id=own_world.parent.run_id,
                 status="FINISHED",
                 spec_yaml="",
                 created_at=0,
@@ -253,15 +278,15 @@ def test_the_python_api_searches_a_sweep_or_an_experiment_by_name(world: World) 
             )
         )
     best = sweep.search_runs(
-        "my-sweep", "metrics.val_acc > 0.9", ["metrics.val_acc desc"], storage=world.url
+        "my-sweep", "metrics.val_acc > 0.9", ["metrics.val_acc desc"], storage=own_world.url
     )
     assert [r.name for r in best] == ["trial-3", "trial-1", "trial-2", "Trial-5"]
     # An experiment's search covers all its runs, the sweep's parent run included.
-    runs = sweep.search_runs("exp", "params.lr < 0.01", storage=world.url)
+    runs = sweep.search_runs("exp", "params.lr < 0.01", storage=own_world.url)
     assert [r.name for r in runs] == ["trial-1", "trial-2"]
-    assert len(sweep.search_runs(storage=world.url)) == len(RUNS) + 2  # the whole store
+    assert len(sweep.search_runs(storage=own_world.url)) == len(RUNS) + 2  # the whole store
     with pytest.raises(NotFoundError, match="no sweep or experiment called 'nope'"):
-        sweep.search_runs("nope", storage=world.url)
+        sweep.search_runs("nope", storage=own_world.url)
 
 
 INVALID_FILTERS = [

@@ -10,9 +10,17 @@ import time
 from pathlib import Path
 
 import optuna
-from sklearn.linear_model import LinearRegression
 
 import sweep
+
+
+def _small_model(x: float) -> object:
+    """A fitted model that predicts ``x`` at 1. scikit-learn is imported here, not with
+    this module: a launch, an agent or `sweep validate` imports the module only to check
+    the objective, and would spend a second or more of each start on it."""
+    from sklearn.linear_model import LinearRegression
+
+    return LinearRegression().fit([[0.0], [1.0]], [0.0, x])
 
 
 def learning_curve(trial: optuna.Trial) -> float:
@@ -28,7 +36,7 @@ def learning_curve(trial: optuna.Trial) -> float:
         trial.report(value, step)
         if trial.should_prune():
             raise optuna.TrialPruned()
-    sweep.log_model(LinearRegression().fit([[0.0], [1.0]], [0.0, x]))
+    sweep.log_model(_small_model(x))
     return value
 
 
@@ -81,7 +89,7 @@ def steady(trial: optuna.Trial) -> float:
         time.sleep(pause)
         trial.report(x * step / 5, step)
     sweep.set_tag("devices", os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
-    sweep.log_model(LinearRegression().fit([[0.0], [1.0]], [0.0, x]))
+    sweep.log_model(_small_model(x))
     return x
 
 
