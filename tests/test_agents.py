@@ -119,7 +119,8 @@ def test_a_controller_and_two_agents_share_an_exact_budget(
     runs = TrackingStore(database).list_runs()
     database.dispose()
     devices = {r.tags.get("devices") for r in runs if r.parent_run_id}
-    # The controller's workers and the CPU agent see no GPU; the GPU agent's workers one GPU each.
+    # The controller's workers and the CPU agent see no GPU; the GPU agent's workers one
+    # GPU each.
     assert {"0", "1"} <= devices <= {"0", "1", "unset"}
     status = status_json(postgres_url, "shared", tmp_path)
     assert status["state"] == "FINISHED" and status["counts"]["complete"] == 40

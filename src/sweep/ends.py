@@ -20,12 +20,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
 
-from sqlalchemy import Table, bindparam, delete
+from sqlalchemy import bindparam, delete
 from sqlalchemy.orm import Session
 
-from sweep.storage import Database, TrialLeaseRow, TrialWrites, retry_transient, write_trials
+from sweep.storage import LEASE_TABLE, Database, TrialWrites, retry_transient, write_trials
 from sweep.storage import EndSink as StudyEndSink
 from sweep.tracking import RunEnd, RunStatus, TrackingStore
 
@@ -38,8 +37,9 @@ _DISCARDED = (
 
 # Built once, on the table: building and running an ORM statement costs several times
 # more than the statement itself, on a path every trial takes.
-_LEASES = cast(Table, TrialLeaseRow.__table__)
-_RELEASE = delete(_LEASES).where(_LEASES.c.trial_id.in_(bindparam("trial_ids", expanding=True)))
+_RELEASE = delete(LEASE_TABLE).where(
+    LEASE_TABLE.c.trial_id.in_(bindparam("trial_ids", expanding=True))
+)
 
 
 @dataclass(frozen=True)

@@ -6,18 +6,17 @@ import datetime
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
-from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
 from sweep.coordination._state import ClaimLock
 from sweep.storage import (
+    LEASE_TABLE,
     Database,
     StudySlots,
-    TrialLeaseRow,
     insert_rows,
     insert_running_trials,
     insert_system_attrs,
@@ -40,10 +39,6 @@ FIXED_PARAMS_ATTR = "fixed_params"
 #: A trial marked with one of these uses no budget: killed by a stop, superseded by its
 #: retry, or copied from another sweep by ``warm_start``.
 UNCOUNTED = (KILLED_ATTR, SUPERSEDED_ATTR, WARM_START_ATTR)
-
-# Leases are inserted through Core. DeclarativeBase types ``__table__`` as any FromClause
-# (a model may map a join); TrialLeaseRow maps one Table.
-_LEASE_TABLE = cast(Table, TrialLeaseRow.__table__)
 
 #: One worker's request for a trial: its id, and what its trial's run starts with (None:
 #: the worker opens the run itself).
@@ -238,7 +233,7 @@ class Claims:
         renewed = now_ms()
         insert_rows(
             session,
-            _LEASE_TABLE,
+            LEASE_TABLE,
             [
                 {
                     "trial_id": trial_id,

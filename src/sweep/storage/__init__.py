@@ -35,11 +35,12 @@ from sweep.storage._url import (
     redact,
     resolve_storage_url,
 )
-from sweep.storage.schema import SweepRow, TrialLeaseRow, WorkerRow
+from sweep.storage.schema import LEASE_TABLE, SweepRow, TrialLeaseRow, WorkerRow
 from sweep.storage.sql import insert_rows
 
 __all__ = [
     "INTERMEDIATE_VALUES",
+    "LEASE_TABLE",
     "PARAMS",
     "STUDIES",
     "STUDY_DIRECTIONS",

@@ -7,6 +7,8 @@ Change these only together with a migration under ``migrations/versions``.
 
 from __future__ import annotations
 
+from typing import cast
+
 from sqlalchemy import (
     BigInteger,
     Float,
@@ -15,6 +17,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -189,6 +192,11 @@ class TrialLeaseRow(Base):
     sweep_name: Mapped[str] = mapped_column(String(KEY_LENGTH))
     worker_id: Mapped[str] = mapped_column(String(RUN_ID_LENGTH))
     renewed_at: Mapped[int] = mapped_column(BigInteger)
+
+
+# Leases are written through Core on every claim and trial end. DeclarativeBase types
+# ``__table__`` as any FromClause (a model may map a join); TrialLeaseRow maps one Table.
+LEASE_TABLE = cast(Table, TrialLeaseRow.__table__)
 
 
 class StudySlotsRow(Base):
