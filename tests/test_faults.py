@@ -32,8 +32,8 @@ from sqlalchemy import delete, select
 import sweep
 from sweep.storage import Database
 from sweep.storage.schema import TrialLeaseRow, WorkerRow
-from sweep.study import TrialCounts
 from sweep.tracking import RunStatus, TrackingStore
+from sweep.trial_counts import TrialCounts
 from tests.helpers import sweep_invariants, write_toy_spec
 from tests.objectives import toy
 from tests.test_agents import FAST_LEASE, finished, start, trials, wait_for

@@ -113,7 +113,7 @@ def test_live_progress_shows_running_trials_params(sqlite_url: str, tmp_path: Pa
     progress = LaunchProgress(
         console, name="seen", url=sqlite_url, metric="score", direction="maximize"
     )
-    from sweep.study import TrialCounts
+    from sweep.trial_counts import TrialCounts
 
     progress.on_start("store", TrialCounts(complete=6), 4)
     progress.close()

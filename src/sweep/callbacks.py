@@ -26,8 +26,9 @@ from typing import Any
 import optuna
 
 from sweep.spec import SweepSpec
-from sweep.study import TrialCounts, best_own_trial
+from sweep.study import best_own_trial
 from sweep.trial import TrialOutcome
+from sweep.trial_counts import TrialCounts
 
 logger = logging.getLogger(__name__)
 

@@ -13,16 +13,10 @@ from sweep.coordination import Coordinator, LeaseSettings, RegisteredWorker, Swe
 from sweep.errors import NotFoundError, SweepError
 from sweep.pareto import FrontTrial, front_of, metric_names
 from sweep.storage import Database, SweepRow, resolve_storage_url
-from sweep.study import (
-    TrialCounts,
-    best_own_trial,
-    count_trials,
-    get_sweep_record,
-    set_sweep_status,
-    sweep_not_found,
-)
+from sweep.study import best_own_trial, get_sweep_record, set_sweep_status, sweep_not_found
 from sweep.tracking import now_ms
 from sweep.trial import lease_settings
+from sweep.trial_counts import TrialCounts, count_trials
 
 #: The state shown for a sweep whose Optuna study was deleted behind its back.
 STUDY_DELETED = "STUDY DELETED"

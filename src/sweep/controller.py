@@ -36,15 +36,7 @@ from sweep.registry import ModelRegistry, ModelVersion
 from sweep.spec import SweepSpec, load_spec, resolve_callbacks
 from sweep.stopping import StopRules, clear_stop, end_sweep, stopped_by
 from sweep.storage import Database, redact, resolve_storage_url
-from sweep.study import (
-    SPEC_ATTR,
-    TrialCounts,
-    best_own_trial,
-    count_trials,
-    open_study,
-    open_sweep_record,
-    set_sweep_status,
-)
+from sweep.study import SPEC_ATTR, best_own_trial, open_study, open_sweep_record, set_sweep_status
 from sweep.tracking import (
     Experiment,
     MetricPoint,
@@ -56,6 +48,7 @@ from sweep.tracking import (
     resolve_artifact_root,
 )
 from sweep.trial import SweepContext, lease_settings
+from sweep.trial_counts import TrialCounts, count_trials
 from sweep.worker import RayWorkerPool
 
 if TYPE_CHECKING:

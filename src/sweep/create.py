@@ -16,8 +16,9 @@ import optuna
 from sweep.controller import agent_spec_json, record_sweep
 from sweep.spec import SweepSpec, load_spec
 from sweep.storage import Database, resolve_storage_url
-from sweep.study import SPEC_ATTR, TrialCounts, count_trials, get_sweep_record, open_study
+from sweep.study import SPEC_ATTR, get_sweep_record, open_study
 from sweep.tracking import TrackingStore
+from sweep.trial_counts import TrialCounts, count_trials
 
 
 @dataclass(frozen=True)

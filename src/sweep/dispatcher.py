@@ -29,9 +29,9 @@ from sweep.planner import Planner
 from sweep.spec import SweepSpec
 from sweep.stopping import Stop, StopRules, end_sweep, stopped_by
 from sweep.storage import Database, StudyStorage
-from sweep.study import TrialCounts, counted_as
 from sweep.tracking import TrackingStore
 from sweep.trial import TrialOutcome
+from sweep.trial_counts import TrialCounts, counted_as
 from sweep.worker import CallLost, TrialCrash, Worker
 
 #: Seconds to wait for killed workers to go away on Ctrl-C before marking their trials.

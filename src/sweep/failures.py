@@ -19,8 +19,8 @@ import time
 from collections.abc import Iterable
 
 from sweep.coordination import Coordinator
-from sweep.study import counted_as
 from sweep.trial import TrialOutcome
+from sweep.trial_counts import counted_as
 
 #: Why trials end when their sweep or agent is stopped.
 CANCELLED = "cancelled: sweep cancel"

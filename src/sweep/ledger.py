@@ -25,9 +25,9 @@ from sqlalchemy.orm import Session
 
 from sweep.ends import write_ends
 from sweep.storage import Database, StudyStorage, retry_transient
-from sweep.study import FINISHED_STATES
 from sweep.tracking import TrackingStore
 from sweep.trial import TrialOutcome
+from sweep.trial_counts import FINISHED_STATES
 
 #: Seconds between reads of the store for trials that other processes finished.
 POLL_S = 0.5

@@ -16,8 +16,9 @@ from optuna.trial import TrialState
 from sweep.coordination import Claim, Coordinator, Heartbeat, RunSeed, SweepState
 from sweep.dispatcher import Dispatcher
 from sweep.storage import Database
-from sweep.study import TrialCounts, count_trials, set_sweep_status
+from sweep.study import set_sweep_status
 from sweep.trial import SweepContext, TrialOutcome, lease_settings
+from sweep.trial_counts import TrialCounts, count_trials
 from sweep.worker import CallLost, TrialActor, TrialCrash, Worker
 from tests.helpers import OBJECTIVES_DIR, sweep_context, sweep_invariants
 

@@ -14,7 +14,8 @@ import pytest
 from sweep.coordination import Claim, SweepState
 from sweep.storage import Database
 from sweep.storage import _slots as slots_module
-from sweep.study import TrialCounts, count_trials, set_sweep_status
+from sweep.study import set_sweep_status
+from sweep.trial_counts import TrialCounts, count_trials
 from tests.coordination.helpers import claim_all, coordinator, make_sweep
 
 

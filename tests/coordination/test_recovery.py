@@ -13,8 +13,8 @@ from optuna.trial import TrialState
 
 from sweep.coordination import LostTrial
 from sweep.storage import TrialLeaseRow
-from sweep.study import TrialCounts, count_trials
 from sweep.tracking import TrackingStore
+from sweep.trial_counts import TrialCounts, count_trials
 from tests.coordination.helpers import coordinator, make_sweep
 
 

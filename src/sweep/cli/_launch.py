@@ -27,8 +27,8 @@ if TYPE_CHECKING:  # the CLI imports these lazily: they pull in SQLAlchemy, Ray
     from sweep.controller import SweepResult
     from sweep.pareto import FrontTrial
     from sweep.spec import SweepSpec
-    from sweep.study import TrialCounts
     from sweep.trial import TrialOutcome
+    from sweep.trial_counts import TrialCounts
 
 
 _set_option = click.option(

@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sweep.storage import Database
-from sweep.study import TrialCounts
+from sweep.trial_counts import TrialCounts
 
 if TYPE_CHECKING:  # the CLI imports these lazily: they pull in SQLAlchemy, Ray
     from sweep.trial import TrialOutcome

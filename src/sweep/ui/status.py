@@ -18,7 +18,7 @@ from sweep.errors import SweepError
 from sweep.pareto import front_of, metric_names
 from sweep.storage import Database, redact
 from sweep.storage.schema import SweepRow
-from sweep.study import TrialCounts, count_trials
+from sweep.trial_counts import TrialCounts, count_trials
 
 _lock = threading.Lock()
 
@@ -131,7 +131,7 @@ _counts_cache: dict[tuple[str, int], tuple[tuple[Any, ...], TrialCounts]] = {}
 
 
 def trial_counts(db: Database, study_id: int) -> TrialCounts:
-    """:func:`sweep.study.count_trials`, counted again only when a trial started or
+    """:func:`sweep.trial_counts.count_trials`, counted again only when a trial started or
     ended (killed and retried marks are set as trials end or retries start)."""
     key = (db.url, study_id)
     current = trial_reads.fingerprint(db, study_id)
